@@ -1,0 +1,59 @@
+"""xai_bench: interpretability for PyTorch image classifiers, correct on every model and batch size."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+try:
+    __version__ = _version("xai-bench")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0+unknown"
+
+from .attributors.base import Attributor, Cost, Prepared
+from .errors import (
+    DeviceMismatchError,
+    DuplicateMethodError,
+    InvalidInputError,
+    InvalidParameterError,
+    InvalidTargetError,
+    ModelOutputError,
+    PluginError,
+    SurgeryError,
+    UnknownMethodError,
+    UnknownParameterError,
+    XaiBenchError,
+    XaiBenchWarning,
+)
+from .explain import explain, methods
+from .hookspecs import hookimpl
+from .plugins import get_plugin_manager, list_plugins
+from .profilers.base import GlobalProfiler
+from .results import open_maps, save_maps
+
+__all__ = [
+    "Attributor",
+    "Cost",
+    "DeviceMismatchError",
+    "DuplicateMethodError",
+    "GlobalProfiler",
+    "InvalidInputError",
+    "InvalidParameterError",
+    "InvalidTargetError",
+    "ModelOutputError",
+    "PluginError",
+    "Prepared",
+    "SurgeryError",
+    "UnknownMethodError",
+    "UnknownParameterError",
+    "XaiBenchError",
+    "XaiBenchWarning",
+    "__version__",
+    "explain",
+    "get_plugin_manager",
+    "hookimpl",
+    "list_plugins",
+    "methods",
+    "open_maps",
+    "save_maps",
+]

@@ -1,0 +1,20 @@
+"""Registers the six built-in attribution methods through the public hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..hookspecs import hookimpl
+
+
+@hookimpl
+def register_attributors(register: Callable[..., Any]) -> None:
+    from .deeplift import DeepLift
+    from .gradients import InputXGradient, Saliency
+    from .guided_backprop import GuidedBackprop
+    from .integrated_gradients import IntegratedGradients
+    from .occlusion import Occlusion
+
+    for cls in (Occlusion, Saliency, InputXGradient, GuidedBackprop, IntegratedGradients, DeepLift):
+        register(cls)

@@ -1,0 +1,31 @@
+"""Guided backpropagation (Springenberg et al., 2015) on a rewritten view of the model."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..surgery import GuidedReLU, RuleSet, rewrite
+from .base import Attributor, Prepared, select
+
+# Every ReLU call site, module or functional, in-place or re-used, becomes its own guided ReLU.
+GUIDED_RULES = RuleSet(name="guided_backprop", relu=lambda site: GuidedReLU())
+
+
+class GuidedBackprop(Attributor):
+    """Gradient where every ReLU passes back only positive gradients through positive inputs."""
+
+    id: ClassVar[str] = "guided_backprop"
+    needs_surgery: ClassVar[bool] = True
+
+    def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
+        rewritten, report = rewrite(model, GUIDED_RULES, example)
+        return Prepared(rewritten, tuple(report.summary()))
+
+    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None) -> Tensor:
+        with torch.enable_grad():
+            x = inputs.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(select(model(x), target).sum(), x)
+        return grad

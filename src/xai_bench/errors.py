@@ -1,0 +1,97 @@
+"""One exception tree for xai_bench; domain errors also subclass the matching builtin."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class XaiBenchError(Exception):
+    """Base class of every error raised by xai_bench."""
+
+
+class XaiBenchWarning(UserWarning):
+    """Base class of every warning issued by xai_bench."""
+
+
+def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` entries of ``choices`` that look like ``word``."""
+    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+
+
+def _suggestion(word: str, choices: Iterable[str]) -> str:
+    choices = sorted(choices)
+    matches = close_matches(word, choices)
+    hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+    return f"{hint} Valid choices: {', '.join(repr(c) for c in choices) or '(none)'}."
+
+
+class _MessageKeyError(KeyError):
+    # KeyError.__str__ quotes its argument; a sentence reads better unquoted.
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownMethodError(XaiBenchError, _MessageKeyError):
+    """A method or profiler id that no loaded plugin provides."""
+
+    def __init__(self, method_id: str, available: Iterable[str], kind: str = "method") -> None:
+        self.method_id = method_id
+        super().__init__(f"Unknown {kind} {method_id!r}.{_suggestion(method_id, available)}")
+
+
+class DuplicateMethodError(XaiBenchError, ValueError):
+    """Two plugins registered the same id."""
+
+
+class UnknownParameterError(XaiBenchError, TypeError):
+    """A method was given a keyword argument it does not accept."""
+
+    def __init__(self, method_id: str, name: str, valid: Iterable[str]) -> None:
+        super().__init__(
+            f"Method {method_id!r} has no parameter {name!r}.{_suggestion(name, valid)}"
+        )
+
+
+class InvalidParameterError(XaiBenchError, ValueError):
+    """A method parameter has a value the method cannot use."""
+
+
+class InvalidInputError(XaiBenchError, ValueError):
+    """The inputs are not a finite (N, C, H, W) float tensor the model accepts."""
+
+
+class InvalidTargetError(XaiBenchError, ValueError):
+    """A target is out of range, an unknown label name or of an unsupported kind."""
+
+
+class ModelOutputError(XaiBenchError, ValueError):
+    """The model does not return (N, classes) logits."""
+
+
+class DeviceMismatchError(XaiBenchError, ValueError):
+    """Inputs and model live on different devices."""
+
+
+class SurgeryError(XaiBenchError, RuntimeError):
+    """The model cannot be rewritten so that a rule-based method is correct on it."""
+
+
+class PluginError(XaiBenchError, RuntimeError):
+    """A plugin failed to load or registered something invalid."""
+
+
+__all__ = [
+    "DeviceMismatchError",
+    "DuplicateMethodError",
+    "InvalidInputError",
+    "InvalidParameterError",
+    "InvalidTargetError",
+    "ModelOutputError",
+    "PluginError",
+    "SurgeryError",
+    "UnknownMethodError",
+    "UnknownParameterError",
+    "XaiBenchError",
+    "XaiBenchWarning",
+]

@@ -1,0 +1,123 @@
+"""The plugin manager: hook specs, then built-ins, then the ``xai_bench`` entry points."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import threading
+from dataclasses import dataclass
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+ENTRY_POINT_GROUP = "xai_bench"
+LOAD_PLUGINS_ENV = "XAI_BENCH_LOAD_PLUGINS"
+
+# Built-ins go through exactly the hooks a third-party plugin uses.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "xai_bench.attributors.builtin",
+    "xai_bench.profilers.builtin",
+)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a registered plugin came from."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    builtin: bool
+
+    def as_dict(self) -> dict[str, str | bool | None]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "builtin": self.builtin,
+        }
+
+
+_lock = threading.Lock()
+_pm: pluggy.PluginManager | None = None
+_infos: dict[str, PluginInfo] = {}
+
+
+def _allowed_names() -> set[str] | None:
+    """Names from ``XAI_BENCH_LOAD_PLUGINS``: ``None`` when unset (load all), empty set loads none."""
+    raw = os.environ.get(LOAD_PLUGINS_ENV)
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _load_entry_points(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    allowed = _allowed_names()
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
+                continue
+            dist_name = dist.metadata["name"]
+            if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+                continue
+            seen.add(ep.name)
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"Plugin {ep.name!r} from distribution {dist_name!r} failed to load: {exc}. "
+                    f"Fix or uninstall it, or exclude it with {LOAD_PLUGINS_ENV}."
+                ) from exc
+            if pm.is_registered(plugin):
+                continue
+            pm.register(plugin, name=ep.name)
+            infos[ep.name] = PluginInfo(ep.name, dist_name, dist.version, builtin=False)
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """Return the process-wide plugin manager, building it on first use."""
+    global _pm
+    if _pm is not None:
+        return _pm
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            pm.add_hookspecs(hookspecs)
+            infos: dict[str, PluginInfo] = {}
+            from . import __version__
+
+            for module_name in DEFAULT_PLUGINS:
+                pm.register(importlib.import_module(module_name), name=module_name)
+                infos[module_name] = PluginInfo(module_name, "xai-bench", __version__, builtin=True)
+            _load_entry_points(pm, infos)
+            _infos.clear()
+            _infos.update(infos)
+            _pm = pm
+    return _pm
+
+
+def plugin_info(name: str) -> PluginInfo:
+    """Return where the plugin registered under ``name`` came from."""
+    get_plugin_manager()
+    return _infos.get(name, PluginInfo(name, None, None, builtin=False))
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Return every registered plugin, built-ins first."""
+    pm = get_plugin_manager()
+    return [plugin_info(name) for name, _ in pm.list_name_plugin()]
+
+
+def reset_plugin_manager() -> None:
+    """Forget the plugin manager and the registries so the next use reloads plugins (tests, notebooks)."""
+    global _pm
+    from . import registry
+
+    with _lock:
+        _pm = None
+        _infos.clear()
+    registry.clear_caches()

@@ -1,0 +1,107 @@
+"""Checks made before any method runs, and the guard that gives the user's model back unchanged."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .errors import DeviceMismatchError, InvalidInputError, ModelOutputError, XaiBenchWarning
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode and restore every module's ``training`` flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    if any(training for _, training in flags):
+        warnings.warn(
+            f"{type(model).__name__} is in training mode: dropout and batch-norm statistics would make "
+            "maps depend on the batch. Explaining it in eval mode; its mode is restored afterwards.",
+            XaiBenchWarning,
+            stacklevel=3,
+        )
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def check_inputs(model: nn.Module, inputs: object) -> Tensor:
+    """Return ``inputs`` if it is a finite (N, C, H, W) float tensor the model can take, else raise."""
+    if not isinstance(inputs, Tensor):
+        raise InvalidInputError(
+            f"inputs must be a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}."
+        )
+    if inputs.dim() != 4:
+        hint = " For a single image, pass x.unsqueeze(0)." if inputs.dim() == 3 else ""
+        raise InvalidInputError(
+            f"inputs must have 4 dimensions (N, C, H, W), got shape {tuple(inputs.shape)}.{hint}"
+        )
+    if inputs.shape[0] == 0:
+        raise InvalidInputError("inputs hold no samples (N = 0).")
+    if not inputs.is_floating_point():
+        raise InvalidInputError(f"inputs must be a floating-point tensor, got {inputs.dtype}; use inputs.float().")
+    bad = ~torch.isfinite(inputs)
+    if bad.any():
+        samples = sorted(set(bad.flatten(1).any(1).nonzero().flatten().tolist()))
+        raise InvalidInputError(
+            f"inputs contain NaN or Inf values (samples {samples[:10]}); clean or drop them first."
+        )
+    first = next((t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), None)
+    if first is not None:
+        if first.device != inputs.device:
+            raise DeviceMismatchError(
+                f"inputs are on {inputs.device} but the model is on {first.device}; move one of them, "
+                f"e.g. inputs.to('{first.device}')."
+            )
+        if first.dtype != inputs.dtype:
+            raise InvalidInputError(
+                f"inputs are {inputs.dtype} but the model's parameters are {first.dtype}; "
+                f"convert with inputs.to({first.dtype})."
+            )
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None and conv.in_channels != inputs.shape[1]:
+        raise InvalidInputError(
+            f"inputs have {inputs.shape[1]} channels but the model's first convolution expects "
+            f"{conv.in_channels}; for grayscale images on an RGB model use x.expand(-1, 3, -1, -1)."
+        )
+    return inputs
+
+
+def check_outputs(outputs: object, n: int) -> Tensor:
+    """Return ``outputs`` if they are (N, classes) logits for N inputs, else raise."""
+    if not isinstance(outputs, Tensor):
+        raise ModelOutputError(
+            f"the model returned {type(outputs).__name__}, expected a (N, classes) tensor of logits. "
+            "Wrap the model so forward() returns only the logits (e.g. inception's aux outputs)."
+        )
+    if outputs.dim() != 2 or outputs.shape[0] != n:
+        raise ModelOutputError(
+            f"the model returned shape {tuple(outputs.shape)} for {n} inputs, expected ({n}, classes) "
+            "logits. Flatten or select the class scores in a wrapper module."
+        )
+    if not torch.isfinite(outputs).all():
+        raise ModelOutputError("the model returned NaN or Inf logits for these inputs.")
+    return outputs
+
+
+def forward_scores(model: nn.Module, inputs: Tensor, batch_size: int | None) -> Tensor:
+    """Return the model's logits for ``inputs``, computed in chunks without autograd."""
+    step = batch_size or inputs.shape[0]
+    with torch.no_grad():
+        parts = []
+        for start in range(0, inputs.shape[0], step):
+            chunk = inputs[start : start + step]
+            try:
+                out = model(chunk)
+            except RuntimeError as exc:
+                raise InvalidInputError(
+                    f"the model failed on inputs of shape {tuple(chunk.shape)}: {exc}"
+                ) from exc
+            parts.append(check_outputs(out, chunk.shape[0]))
+    return torch.cat(parts)

@@ -1,0 +1,17 @@
+"""Model rewrites that make rule-based methods correct; they never touch the user's model object."""
+
+from .rewrite import PLAIN, RuleSet, SurgeryReport, dry_run_sites, rewrite, trace
+from .rules import GuidedReLU, Rescale, RescaleMaxPool, RescaleReLU
+
+__all__ = [
+    "PLAIN",
+    "GuidedReLU",
+    "Rescale",
+    "RescaleMaxPool",
+    "RescaleReLU",
+    "RuleSet",
+    "SurgeryReport",
+    "dry_run_sites",
+    "rewrite",
+    "trace",
+]

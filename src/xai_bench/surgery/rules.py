@@ -1,0 +1,188 @@
+"""Autograd rules that rule-based methods put in place of a model's non-linearities.
+
+Each rule is a small module with a custom backward. DeepLIFT rules expect the batch to be
+the inputs followed by their references, ``cat([x, x_ref])``, as the DeepLIFT attributor feeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import SurgeryError
+
+
+class _GuidedReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        y = x.clamp(min=0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (y > 0)
+
+
+class GuidedReLU(nn.Module):
+    """ReLU whose backward passes only positive gradients through positive activations."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _GuidedReLUFunction.apply(x)
+
+
+def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
+    n = t.shape[0]
+    if n % 2:
+        raise SurgeryError(
+            f"A DeepLIFT rule saw a batch of {n}; it expects inputs followed by their references "
+            "(an even batch). Call the model through the deeplift attributor."
+        )
+    return t[: n // 2], t[n // 2 :]
+
+
+def _rescale_multiplier(dx: Tensor, dy: Tensor, slope: Tensor, eps: float) -> Tensor:
+    # Where input and reference agree the finite difference is undefined; the gradient is its limit.
+    safe = dx.abs() > eps
+    return torch.where(safe, dy / torch.where(safe, dx, torch.ones_like(dx)), slope)
+
+
+class _RescaleFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, fn: Callable[[Tensor], Tensor], eps: float) -> Tensor:
+        y = fn(x)
+        ctx.fn = fn
+        ctx.eps = eps
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, y = ctx.saved_tensors
+        xa, xr = _halves(x)
+        ya, yr = _halves(y)
+        with torch.enable_grad():
+            probe = xa.detach().requires_grad_(True)
+            (slope,) = torch.autograd.grad(ctx.fn(probe), probe, torch.ones_like(ya))
+        m = _rescale_multiplier(xa - xr, ya - yr, slope, ctx.eps)
+        return grad * torch.cat([m, m]), None, None
+
+
+class _RescaleReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float) -> Tensor:
+        y = x.clamp(min=0)
+        ctx.eps = eps
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, y = ctx.saved_tensors
+        xa, xr = _halves(x)
+        ya, yr = _halves(y)
+        m = _rescale_multiplier(xa - xr, ya - yr, (xa > 0).to(x.dtype), ctx.eps)
+        return grad * torch.cat([m, m]), None
+
+
+class RescaleReLU(nn.Module):
+    """ReLU with DeepLIFT's rescale rule: multiplier Δy/Δx against the reference half."""
+
+    def __init__(self, eps: float = 1e-10) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _RescaleReLUFunction.apply(x, self.eps)
+
+
+class Rescale(nn.Module):
+    """Any element-wise function with DeepLIFT's rescale rule (exact summation for every such function)."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], eps: float = 1e-10) -> None:
+        super().__init__()
+        self.fn = fn
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _RescaleFunction.apply(x, self.fn, self.eps)
+
+
+class _RescaleMaxPoolFunction(torch.autograd.Function):
+    """Max pooling with an exact DeepLIFT rule, also for overlapping windows.
+
+    Each window's difference ``max(x) - max(x_ref)`` is split into its positive part, credited to
+    the input's arg-max, and its negative part, credited to the reference's arg-max; credits are
+    *summed* per position (overlapping windows share positions) and divided by that position's Δx.
+    Both credited positions have Δx of the credit's sign, never zero, so the multipliers carry
+    every window's difference exactly.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, pool: Callable[[Tensor], tuple[Tensor, Tensor]], eps: float) -> Tensor:
+        y, idx = pool(x)
+        ctx.eps = eps
+        ctx.save_for_backward(x, y, idx)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, y, idx = ctx.saved_tensors
+        xa, xr = _halves(x)
+        ya, yr = _halves(y)
+        ia, ir = _halves(idx)
+        dy = ya - yr
+        pos, neg = dy.clamp(min=0), dy.clamp(max=0)
+        dx = xa - xr
+        n, c = xa.shape[:2]
+        flat_in = (n, c, -1)
+
+        def multiplier(g: Tensor) -> Tensor:
+            credit = torch.zeros_like(dx).reshape(flat_in)
+            credit.scatter_add_(2, ia.reshape(flat_in), (g * pos).reshape(flat_in))
+            credit.scatter_add_(2, ir.reshape(flat_in), (g * neg).reshape(flat_in))
+            plain = torch.zeros_like(dx).reshape(flat_in)
+            plain.scatter_add_(2, ia.reshape(flat_in), g.reshape(flat_in))
+            credit, plain = credit.view_as(dx), plain.view_as(dx)
+            safe = dx.abs() > ctx.eps
+            return torch.where(safe, credit / torch.where(safe, dx, torch.ones_like(dx)), plain)
+
+        ga, gr = _halves(grad)
+        return torch.cat([multiplier(ga), multiplier(gr)]), None, None
+
+
+class RescaleMaxPool(nn.Module):
+    """Max pooling (any dimension, adaptive or not) with the exact DeepLIFT rule."""
+
+    def __init__(self, pool: Callable[[Tensor], tuple[Tensor, Tensor]], eps: float = 1e-10) -> None:
+        super().__init__()
+        self.pool = pool
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _RescaleMaxPoolFunction.apply(x, self.pool, self.eps)
+
+
+class Pointwise(nn.Module):
+    """A functional element-wise call (``F.gelu(x)``, ``x.sigmoid()``) lifted into a module."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+
+class Pool(nn.Module):
+    """A functional max pooling call lifted into a module."""
+
+    def __init__(self, pool: Callable[[Tensor], tuple[Tensor, Tensor]]) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(x)[0]

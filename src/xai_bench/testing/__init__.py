@@ -1,0 +1,17 @@
+"""Tiny analytic models and the conformance suite third-party plugin authors can run."""
+
+from .conformance import CHECKS, assert_model_unchanged, check_attributor, hook_counts, model_state
+from .models import AdditiveModel, FunctionalReluMLP, LinearModel, ReluNet, tiny_cnn
+
+__all__ = [
+    "CHECKS",
+    "AdditiveModel",
+    "FunctionalReluMLP",
+    "LinearModel",
+    "ReluNet",
+    "assert_model_unchanged",
+    "check_attributor",
+    "hook_counts",
+    "model_state",
+    "tiny_cnn",
+]

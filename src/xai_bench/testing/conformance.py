@@ -1,0 +1,183 @@
+"""Checks every attributor must pass; plugin authors run them on their own methods.
+
+    from xai_bench.testing import check_attributor
+    check_attributor("my_method", {"layer": "conv3"})
+
+Each check raises ``AssertionError`` with a message saying what broke.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..explain import explain
+from .models import tiny_cnn
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+
+
+def hook_counts(model: nn.Module) -> dict[str, int]:
+    """Count every hook on every module and parameter of ``model``, and the global module hooks."""
+    counts: dict[str, int] = {}
+    for name, module in model.named_modules():
+        for attr in _HOOK_DICTS:
+            counts[f"{name or '<root>'}.{attr}"] = len(getattr(module, attr, {}) or {})
+    for name, p in model.named_parameters():
+        counts[f"{name}._backward_hooks"] = len(p._backward_hooks or {})
+    from torch.nn.modules import module as module_mod
+
+    for attr in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks"):
+        counts[f"torch.{attr}"] = len(getattr(module_mod, attr, {}))
+    return counts
+
+
+def model_state(model: nn.Module) -> dict[str, Any]:
+    """Everything about ``model`` that explaining it must leave as it was."""
+    return {
+        "tensors": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "inplace": {n: m.inplace for n, m in model.named_modules() if hasattr(m, "inplace")},
+        "modules": [(n, type(m)) for n, m in model.named_modules()],
+        "hooks": hook_counts(model),
+    }
+
+
+def assert_model_unchanged(before: Mapping[str, Any], model: nn.Module) -> None:
+    after = model_state(model)
+    for key in ("training", "requires_grad", "inplace", "modules", "hooks"):
+        if before[key] != after[key]:
+            diff = _diff(before[key], after[key])
+            raise AssertionError(f"the model's {key} changed: {diff}")
+    for name, tensor in before["tensors"].items():
+        if not torch.equal(tensor, after["tensors"][name]):
+            raise AssertionError(f"the model's tensor {name!r} changed")
+    for name, grad in before["grads"].items():
+        now = after["grads"][name]
+        if (grad is None) != (now is None) or (grad is not None and not torch.equal(grad, now)):
+            raise AssertionError(f"the .grad of parameter {name!r} changed")
+
+
+def _diff(a: Any, b: Any) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = [k for k in set(a) | set(b) if a.get(k) != b.get(k)]
+        return ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(map(str, keys))[:5])
+    return f"{a!r} -> {b!r}"
+
+
+def default_case(seed: int = 0) -> tuple[nn.Module, Tensor]:
+    """The tiny float64 CNN with every awkward ReLU pattern, and three seeded 12 × 12 images."""
+    model = tiny_cnn(seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    return model, torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
+
+
+def _run(method_id: str, params: Mapping[str, Any] | None, model: nn.Module, inputs: Tensor, **kw: Any):
+    return explain(model, inputs, methods={method_id: dict(params or {})}, targets=[0, 2], **kw)
+
+
+def check_shape(method_id: str, params=None, model=None, inputs=None) -> None:
+    """Maps have dims (sample, target, channel, y, x), the inputs' sizes, and finite values."""
+    model, inputs = (model, inputs) if model is not None else default_case()
+    ds = _run(method_id, params, model, inputs)
+    var = ds[method_id]
+    if var.dims != ("sample", "target", "channel", "y", "x"):
+        raise AssertionError(f"{method_id}: dims {var.dims}")
+    if var.shape != (inputs.shape[0], 2, *inputs.shape[1:]):
+        raise AssertionError(f"{method_id}: shape {var.shape} for inputs {tuple(inputs.shape)}")
+    if not np.isfinite(var.values).all():
+        raise AssertionError(f"{method_id}: maps hold NaN or Inf")
+
+
+def check_determinism(method_id: str, params=None, model=None, inputs=None) -> None:
+    """Two runs give identical maps."""
+    model, inputs = (model, inputs) if model is not None else default_case()
+    a = _run(method_id, params, model, inputs)[method_id].values
+    b = _run(method_id, params, model, inputs)[method_id].values
+    if not np.array_equal(a, b):
+        raise AssertionError(f"{method_id}: two runs differ by up to {np.abs(a - b).max()}")
+
+
+def check_batch_invariance(method_id: str, params=None, model=None, inputs=None, rtol: float = 1e-7, atol: float = 1e-9) -> None:
+    """Maps do not depend on the batch size."""
+    model, inputs = (model, inputs) if model is not None else default_case()
+    whole = _run(method_id, params, model, inputs)[method_id].values
+    for batch_size in (1, 3):
+        part = _run(method_id, params, model, inputs, batch_size=batch_size)[method_id].values
+        if not np.allclose(whole, part, rtol=rtol, atol=atol):
+            raise AssertionError(
+                f"{method_id}: batch_size={batch_size} changes maps by up to {np.abs(whole - part).max()}"
+            )
+
+
+def check_model_untouched(method_id: str, params=None, model=None, inputs=None) -> None:
+    """The model comes back exactly as it went in: weights, modes, flags, hooks, grads."""
+    model, inputs = (model, inputs) if model is not None else default_case()
+    model.train()
+    before = model_state(model)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the training-mode warning is expected here
+        _run(method_id, params, model, inputs)
+    assert_model_unchanged(before, model)
+    model.eval()
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def check_cleanup_after_error(method_id: str, params=None, model=None, inputs=None) -> None:
+    """A failure in the middle of a method leaves no hook behind and restores the model."""
+    model, inputs = (model, inputs) if model is not None else default_case()
+    leaf = [m for m in model.modules() if not list(m.children())][-1]
+    state = {"calls": 0}
+
+    def explode(module: nn.Module, args: Any, output: Any) -> None:
+        state["calls"] += 1
+        if state["calls"] > 1:  # let the score pass through, fail inside the method
+            raise _Boom("forced failure")
+
+    handle = leaf.register_forward_hook(explode)
+    before = model_state(model)
+    try:
+        _run(method_id, params, model, inputs)
+    except _Boom:
+        pass
+    else:
+        raise AssertionError(f"{method_id}: the forced failure did not propagate")
+    finally:
+        after_hooks = hook_counts(model)
+        handle.remove()
+    if before["hooks"] != after_hooks:
+        raise AssertionError(f"{method_id}: hooks left after an error: {_diff(before['hooks'], after_hooks)}")
+    assert_model_unchanged({**before, "hooks": hook_counts(model)}, model)
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "shape": check_shape,
+    "determinism": check_determinism,
+    "batch_invariance": check_batch_invariance,
+    "model_untouched": check_model_untouched,
+    "cleanup_after_error": check_cleanup_after_error,
+}
+
+
+def check_attributor(method_id: str, params: Mapping[str, Any] | None = None, *, model: nn.Module | None = None, inputs: Tensor | None = None) -> None:
+    """Run every conformance check on ``method_id``; raise ``AssertionError`` on the first failure."""
+    for check in CHECKS.values():
+        check(method_id, params, model, inputs)
