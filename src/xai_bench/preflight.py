@@ -46,12 +46,6 @@ def check_inputs(model: nn.Module, inputs: object) -> Tensor:
         raise InvalidInputError("inputs hold no samples (N = 0).")
     if not inputs.is_floating_point():
         raise InvalidInputError(f"inputs must be a floating-point tensor, got {inputs.dtype}; use inputs.float().")
-    bad = ~torch.isfinite(inputs)
-    if bad.any():
-        samples = sorted(set(bad.flatten(1).any(1).nonzero().flatten().tolist()))
-        raise InvalidInputError(
-            f"inputs contain NaN or Inf values (samples {samples[:10]}); clean or drop them first."
-        )
     first = next((t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), None)
     if first is not None:
         if first.device != inputs.device:
@@ -64,6 +58,12 @@ def check_inputs(model: nn.Module, inputs: object) -> Tensor:
                 f"inputs are {inputs.dtype} but the model's parameters are {first.dtype}; "
                 f"convert with inputs.to({first.dtype})."
             )
+    bad = ~torch.isfinite(inputs)
+    if bad.any():
+        samples = sorted(set(bad.flatten(1).any(1).nonzero().flatten().tolist()))
+        raise InvalidInputError(
+            f"inputs contain NaN or Inf values (samples {samples[:10]}); clean or drop them first."
+        )
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is not None and conv.in_channels != inputs.shape[1]:
         raise InvalidInputError(

@@ -68,8 +68,8 @@ class _Table:
         entries: dict[str, Entry] = {}
         hook = getattr(pm.hook, self.hook_name)
         # Call each implementation on its own so every registration is tied to its plugin;
-        # pluggy calls the newest first, reversed here so built-ins register before third parties.
-        for impl in reversed(hook.get_hookimpls()):
+        # get_hookimpls() lists them in registration order: built-ins first, then third parties.
+        for impl in hook.get_hookimpls():
             provider = impl.plugin_name
 
             def register(cls: type, *, _provider: str = provider) -> None:

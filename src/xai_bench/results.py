@@ -28,8 +28,8 @@ def build_dataset(
     first = next(iter(maps.values()))
     _, _, c, h, w = first.shape
     coords = {
-        "sample": np.asarray(sample_ids),
-        "target": np.asarray(target_coords),
+        "sample": _coordinate(sample_ids),
+        "target": _coordinate(target_coords),
         "target_index": ("target", np.asarray(target_indices, dtype=np.int64)),
         "channel": np.arange(c),
         "y": np.arange(h),
@@ -46,6 +46,12 @@ def build_dataset(
             )
     data_vars["score"] = xr.Variable(PAIR_DIMS, scores, attrs={"description": "model logit for the target"})
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _coordinate(values: Sequence[Any]) -> np.ndarray:
+    array = np.asarray(values)
+    # Variable-length strings have a zarr v3 specification; fixed-width unicode does not.
+    return array.astype(object) if array.dtype.kind in "US" else array
 
 
 def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, mode: str = "w-") -> None:

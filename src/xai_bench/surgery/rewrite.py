@@ -138,6 +138,7 @@ def _apply(gm: fx.GraphModule, rules: RuleSet, model_name: str) -> SurgeryReport
         with graph.inserting_before(node):
             new = graph.call_module(name, (node.args[0] if node.args else node.kwargs["input"],))
         new.meta = dict(node.meta)
+        tensors[new] = True
         node.replace_all_uses_with(new)
         graph.erase_node(node)
     if unknown and rules.strict:

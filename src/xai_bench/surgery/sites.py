@@ -107,6 +107,7 @@ def qualified_name(obj: Any) -> str:
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
     if module.startswith("torch._C") or module == "torch":
         module = "torch"
+    module = module.lstrip("_")  # '_operator' reads better as 'operator' 
     return f"{module}.{name}" if module else name
 
 

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import DeepLift as CaptumDeepLift
+from torch import nn
+
+from xai_bench import SurgeryError, explain
+from xai_bench.attributors.deeplift import deeplift_rules
+from xai_bench.attributors.guided_backprop import GUIDED_RULES
+from xai_bench.surgery import PLAIN, GuidedReLU, RescaleMaxPool, RescaleReLU, rewrite
+from xai_bench.testing import model_state, tiny_cnn
+from xai_bench.testing.conformance import assert_model_unchanged
+from xai_bench.testing.models import FunctionalReluMLP, ProductModel
+
+
+@pytest.mark.parametrize("rules", [PLAIN, GUIDED_RULES, deeplift_rules(1e-10)], ids=lambda r: r.name)
+def test_rewrite_keeps_outputs_and_leaves_the_model_alone(rules, gen):
+    model = tiny_cnn()
+    x = torch.rand(4, 3, 12, 12, generator=gen, dtype=torch.float64)
+    before_out = model(x)
+    before = model_state(model)
+    gm, report = rewrite(model, rules)
+    torch.testing.assert_close(gm(x), before_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model(x), before_out, rtol=0, atol=0)
+    assert_model_unchanged(before, model)
+    assert model.relu.inplace is True
+    summary = " ".join(report.summary())
+    assert "relu call sites of re-used modules unshared: 2" in summary
+    assert "functional relu calls lifted to modules: 2" in summary
+    # Guided backprop leaves max pooling's gradient as it is; the other rule sets lift both pools.
+    assert ("max_pool" in summary) is (rules is not GUIDED_RULES)
+
+
+def test_every_relu_call_site_gets_its_own_rule_module():
+    model = tiny_cnn()
+    gm, _ = rewrite(model, GUIDED_RULES)
+    guided = [m for m in gm.modules() if isinstance(m, GuidedReLU)]
+    assert len(guided) == 4 == len({id(m) for m in guided})  # 2 re-used in-place, 1 functional, 1 method
+    assert not any(type(m) is nn.ReLU for name, m in gm.named_modules() if name.startswith("xai_bench"))
+    gm, _ = rewrite(model, deeplift_rules(1e-10))
+    assert sum(isinstance(m, RescaleReLU) for m in gm.modules()) == 4
+    assert sum(isinstance(m, RescaleMaxPool) for m in gm.modules()) == 2  # module pool and functional pool
+
+
+def test_rewritten_view_follows_later_weight_updates(gen):
+    model = tiny_cnn()
+    gm, _ = rewrite(model, PLAIN)
+    x = torch.rand(2, 3, 12, 12, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        model.fc.weight.mul_(3)
+    torch.testing.assert_close(gm(x), model(x))
+
+
+def test_rewrite_is_rebuilt_when_a_layer_is_swapped():
+    model = tiny_cnn()
+    first, _ = rewrite(model, PLAIN)
+    assert rewrite(model, PLAIN)[0] is first
+    model.fc = nn.Linear(6, 4).double()
+    assert rewrite(model, PLAIN)[0] is not first
+
+
+def test_product_of_activations_is_refused_naming_the_call_site():
+    with pytest.raises(SurgeryError, match=r"(?s)'deeplift.*operator.mul\(\)") as info:
+        rewrite(ProductModel().double().eval(), deeplift_rules(1e-10))
+    assert "silently wrong" in str(info.value)
+    with pytest.raises(SurgeryError):
+        explain(ProductModel().double().eval(), torch.rand(1, 3, 8, 8, dtype=torch.float64), methods=["deeplift"], targets=0)
+
+
+class DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x):
+        if x.sum() > 0:  # Python control flow on a tensor value: torch.fx cannot trace this
+            x = F.relu(x)
+        return self.fc(x.flatten(1))
+
+
+def test_untraceable_model_error_names_the_functional_relu_line():
+    model = DataDependent().double().eval()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises(SurgeryError, match=r"(?s)could not trace.*torch.nn.functional.relu\(\) at .*test_surgery.py:\d+"):
+        explain(model, x, methods=["guided_backprop"], targets=0)
+    # Methods that need no rewrite still work on it.
+    assert explain(model, x, methods=["saliency"], targets=0)["saliency"].shape == (2, 1, 3, 8, 8)
+
+
+def test_functional_relu_variants_are_all_found(gen):
+    model = FunctionalReluMLP(12, [5, 5, 5, 5], 3, ["shared_inplace", "functional", "method_inplace", "torch"])
+    model = model.double().eval()
+    gm, report = rewrite(model, GUIDED_RULES)
+    assert sum(isinstance(m, GuidedReLU) for m in gm.modules()) == 4
+    x = torch.randn(3, 12, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(gm(x), model(x))
+
+
+class OverlappingPool(nn.Module):
+    """A convolution branch beside a 3x3 / stride 2 max pooling, as in InceptionResNetV2's mixed_6a."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, stride=2)
+        self.pool = nn.MaxPool2d(3, stride=2)
+        self.fc = nn.Linear(2 * 2 * 3 * 3, 2)
+
+    def forward(self, x):
+        return self.fc(torch.cat([self.conv(x), self.pool(x)], 1).flatten(1))
+
+
+def test_max_pool_rule_is_exact_where_captum_unpooling_loses_overlaps(gen):
+    torch.manual_seed(3)
+    model = OverlappingPool().double().eval()
+    x = torch.randn(8, 2, 7, 7, generator=gen, dtype=torch.float64)
+    target = torch.ones(8, dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # captum announces the hooks it sets
+        _, captum_delta = CaptumDeepLift(model).attribute(x.clone().requires_grad_(True), target=target, return_convergence_delta=True)
+    ds = explain(model, x, methods=["deeplift"], targets=[1])
+    ours = torch.from_numpy(ds["deeplift_delta"].values[:, 0])
+    assert ours.abs().max() < 1e-12
+    # captum's max_unpool writes overlapping windows' credit to one place: the sum misses it.
+    assert captum_delta.abs().max() > 1e-3
