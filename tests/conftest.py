@@ -2,9 +2,14 @@ from __future__ import annotations
 
 import os
 
+import captum.attr  # noqa: F401
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+# captum.attr imports IPython.display when IPython is installed, and IPython's jedi raises the
+# recursion limit on import; importing it here keeps that out of hypothesis' examples, which
+# warn when the limit changes under them.
 
 settings.register_profile(
     "ci",

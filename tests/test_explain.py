@@ -33,7 +33,14 @@ def case(gen):
 
 def test_layout_coordinates_and_scores(case):
     model, x = case
-    ds = explain(model, x, targets=["viral", 3], labels=LABELS, methods=["saliency", "deeplift"], sample_ids=["a", "b", "c"])
+    ds = explain(
+        model,
+        x,
+        targets=["viral", 3],
+        labels=LABELS,
+        methods=["saliency", "deeplift"],
+        sample_ids=["a", "b", "c"],
+    )
     assert ds["deeplift"].dims == ("sample", "target", "channel", "y", "x")
     assert ds["deeplift"].shape == (3, 2, 3, 12, 12)
     assert list(ds["target"].values) == ["viral", "normal"]
@@ -99,8 +106,15 @@ def test_predicted_multilabel_uses_the_threshold(case):
 
 def test_store_round_trip(case, tmp_path):
     model, x = case
-    ds = explain(model, x, targets=["covid", "normal"], labels=LABELS, methods=["saliency", "deeplift"],
-                 store=tmp_path / "maps.zarr", sample_ids=["p1", "p2", "p3"])
+    ds = explain(
+        model,
+        x,
+        targets=["covid", "normal"],
+        labels=LABELS,
+        methods=["saliency", "deeplift"],
+        store=tmp_path / "maps.zarr",
+        sample_ids=["p1", "p2", "p3"],
+    )
     back = open_maps(tmp_path / "maps.zarr")
     xr.testing.assert_identical(back.load(), ds)
     assert xr.open_zarr(tmp_path / "maps.zarr", consolidated=False)["deeplift"].chunks[0] == (1, 1, 1)
@@ -117,17 +131,27 @@ def test_training_mode_warns_runs_in_eval_and_is_restored(case):
         ds = explain(model, x, targets=0, methods=["saliency"])
     assert_model_unchanged(before, model)
     model.eval()
-    np.testing.assert_allclose(explain(model, x, targets=0, methods=["saliency"])["saliency"].values, ds["saliency"].values)
+    np.testing.assert_allclose(
+        explain(model, x, targets=0, methods=["saliency"])["saliency"].values, ds["saliency"].values
+    )
 
 
 @pytest.mark.parametrize(
     ("make_input", "error", "message"),
     [
-        (lambda x: x.clone().index_fill_(0, torch.tensor([1]), float("nan")), InvalidInputError, r"NaN or Inf.*samples \[1\]"),
+        (
+            lambda x: x.clone().index_fill_(0, torch.tensor([1]), float("nan")),
+            InvalidInputError,
+            r"NaN or Inf.*samples \[1\]",
+        ),
         (lambda x: x.clone().fill_(float("inf")), InvalidInputError, "NaN or Inf"),
         (lambda x: x[0], InvalidInputError, r"4 dimensions.*x.unsqueeze\(0\)"),
         (lambda x: x[:, :1], InvalidInputError, "1 channels but the model's first convolution expects 3"),
-        (lambda x: x.float(), InvalidInputError, "torch.float32 but the model's parameters are torch.float64"),
+        (
+            lambda x: x.float(),
+            InvalidInputError,
+            "torch.float32 but the model's parameters are torch.float64",
+        ),
         (lambda x: x.to(torch.int64), InvalidInputError, "floating-point"),
         (lambda x: x.numpy(), InvalidInputError, "must be a torch.Tensor"),
         (lambda x: x.to("meta"), DeviceMismatchError, "inputs are on meta but the model is on cpu"),

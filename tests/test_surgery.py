@@ -68,7 +68,12 @@ def test_product_of_activations_is_refused_naming_the_call_site():
         rewrite(ProductModel().double().eval(), deeplift_rules(1e-10))
     assert "silently wrong" in str(info.value)
     with pytest.raises(SurgeryError):
-        explain(ProductModel().double().eval(), torch.rand(1, 3, 8, 8, dtype=torch.float64), methods=["deeplift"], targets=0)
+        explain(
+            ProductModel().double().eval(),
+            torch.rand(1, 3, 8, 8, dtype=torch.float64),
+            methods=["deeplift"],
+            targets=0,
+        )
 
 
 class DataDependent(nn.Module):
@@ -85,7 +90,9 @@ class DataDependent(nn.Module):
 def test_untraceable_model_error_names_the_functional_relu_line():
     model = DataDependent().double().eval()
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    with pytest.raises(SurgeryError, match=r"(?s)could not trace.*torch.nn.functional.relu\(\) at .*test_surgery.py:\d+"):
+    with pytest.raises(
+        SurgeryError, match=r"(?s)could not trace.*torch.nn.functional.relu\(\) at .*test_surgery.py:\d+"
+    ):
         explain(model, x, methods=["guided_backprop"], targets=0)
     # Methods that need no rewrite still work on it.
     assert explain(model, x, methods=["saliency"], targets=0)["saliency"].shape == (2, 1, 3, 8, 8)
@@ -94,7 +101,7 @@ def test_untraceable_model_error_names_the_functional_relu_line():
 def test_functional_relu_variants_are_all_found(gen):
     model = FunctionalReluMLP(12, [5, 5, 5, 5], 3, ["shared_inplace", "functional", "method_inplace", "torch"])
     model = model.double().eval()
-    gm, report = rewrite(model, GUIDED_RULES)
+    gm, _report = rewrite(model, GUIDED_RULES)
     assert sum(isinstance(m, GuidedReLU) for m in gm.modules()) == 4
     x = torch.randn(3, 12, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(gm(x), model(x))
@@ -120,7 +127,9 @@ def test_max_pool_rule_is_exact_where_captum_unpooling_loses_overlaps(gen):
     target = torch.ones(8, dtype=torch.long)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # captum announces the hooks it sets
-        _, captum_delta = CaptumDeepLift(model).attribute(x.clone().requires_grad_(True), target=target, return_convergence_delta=True)
+        _, captum_delta = CaptumDeepLift(model).attribute(
+            x.clone().requires_grad_(True), target=target, return_convergence_delta=True
+        )
     ds = explain(model, x, methods=["deeplift"], targets=[1])
     ours = torch.from_numpy(ds["deeplift_delta"].values[:, 0])
     assert ours.abs().max() < 1e-12

@@ -58,7 +58,9 @@ def train(images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int = 0)
     return model.eval()
 
 
-def run_demo(out_dir: str | os.PathLike[str] = "demo_out", *, steps: int = 300, n_explain: int = 4, seed: int = 0) -> DemoResult:
+def run_demo(
+    out_dir: str | os.PathLike[str] = "demo_out", *, steps: int = 300, n_explain: int = 4, seed: int = 0
+) -> DemoResult:
     """Train, explain ``n_explain`` held-out images with all six methods, write ``maps.zarr`` and ``maps.png``."""
     import matplotlib
 
@@ -95,7 +97,14 @@ def run_demo(out_dir: str | os.PathLike[str] = "demo_out", *, steps: int = 300, 
         progress=True,
     )
     inside: dict[str, float] = {}
-    for method in ("occlusion", "saliency", "input_x_gradient", "guided_backprop", "integrated_gradients", "deeplift"):
+    for method in (
+        "occlusion",
+        "saliency",
+        "input_x_gradient",
+        "guided_backprop",
+        "integrated_gradients",
+        "deeplift",
+    ):
         values = np.nansum(np.abs(ds[method].values), axis=(1, 2))  # (N, H, W); NaN = not a predicted target
         m = masks[:n_explain].numpy()
         inside[method] = float((values * m).sum() / max(values.sum(), 1e-12))

@@ -48,9 +48,7 @@ class UnknownParameterError(XaiBenchError, TypeError):
     """A method was given a keyword argument it does not accept."""
 
     def __init__(self, method_id: str, name: str, valid: Iterable[str]) -> None:
-        super().__init__(
-            f"Method {method_id!r} has no parameter {name!r}.{_suggestion(name, valid)}"
-        )
+        super().__init__(f"Method {method_id!r} has no parameter {name!r}.{_suggestion(name, valid)}")
 
 
 class InvalidParameterError(XaiBenchError, ValueError):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import registry
 from .attributors.base import Attributor
@@ -81,7 +81,7 @@ def _check_sample_ids(sample_ids: Sequence[Any] | None, n: int) -> list[Any]:
 
 
 def _split(method_id: str, out: Tensor | tuple[Tensor, Tensor], expected: torch.Size) -> tuple[Tensor, Tensor | None]:
-    maps, delta = (out if isinstance(out, tuple) else (out, None))
+    maps, delta = out if isinstance(out, tuple) else (out, None)
     if not isinstance(maps, Tensor) or maps.shape != expected:
         got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise PluginError(f"method {method_id!r} returned maps of shape {got}, expected {tuple(expected)}.")
@@ -139,7 +139,9 @@ def explain(
                 chunk = pairs[start : start + step]
                 s, k = chunk[:, 0], chunk[:, 1]
                 x = inputs[s.to(inputs.device)]
-                result = spec.attributor.attribute(prepared.model, x, target_index[k.to(inputs.device)], batch_size=batch_size)
+                result = spec.attributor.attribute(
+                    prepared.model, x, target_index[k.to(inputs.device)], batch_size=batch_size
+                )
                 chunk_maps, chunk_delta = _split(method_id, result, x.shape)
                 out[s.numpy(), k.numpy()] = chunk_maps.detach().cpu().numpy()
                 if delta_out is not None and chunk_delta is not None:

@@ -34,14 +34,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def check_inputs(model: nn.Module, inputs: object) -> Tensor:
     """Return ``inputs`` if it is a finite (N, C, H, W) float tensor the model can take, else raise."""
     if not isinstance(inputs, Tensor):
-        raise InvalidInputError(
-            f"inputs must be a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}."
-        )
+        raise InvalidInputError(f"inputs must be a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}.")
     if inputs.dim() != 4:
         hint = " For a single image, pass x.unsqueeze(0)." if inputs.dim() == 3 else ""
-        raise InvalidInputError(
-            f"inputs must have 4 dimensions (N, C, H, W), got shape {tuple(inputs.shape)}.{hint}"
-        )
+        raise InvalidInputError(f"inputs must have 4 dimensions (N, C, H, W), got shape {tuple(inputs.shape)}.{hint}")
     if inputs.shape[0] == 0:
         raise InvalidInputError("inputs hold no samples (N = 0).")
     if not inputs.is_floating_point():
@@ -61,9 +57,7 @@ def check_inputs(model: nn.Module, inputs: object) -> Tensor:
     bad = ~torch.isfinite(inputs)
     if bad.any():
         samples = sorted(set(bad.flatten(1).any(1).nonzero().flatten().tolist()))
-        raise InvalidInputError(
-            f"inputs contain NaN or Inf values (samples {samples[:10]}); clean or drop them first."
-        )
+        raise InvalidInputError(f"inputs contain NaN or Inf values (samples {samples[:10]}); clean or drop them first.")
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is not None and conv.in_channels != inputs.shape[1]:
         raise InvalidInputError(
@@ -100,8 +94,6 @@ def forward_scores(model: nn.Module, inputs: Tensor, batch_size: int | None) -> 
             try:
                 out = model(chunk)
             except RuntimeError as exc:
-                raise InvalidInputError(
-                    f"the model failed on inputs of shape {tuple(chunk.shape)}: {exc}"
-                ) from exc
+                raise InvalidInputError(f"the model failed on inputs of shape {tuple(chunk.shape)}: {exc}") from exc
             parts.append(check_outputs(out, chunk.shape[0]))
     return torch.cat(parts)

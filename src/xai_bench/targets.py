@@ -47,11 +47,11 @@ def _one(target: object, labels: list[str] | None, num_classes: int) -> int:
         if isinstance(target, Tensor) and target.dim() == 0 and not target.is_floating_point():
             target = int(target)
         else:
-            raise InvalidTargetError(
-                f"targets must be ints, label names, 'all' or 'predicted'; got {target!r}."
-            )
+            raise InvalidTargetError(f"targets must be ints, label names, 'all' or 'predicted'; got {target!r}.")
     if not 0 <= target < num_classes:
-        raise InvalidTargetError(f"target {target} is out of range: the model has {num_classes} outputs (0..{num_classes - 1}).")
+        raise InvalidTargetError(
+            f"target {target} is out of range: the model has {num_classes} outputs (0..{num_classes - 1})."
+        )
     return int(target)
 
 

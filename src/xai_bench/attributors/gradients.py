@@ -22,7 +22,7 @@ class Saliency(Attributor):
 
     id: ClassVar[str] = "saliency"
 
-    def __init__(self, *, abs: bool = True) -> None:  # noqa: A002 - captum's name for it
+    def __init__(self, *, abs: bool = True) -> None:
         if not isinstance(abs, bool):
             raise InvalidParameterError(f"saliency: abs must be True or False, got {abs!r}.")
         self.abs = abs

@@ -21,7 +21,9 @@ class Occlusion(Attributor):
 
     id: ClassVar[str] = "occlusion"
 
-    def __init__(self, *, window: int | tuple[int, int] = 32, stride: int | tuple[int, int] = 16, fill: float = 0.0) -> None:
+    def __init__(
+        self, *, window: int | tuple[int, int] = 32, stride: int | tuple[int, int] = 16, fill: float = 0.0
+    ) -> None:
         self.window = check_pair(self.id, "window", window)
         self.stride = check_pair(self.id, "stride", stride)
         if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(fill):

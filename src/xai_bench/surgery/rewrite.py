@@ -58,9 +58,7 @@ def _signature(model: nn.Module) -> tuple[int, ...]:
     return tuple(id(m) for m in model.modules())
 
 
-_traces: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], fx.GraphModule]] = (
-    weakref.WeakKeyDictionary()
-)
+_traces: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], fx.GraphModule]] = weakref.WeakKeyDictionary()
 _rewrites: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple[int, ...], fx.GraphModule, SurgeryReport]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -70,9 +68,7 @@ def _untraceable(model: nn.Module, exc: Exception, example: torch.Tensor | None)
     found = dry_run_sites(model, example) if example is not None else []
     listing = "".join(f"\n  - {s}" for s in found[:10])
     more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
-    sites = (
-        f"\nA dry run found these call sites that need a rewrite:{listing}{more}" if found else ""
-    )
+    sites = f"\nA dry run found these call sites that need a rewrite:{listing}{more}" if found else ""
     return SurgeryError(
         f"Cannot rewrite {type(model).__name__} for a rule-based method: torch.fx could not trace "
         f"it ({type(exc).__name__}: {exc}).{sites}\nMake the forward traceable (no Python control "
@@ -97,7 +93,9 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
     return gm
 
 
-def rewrite(model: nn.Module, rules: RuleSet, example: torch.Tensor | None = None) -> tuple[fx.GraphModule, SurgeryReport]:
+def rewrite(
+    model: nn.Module, rules: RuleSet, example: torch.Tensor | None = None
+) -> tuple[fx.GraphModule, SurgeryReport]:
     """Return a graph of ``model`` with every non-linearity replaced per ``rules``, and a report."""
     sig = _signature(model)
     per_model = _rewrites.setdefault(model, {})
@@ -201,7 +199,7 @@ def dry_run_sites(model: nn.Module, example: torch.Tensor) -> list[str]:
     try:
         with torch.no_grad(), Recorder():
             model(example)
-    except Exception:  # noqa: S110 - the dry run only gathers hints for an error message
+    except Exception:
         pass
     finally:
         for h in handles:

@@ -107,7 +107,7 @@ def qualified_name(obj: Any) -> str:
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
     if module.startswith("torch._C") or module == "torch":
         module = "torch"
-    module = module.lstrip("_")  # '_operator' reads better as 'operator' 
+    module = module.lstrip("_")  # '_operator' reads better as 'operator'
     return f"{module}.{name}" if module else name
 
 
@@ -132,10 +132,10 @@ def tensor_valued(graph: fx.Graph) -> dict[fx.Node, bool]:
             result[node] = True
         elif node.op == "get_attr":
             result[node] = False  # parameters and buffers are constants for attribution
-        elif node.op == "output":
-            result[node] = False
-        elif (node.op == "call_function" and node.target in STRUCTURAL_FUNCTIONS) or (
-            node.op == "call_method" and node.target in STRUCTURAL_METHODS
+        elif (
+            node.op == "output"
+            or (node.op == "call_function" and node.target in STRUCTURAL_FUNCTIONS)
+            or (node.op == "call_method" and node.target in STRUCTURAL_METHODS)
         ):
             result[node] = False
         else:
@@ -167,7 +167,7 @@ def _pool_from_call(target: Callable[..., Any], args: tuple[Any, ...], kwargs: d
         names = ("output_size", "return_indices")
     else:
         names = _MAX_POOL_PARAMS
-    params = dict(zip(names, rest))
+    params = dict(zip(names, rest, strict=False))
     params.update(extra)
     if params.pop("return_indices", False):
         return None

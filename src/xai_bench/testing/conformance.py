@@ -111,7 +111,9 @@ def check_determinism(method_id: str, params=None, model=None, inputs=None) -> N
         raise AssertionError(f"{method_id}: two runs differ by up to {np.abs(a - b).max()}")
 
 
-def check_batch_invariance(method_id: str, params=None, model=None, inputs=None, rtol: float = 1e-7, atol: float = 1e-9) -> None:
+def check_batch_invariance(
+    method_id: str, params=None, model=None, inputs=None, rtol: float = 1e-7, atol: float = 1e-9
+) -> None:
     """Maps do not depend on the batch size."""
     model, inputs = (model, inputs) if model is not None else default_case()
     whole = _run(method_id, params, model, inputs)[method_id].values
@@ -177,7 +179,13 @@ CHECKS: dict[str, Callable[..., None]] = {
 }
 
 
-def check_attributor(method_id: str, params: Mapping[str, Any] | None = None, *, model: nn.Module | None = None, inputs: Tensor | None = None) -> None:
+def check_attributor(
+    method_id: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    model: nn.Module | None = None,
+    inputs: Tensor | None = None,
+) -> None:
     """Run every conformance check on ``method_id``; raise ``AssertionError`` on the first failure."""
     for check in CHECKS.values():
         check(method_id, params, model, inputs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -66,14 +68,14 @@ class FunctionalReluMLP(nn.Module):
     def __init__(self, in_features: int, hidden: list[int], num_classes: int, styles: list[str]) -> None:
         super().__init__()
         sizes = [in_features, *hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.head = nn.Linear(sizes[-1], num_classes)
         self.shared = nn.ReLU(inplace=True)
         self.styles = styles
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
-        for layer, style in zip(self.layers, self.styles):
+        for layer, style in zip(self.layers, self.styles, strict=False):
             x = layer(x)
             if style == "shared_inplace":
                 x = self.shared(x)
