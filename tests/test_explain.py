@@ -225,7 +225,7 @@ def test_model_outputs_must_be_logits():
     x = torch.rand(2, 3, 8, 8)
     with pytest.raises(ModelOutputError, match="returned tuple"):
         explain(TupleOutputModel().eval(), x, targets=0, methods=["saliency"])
-    with pytest.raises(ModelOutputError, match=r"returned shape \(2, 2, 8, 8\) for 2 inputs"):
+    with pytest.raises(ModelOutputError, match=r"returned shape \(1, 2, 8, 8\) for a batch of 1, expected \(1, classes\)"):
         explain(nn.Conv2d(3, 2, 1).eval(), x, targets=0, methods=["saliency"])
 
 
@@ -236,3 +236,12 @@ def test_baseline_image_is_used(case):
     with torch.no_grad():
         expected = (model(x) - model(ref.expand_as(x)))[:, 0].numpy()
     np.testing.assert_allclose(ds["deeplift"].values.sum(axis=(2, 3, 4))[:, 0], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["occlusion", "integrated_gradients", "guided_backprop"])
+def test_scores_are_the_model_logits_whichever_method_ran(case, method):
+    model, x = case
+    params = {"occlusion": {"window": 4, "stride": 4}, "integrated_gradients": {"n_steps": 3}}.get(method, {})
+    ds = explain(model, x, targets=[2, 0], methods={method: params}, batch_size=2)
+    with torch.no_grad():
+        np.testing.assert_allclose(ds["score"].values, model(x)[:, [2, 0]].numpy(), rtol=1e-12)

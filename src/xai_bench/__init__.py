@@ -10,7 +10,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
-from .attributors.base import Attributor, Cost, Prepared
+from .attributors.base import Attribution, Attributor, Cost, Prepared
 from .errors import (
     DeviceMismatchError,
     DuplicateMethodError,
@@ -32,6 +32,7 @@ from .profilers.base import GlobalProfiler
 from .results import open_maps, save_maps
 
 __all__ = [
+    "Attribution",
     "Attributor",
     "Cost",
     "DeviceMismatchError",

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import registry
-from .attributors.base import Attributor
+from .attributors.base import Attribution, Attributor
 from .errors import InvalidInputError, InvalidParameterError, PluginError
 from .plugins import plugin_info
 from .preflight import check_inputs, eval_mode, forward_scores
@@ -80,12 +80,40 @@ def _check_sample_ids(sample_ids: Sequence[Any] | None, n: int) -> list[Any]:
     return ids
 
 
-def _split(method_id: str, out: Tensor | tuple[Tensor, Tensor], expected: torch.Size) -> tuple[Tensor, Tensor | None]:
-    maps, delta = out if isinstance(out, tuple) else (out, None)
-    if not isinstance(maps, Tensor) or maps.shape != expected:
-        got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+def _split(method_id: str, out: object, expected: torch.Size) -> Attribution:
+    if isinstance(out, Attribution):
+        result = out
+    elif isinstance(out, tuple) and len(out) == 2:
+        result = Attribution(out[0], delta=out[1])
+    else:
+        result = Attribution(out)  # type: ignore[arg-type]
+    if not isinstance(result.maps, Tensor) or result.maps.shape != expected:
+        got = tuple(result.maps.shape) if isinstance(result.maps, Tensor) else type(result.maps).__name__
         raise PluginError(f"method {method_id!r} returned maps of shape {got}, expected {tuple(expected)}.")
-    return maps, delta
+    return result
+
+
+class _Scores:
+    """The model's logits per sample, taken from the methods' own forward passes where they have them."""
+
+    def __init__(self, n: int, num_classes: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.values = torch.zeros(n, num_classes, device=device, dtype=dtype)
+        self.known = torch.zeros(n, dtype=torch.bool)
+
+    def offer(self, samples: Tensor, outputs: Tensor | None) -> None:
+        if outputs is None or outputs.shape != (len(samples), self.values.shape[1]):
+            return
+        fresh = ~self.known[samples]
+        if fresh.any():
+            idx = samples[fresh]
+            self.values[idx.to(self.values.device)] = outputs.detach()[fresh.to(outputs.device)].to(self.values.dtype)
+            self.known[idx] = True
+
+    def complete(self, model: nn.Module, inputs: Tensor, batch_size: int | None) -> Tensor:
+        missing = (~self.known).nonzero().flatten()
+        if len(missing):
+            self.offer(missing, forward_scores(model, inputs[missing.to(inputs.device)], batch_size))
+        return self.values
 
 
 def explain(
@@ -116,12 +144,18 @@ def explain(
     with eval_mode(model):
         inputs = check_inputs(model, inputs).detach()
         ids = _check_sample_ids(sample_ids, inputs.shape[0])
-        scores = forward_scores(model, inputs, batch_size)
-        names = check_labels(labels, scores.shape[1])
-        resolved = resolve_targets(targets, scores, labels=names, task=task, threshold=threshold)
+        # One image checks that the model takes these inputs and returns logits; the scores of
+        # all images come from the methods' own forward passes unless targets depend on them.
+        num_classes = forward_scores(model, inputs[:1], None).shape[1]
+        names = check_labels(labels, num_classes)
+        n = inputs.shape[0]
+        scores = _Scores(n, num_classes, inputs.device, inputs.dtype)
+        if isinstance(targets, str) and targets == "predicted":
+            scores.offer(torch.arange(n), forward_scores(model, inputs, batch_size))
+        resolved = resolve_targets(targets, scores.values, labels=names, task=task, threshold=threshold)
         pairs = resolved.mask.nonzero()
         target_index = torch.tensor(resolved.indices, device=inputs.device)
-        n, t = resolved.mask.shape
+        t = len(resolved.indices)
         dtype = np.float64 if inputs.dtype == torch.float64 else np.float32
         maps: dict[str, np.ndarray] = {}
         deltas: dict[str, np.ndarray] = {}
@@ -139,21 +173,23 @@ def explain(
                 chunk = pairs[start : start + step]
                 s, k = chunk[:, 0], chunk[:, 1]
                 x = inputs[s.to(inputs.device)]
-                result = spec.attributor.attribute(
+                raw = spec.attributor.attribute(
                     prepared.model, x, target_index[k.to(inputs.device)], batch_size=batch_size
                 )
-                chunk_maps, chunk_delta = _split(method_id, result, x.shape)
-                out[s.numpy(), k.numpy()] = chunk_maps.detach().cpu().numpy()
-                if delta_out is not None and chunk_delta is not None:
-                    delta_out[s.numpy(), k.numpy()] = chunk_delta.detach().cpu().numpy()
+                result = _split(method_id, raw, x.shape)
+                out[s.numpy(), k.numpy()] = result.maps.detach().cpu().numpy()
+                if delta_out is not None and result.delta is not None:
+                    delta_out[s.numpy(), k.numpy()] = result.delta.detach().cpu().numpy()
+                scores.offer(s, result.outputs)
                 bar.update(1)
             maps[method_id] = out
             if delta_out is not None:
                 deltas[method_id] = delta_out
             method_attrs[method_id] = _method_attrs(spec, prepared.surgery)
         bar.close()
+        all_scores = scores.complete(model, inputs, batch_size)
         fingerprint = model_fingerprint(model)
-    picked = scores.gather(1, target_index.view(1, -1).expand(n, -1)).detach().cpu().numpy().astype(dtype)
+    picked = all_scores.gather(1, target_index.view(1, -1).expand(n, -1)).detach().cpu().numpy().astype(dtype)
     attrs = {
         **versions(),
         "model": f"{type(model).__module__}.{type(model).__qualname__}",

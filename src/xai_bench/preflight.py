@@ -76,7 +76,7 @@ def check_outputs(outputs: object, n: int) -> Tensor:
         )
     if outputs.dim() != 2 or outputs.shape[0] != n:
         raise ModelOutputError(
-            f"the model returned shape {tuple(outputs.shape)} for {n} inputs, expected ({n}, classes) "
+            f"the model returned shape {tuple(outputs.shape)} for a batch of {n}, expected ({n}, classes) "
             "logits. Flatten or select the class scores in a wrapper module."
         )
     if not torch.isfinite(outputs).all():

@@ -1,5 +1,5 @@
 """Local attribution methods: the ``Attributor`` interface and the built-in methods."""
 
-from .base import Attributor, Cost, Prepared
+from .base import Attribution, Attributor, Cost, Prepared
 
-__all__ = ["Attributor", "Cost", "Prepared"]
+__all__ = ["Attribution", "Attributor", "Cost", "Prepared"]

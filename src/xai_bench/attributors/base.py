@@ -23,6 +23,15 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class Attribution:
+    """What :meth:`Attributor.attribute` may return instead of a bare tensor of maps."""
+
+    maps: Tensor  # (N, C, H, W)
+    delta: Tensor | None = None  # (N,) completeness delta
+    outputs: Tensor | None = None  # (N, K) logits of the inputs, when the method computed them anyway
+
+
+@dataclass(frozen=True)
 class Prepared:
     """The model an attributor runs on, and what was rewritten to get it (for provenance)."""
 
@@ -62,12 +71,13 @@ class Attributor(abc.ABC):
     @abc.abstractmethod
     def attribute(
         self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    ) -> Tensor | tuple[Tensor, Tensor] | Attribution:
         """Return maps of ``inputs``' shape (N, C, H, W) for ``target`` (N,) class indices.
 
         ``batch_size`` caps the images per forward pass where the method expands each input
         (steps, windows); ``None`` means no cap. Methods with ``has_delta`` return ``(maps, delta)``
-        with ``delta`` of shape (N,).
+        with ``delta`` of shape (N,), or an :class:`Attribution`, which can also carry the logits
+        of ``inputs`` when the method computed them anyway (saves xai_bench a forward pass).
         """
 
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..errors import InvalidParameterError
 from ..surgery import Rescale, RescaleMaxPool, RescaleReLU, RuleSet, rewrite
-from .base import Attributor, Cost, Prepared, baseline_like, check_baseline, json_safe, select
+from .base import Attribution, Attributor, Cost, Prepared, baseline_like, check_baseline, json_safe, select
 
 
 def deeplift_rules(eps: float) -> RuleSet:
@@ -65,4 +65,4 @@ class DeepLift(Attributor):
         with torch.no_grad():
             expected = select(out[:n], target) - select(out[n:], target)
             delta = maps.flatten(1).sum(1) - expected
-        return maps, delta
+        return Attribution(maps, delta=delta, outputs=out[:n].detach())

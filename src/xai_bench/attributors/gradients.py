@@ -1,20 +1,23 @@
-"""Gradient methods that need no rewrite: saliency and input × gradient (via captum)."""
+"""Gradient methods that need no rewrite: saliency and input × gradient."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from captum.attr import InputXGradient as _CaptumInputXGradient
-from captum.attr import Saliency as _CaptumSaliency
+import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidParameterError
-from .base import Attributor
+from .base import Attribution, Attributor, select
 
 
-def _leaf(inputs: Tensor) -> Tensor:
-    # captum warns when it has to switch on requires_grad itself; hand it a fresh leaf instead.
-    return inputs.detach().requires_grad_(True)
+def input_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Return d score[target] / d inputs and the logits, from one forward and one backward pass."""
+    with torch.enable_grad():
+        x = inputs.detach().requires_grad_(True)
+        outputs = model(x)
+        (grad,) = torch.autograd.grad(select(outputs, target).sum(), x)
+    return grad, outputs.detach()
 
 
 class Saliency(Attributor):
@@ -27,8 +30,11 @@ class Saliency(Attributor):
             raise InvalidParameterError(f"saliency: abs must be True or False, got {abs!r}.")
         self.abs = abs
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None) -> Tensor:
-        return _CaptumSaliency(model).attribute(_leaf(inputs), target=target, abs=self.abs)
+    def attribute(
+        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
+    ) -> Attribution:
+        grad, outputs = input_gradient(model, inputs, target)
+        return Attribution(grad.abs() if self.abs else grad, outputs=outputs)
 
 
 class InputXGradient(Attributor):
@@ -37,5 +43,8 @@ class InputXGradient(Attributor):
     id: ClassVar[str] = "input_x_gradient"
     multiplies_by_inputs: ClassVar[bool] = True
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None) -> Tensor:
-        return _CaptumInputXGradient(model).attribute(_leaf(inputs), target=target)
+    def attribute(
+        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
+    ) -> Attribution:
+        grad, outputs = input_gradient(model, inputs, target)
+        return Attribution(grad * inputs, outputs=outputs)

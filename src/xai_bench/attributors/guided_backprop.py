@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from ..surgery import GuidedReLU, RuleSet, rewrite
-from .base import Attributor, Prepared, select
+from .base import Attribution, Attributor, Prepared
+from .gradients import input_gradient
 
 # Every ReLU call site, module or functional, in-place or re-used, becomes its own guided ReLU.
 GUIDED_RULES = RuleSet(name="guided_backprop", relu=lambda site: GuidedReLU())
@@ -24,8 +24,8 @@ class GuidedBackprop(Attributor):
         rewritten, report = rewrite(model, GUIDED_RULES, example)
         return Prepared(rewritten, tuple(report.summary()))
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None) -> Tensor:
-        with torch.enable_grad():
-            x = inputs.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(select(model(x), target).sum(), x)
-        return grad
+    def attribute(
+        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
+    ) -> Attribution:
+        grad, outputs = input_gradient(model, inputs, target)
+        return Attribution(grad, outputs=outputs)
