@@ -195,6 +195,7 @@ def test_bad_labels_and_task(case):
     ("methods", "message"),
     [
         ({"occlusion": {"window": 0}}, "window must be a positive int"),
+        ({"occlusion": {"window": 2, "stride": 3}}, "stride .* is larger than window"),
         ({"occlusion": {"window": 20}}, r"window \(20, 20\) is larger than the image"),
         ({"integrated_gradients": {"n_steps": 0}}, "n_steps must be a positive int"),
         ({"integrated_gradients": {"method": "simpson"}}, "method must be one of"),
@@ -225,7 +226,9 @@ def test_model_outputs_must_be_logits():
     x = torch.rand(2, 3, 8, 8)
     with pytest.raises(ModelOutputError, match="returned tuple"):
         explain(TupleOutputModel().eval(), x, targets=0, methods=["saliency"])
-    with pytest.raises(ModelOutputError, match=r"returned shape \(1, 2, 8, 8\) for a batch of 1, expected \(1, classes\)"):
+    with pytest.raises(
+        ModelOutputError, match=r"returned shape \(1, 2, 8, 8\) for a batch of 1, expected \(1, classes\)"
+    ):
         explain(nn.Conv2d(3, 2, 1).eval(), x, targets=0, methods=["saliency"])
 
 

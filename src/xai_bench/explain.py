@@ -18,7 +18,7 @@ from . import registry
 from .attributors.base import Attribution, Attributor
 from .errors import InvalidInputError, InvalidParameterError, PluginError
 from .plugins import plugin_info
-from .preflight import check_inputs, eval_mode, forward_scores
+from .preflight import check_inputs, eval_mode, forward_scores, probe
 from .provenance import model_fingerprint, to_json, versions
 from .results import build_dataset, save_maps
 from .targets import Task, check_labels, resolve_targets
@@ -146,7 +146,7 @@ def explain(
         ids = _check_sample_ids(sample_ids, inputs.shape[0])
         # One image checks that the model takes these inputs and returns logits; the scores of
         # all images come from the methods' own forward passes unless targets depend on them.
-        num_classes = forward_scores(model, inputs[:1], None).shape[1]
+        num_classes = probe(model, inputs)
         names = check_labels(labels, num_classes)
         n = inputs.shape[0]
         scores = _Scores(n, num_classes, inputs.device, inputs.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -82,6 +83,22 @@ def check_outputs(outputs: object, n: int) -> Tensor:
     if not torch.isfinite(outputs).all():
         raise ModelOutputError("the model returned NaN or Inf logits for these inputs.")
     return outputs
+
+
+_probes: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], int]] = weakref.WeakKeyDictionary()
+
+
+def probe(model: nn.Module, inputs: Tensor) -> int:
+    """Check on one image that ``model`` takes ``inputs`` and returns logits; return the class count.
+
+    The answer depends on the architecture and the input shape only, so it is remembered per
+    module tree, input shape, dtype and device: a loop over batches probes once.
+    """
+    key = (tuple(id(m) for m in model.modules()), tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
+    known = _probes.setdefault(model, {})
+    if key not in known:
+        known[key] = forward_scores(model, inputs[:1], None).shape[1]
+    return known[key]
 
 
 def forward_scores(model: nn.Module, inputs: Tensor, batch_size: int | None) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -22,6 +23,7 @@ def package_version(name: str) -> str:
         return "unknown"
 
 
+@functools.cache
 def versions() -> dict[str, str]:
     """Versions of xai_bench and of what its numbers depend on."""
     from . import __version__
