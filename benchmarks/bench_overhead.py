@@ -26,14 +26,16 @@ from xai_bench import explain
 from xai_bench.surgery import PLAIN, rewrite
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up: allocator, traced graphs, weight fingerprint
-    times = []
+def paired(first, second, repeats: int) -> tuple[float, float]:
+    """Median times of two callables, run alternately so drifts in machine load hit both alike."""
+    first(), second()  # warm-up: allocator, traced graphs, weight fingerprint
+    a, b = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, times in ((first, a), (second, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
@@ -82,12 +84,12 @@ def main() -> None:
     print(
         f"resnet18 (random init), {args.batch} images of {args.size}x{args.size}, one target; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.machine()}; "
-        f"median of {args.repeats}"
+        f"median of {args.repeats}, alternating"
     )
     print("| method | captum (s) | explain (s) | explain / captum |\n|---|---:|---:|---:|")
     for method, run_captum in captum.items():
-        t_captum = timed(run_captum, args.repeats)
-        t_ours = timed(
+        t_captum, t_ours = paired(
+            run_captum,
             lambda m=method: explain(
                 model, x, methods={m: params.get(m, {})}, targets=[target], batch_size=batch_size.get(m)
             ),

@@ -49,4 +49,5 @@ def test_integrated_gradients_matches_captum(case):
     model, x = case
     ds = explain(model, x, targets=[0], methods={"integrated_gradients": {"n_steps": 9, "baseline": 0.1}})
     expected = _captum(model, IntegratedGradients, x, 0, n_steps=9, baselines=0.1)
-    np.testing.assert_allclose(ds["integrated_gradients"].values[:, 0], expected, rtol=1e-10)
+    # captum holds the quadrature weights in float32, so float64 results agree to about 1e-7.
+    np.testing.assert_allclose(ds["integrated_gradients"].values[:, 0], expected, rtol=1e-6, atol=1e-12)
