@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +28,8 @@ def main() -> None:
     model = torchvision.models.resnet18(weights=args.weights)
     images = torch.rand(2, 3, args.size, args.size)
     store = out / "maps.zarr"
+    if store.exists():
+        shutil.rmtree(store)  # explain refuses to overwrite a store
     ds = explain(
         model,
         images,
@@ -40,13 +43,13 @@ def main() -> None:
             "deeplift": {},
         },
         sample_ids=["first", "second"],
-        store=store if not store.exists() else None,
+        store=store,
         progress=True,
     )
     print(ds)
     print("DeepLIFT completeness |delta| per sample:", abs(ds["deeplift_delta"]).max("target").values)
     print("rewrites for DeepLIFT:", ds["deeplift"].attrs["surgery"])
-    print("stored:", list(open_maps(store).data_vars))
+    print("stored:", sorted(open_maps(store).data_vars))
     plot_maps(ds, images=images.numpy()).savefig(out / "maps.png", dpi=100)
     print("figure:", out / "maps.png")
 

@@ -18,5 +18,5 @@ def test_quickstart_runs_offline(tmp_path):
         env={"MPLBACKEND": "Agg", "PATH": "", "HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stderr
-    assert "stored: ['occlusion'" in out.stdout
+    assert "stored: ['deeplift', 'deeplift_delta', 'guided_backprop'," in out.stdout
     assert (tmp_path / "maps.png").exists() and (tmp_path / "maps.zarr").exists()
