@@ -27,7 +27,9 @@ from .errors import (
 )
 from .explain import explain, methods
 from .hookspecs import hookimpl
+from .layers import study_layers
 from .plugins import get_plugin_manager, list_plugins
+from .profile import profile
 from .profilers.base import GlobalProfiler
 from .results import open_maps, save_maps
 
@@ -56,5 +58,7 @@ __all__ = [
     "list_plugins",
     "methods",
     "open_maps",
+    "profile",
     "save_maps",
+    "study_layers",
 ]

@@ -20,7 +20,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     if any(training for _, training in flags):
         warnings.warn(
             f"{type(model).__name__} is in training mode: dropout and batch-norm statistics would make "
-            "maps depend on the batch. Explaining it in eval mode; its mode is restored afterwards.",
+            "results depend on the batch. Running it in eval mode; its mode is restored afterwards.",
             XaiBenchWarning,
             stacklevel=3,
         )

@@ -67,3 +67,64 @@ def _best_target(ds: xr.Dataset, sample: Any, method: str) -> Any:
     have = ~np.isnan(ds[method].sel(sample=sample).isel(channel=0, y=0, x=0).values)
     scores = np.where(have, ds["score"].sel(sample=sample).values, -np.inf)
     return ds["target"].values[int(np.argmax(scores))]
+
+
+def _diverging(ax, image: np.ndarray, percentile: float = 99.0) -> None:
+    limit = float(np.nanpercentile(np.abs(image), percentile)) or 1.0
+    ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+
+
+def plot_naps(ds: xr.Dataset, layer: str, *, top: int | None = None, input_layer: str | None = "input"):
+    """Return a figure of one layer's profiles, a row per group, like the NAP figures of Krug et al.
+
+    First column: the group's average input (if the input was profiled); then the NAPs of the
+    layer's ``top`` highest-scoring feature maps, on a diverging colormap centred on zero (red: the
+    group activates the map more than the average group; blue: less).
+    """
+    import matplotlib.pyplot as plt
+
+    if layer not in ds:
+        raise KeyError(f"no profile for layer {layer!r}; profiled: {sorted(ds.attrs.get('layers', ''))}")
+    ranked = ds[f"{layer}_top"].values
+    channels = ranked[: top or len(ranked)]
+    show_input = input_layer is not None and f"{input_layer}_group_mean" in ds
+    groups = ds["group"].values
+    cols = len(channels) + show_input
+    fig, axes = plt.subplots(len(groups), cols, figsize=(2.2 * cols, 2.2 * len(groups)), squeeze=False)
+    channel_dim = ds[layer].dims[1]
+    for row, group in enumerate(groups):
+        col = 0
+        if show_input:
+            mean = ds[f"{input_layer}_group_mean"].sel(group=group).mean(ds[f"{input_layer}_group_mean"].dims[1])
+            axes[row, 0].imshow(mean.values, cmap="gray")
+            axes[row, 0].set_title(f"{group}\naverage input", fontsize=8)
+            col = 1
+        for channel in channels:
+            nap = ds[layer].sel(group=group).isel({channel_dim: int(channel)}).values
+            _diverging(axes[row, col], np.atleast_2d(nap))
+            if row == 0:
+                score = float(ds[f"{layer}_score"].values[int(channel)])
+                axes[row, col].set_title(f"{layer} map {int(channel)}\nscore {score:.2g}", fontsize=8)
+            col += 1
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_dead_feature_maps(ds: xr.Dataset):
+    """Return a bar chart of the share of dead feature maps per layer."""
+    import matplotlib.pyplot as plt
+
+    shares = ds["dead_share"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * shares.sizes["layer"], 3))
+    ax.bar([str(v) for v in shares["layer"].values], 100 * shares.values, color="#555")
+    ax.set_ylabel("dead feature maps (%)")
+    ax.set_ylim(0, 100)
+    threshold = ds.attrs.get("dead_threshold", 0.0)
+    ax.set_title(
+        f"never above {threshold:g}; overall {100 * ds.attrs.get('dead_share_overall', np.nan):.1f}%", fontsize=9
+    )
+    fig.tight_layout()
+    return fig

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import xarray as xr
-from torch import Tensor, nn
+from torch import Tensor
 
 
 class GlobalProfiler(abc.ABC):
@@ -25,8 +25,8 @@ class GlobalProfiler(abc.ABC):
 
         return {k: json_safe(v) for k, v in vars(self).items() if not k.startswith("_")}
 
-    def bind(self, model: nn.Module, layers: Sequence[str]) -> None:  # noqa: B027 - optional hook
-        """Learn the model and the layers to profile before the first :meth:`update`."""
+    def bind(self, layers: Sequence[str], groups: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Learn the layer and group names before the first :meth:`update`."""
 
     @abc.abstractmethod
     def update(self, activations: dict[str, Tensor], groups: Tensor) -> None:

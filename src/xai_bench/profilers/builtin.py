@@ -10,4 +10,7 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def register_profilers(register: Callable[..., Any]) -> None:
-    """No built-in profiler yet; neuron activation profiles register here."""
+    from .naps import DeadFeatureMaps, NeuronActivationProfiles
+
+    register(NeuronActivationProfiles)
+    register(DeadFeatureMaps)
