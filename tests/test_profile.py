@@ -130,12 +130,13 @@ def test_streaming_equals_in_memory_and_batches_of_pairs_or_dicts():
     dicts = [{"image": x[i : i + 5], "label": labels[i : i + 5]} for i in range(0, 23, 5)]
     from_dicts = profile(model, dicts, layers={"a": "1", "b": "2"}, group_names=["p", "q", "r"])
     for other in (streamed, from_dicts):
-        xr.testing.assert_allclose(whole.drop_attrs(), other.drop_attrs())
+        # float32 activations are summed per batch in float32: batches of 4, 5 and 23 round differently.
+        xr.testing.assert_allclose(whole.drop_attrs(), other.drop_attrs(), rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         acts = model[1](model[0](x)).double()
     expected = torch.stack([acts[labels == g].mean(0) for g in range(3)])
     expected = expected - expected.mean(0, keepdim=True)
-    np.testing.assert_allclose(whole["a"].values, expected.numpy(), atol=1e-12)
+    np.testing.assert_allclose(whole["a"].values, expected.numpy(), atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,12 @@ from xai_bench.profilers.naps import DeadFeatureMaps, NeuronActivationProfiles
 @given(seed=st.integers(0, 2**16), n=st.integers(2, 30), groups=st.integers(1, 4), cut=st.floats(0.05, 0.95))
 def test_merge_of_shards_equals_profile_of_the_whole(seed, n, groups, cut):
     gen = torch.Generator().manual_seed(seed)
-    acts = {"a": torch.randn(n, 3, 4, 5, generator=gen), "b": torch.randn(n, 6, generator=gen)}
+    # float64 activations: batch sums are taken in the activations' dtype, so this checks the
+    # bookkeeping exactly rather than float32 rounding.
+    acts = {
+        "a": torch.randn(n, 3, 4, 5, generator=gen, dtype=torch.float64),
+        "b": torch.randn(n, 6, generator=gen, dtype=torch.float64),
+    }
     member = torch.rand(n, groups, generator=gen) > 0.4
     member[0] = True  # every group has a member
     split = max(1, min(n - 1, int(cut * n)))

@@ -49,8 +49,9 @@ class NeuronActivationProfiles(_PerLayer):
     For group g with members S_g: mean_g = (1/|S_g|) Σ_{x∈S_g} a(x) and
     NAP_g = mean_g - (1/G) Σ_h mean_h, both per channel and position (Krug et al., 2021).
     Each feature map is scored by how much its NAPs differ between groups: the mean over groups
-    and positions of NAP², i.e. the between-group variance of its group means. Sums are kept in
-    float64, so profiles of shards merge into the profile of the whole.
+    and positions of NAP², i.e. the between-group variance of its group means. Each batch is summed
+    in the activations' dtype and the running totals are float64, so profiles of shards merge into
+    the profile of the whole.
     """
 
     id: ClassVar[str] = "naps"
@@ -66,8 +67,11 @@ class NeuronActivationProfiles(_PerLayer):
     def update(self, activations: dict[str, Tensor], groups: Tensor) -> None:
         weights = groups.to(torch.float64)
         for layer in self._layers:
-            act = activations[layer].detach().to(torch.float64)
-            add = torch.einsum("ng,n...->g...", weights.to(act.device), act).cpu()
+            act = activations[layer].detach()
+            # One matrix product per batch in the activations' dtype; running totals in float64.
+            flat = act.reshape(act.shape[0], -1)
+            add = (weights.to(device=act.device, dtype=act.dtype).T @ flat).to(torch.float64).cpu()
+            add = add.reshape(len(self._groups), *act.shape[1:])
             self._sums[layer] = add if layer not in self._sums else self._sums[layer] + add
         counts = weights.sum(0).cpu()
         self._counts = counts if self._counts is None else self._counts + counts
@@ -134,7 +138,7 @@ class DeadFeatureMaps(_PerLayer):
             if layer == "input":
                 continue
             act = activations[layer].detach()
-            peak = act.transpose(0, 1).reshape(act.shape[1], -1).amax(1).to(torch.float64).cpu()
+            peak = act.amax(dim=[0, *range(2, act.dim())]).to(torch.float64).cpu()
             self._ndim[layer] = act.dim() - 1
             self._max[layer] = peak if layer not in self._max else torch.maximum(self._max[layer], peak)
 
