@@ -216,7 +216,7 @@ def test_bad_method_parameters(case, methods, message):
 
 def test_bad_batch_size_and_sample_ids(case):
     model, x = case
-    with pytest.raises(InvalidParameterError, match="batch_size must be a positive int"):
+    with pytest.raises(InvalidParameterError, match="batch_size must be 'auto' or a positive int"):
         explain(model, x, targets=0, methods=["saliency"], batch_size=0)
     with pytest.raises(InvalidInputError, match="sample_ids has 2 entries for 3 inputs"):
         explain(model, x, targets=0, methods=["saliency"], sample_ids=["a", "b"])

@@ -15,8 +15,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import registry
-from .attributors.base import Attribution, Attributor
+from .attributors.base import Attributor
 from .errors import InvalidInputError, InvalidParameterError, PluginError
+from .memory import image_cost, images_per_pass, is_out_of_memory, parse_budget
 from .plugins import plugin_info
 from .preflight import check_inputs, eval_mode, forward_scores, probe
 from .provenance import model_fingerprint, to_json, versions
@@ -62,10 +63,10 @@ def resolve_methods(methods: MethodsArg) -> list[MethodSpec]:
 
 
 def _check_batch_size(batch_size: object) -> int | None:
-    if batch_size is None:
+    if batch_size == "auto":
         return None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidParameterError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+        raise InvalidParameterError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}.")
     return batch_size
 
 
@@ -78,19 +79,6 @@ def _check_sample_ids(sample_ids: Sequence[Any] | None, n: int) -> list[Any]:
     if len(set(ids)) != n:
         raise InvalidInputError("sample_ids must be unique.")
     return ids
-
-
-def _split(method_id: str, out: object, expected: torch.Size) -> Attribution:
-    if isinstance(out, Attribution):
-        result = out
-    elif isinstance(out, tuple) and len(out) == 2:
-        result = Attribution(out[0], delta=out[1])
-    else:
-        result = Attribution(out)  # type: ignore[arg-type]
-    if not isinstance(result.maps, Tensor) or result.maps.shape != expected:
-        got = tuple(result.maps.shape) if isinstance(result.maps, Tensor) else type(result.maps).__name__
-        raise PluginError(f"method {method_id!r} returned maps of shape {got}, expected {tuple(expected)}.")
-    return result
 
 
 class _Scores:
@@ -125,7 +113,8 @@ def explain(
     labels: Sequence[str] | None = None,
     task: Task = "multiclass",
     threshold: float = 0.5,
-    batch_size: int | None = None,
+    batch_size: int | str = "auto",
+    memory_budget: int | str | None = None,
     sample_ids: Sequence[Any] | None = None,
     store: str | os.PathLike[str] | None = None,
     progress: bool = False,
@@ -134,15 +123,19 @@ def explain(
 
     ``targets`` is an int, a list of ints or label names, ``"all"``, or ``"predicted"`` (the arg-max
     for ``task="multiclass"``; every label whose sigmoid exceeds ``threshold`` for ``"multilabel"``,
-    other pairs left NaN). ``batch_size`` caps the images in one forward pass; results do not depend
-    on it. Returns a Dataset with one (sample, target, channel, y, x) variable per method, the
-    target logits as ``score``, ``<method>_delta`` where the method has a completeness delta, and
-    provenance in attrs. With ``store``, the Dataset is also written there as zarr.
+    other pairs left NaN). ``batch_size`` caps the images in one forward pass; ``"auto"`` sizes it
+    per method from a measurement of the model within ``memory_budget`` (bytes or a string such as
+    ``"4GiB"``; default half the free GPU memory, or of the available RAM on CPU), halving it if an
+    allocation still fails. Results do not depend on it. Returns a Dataset with one
+    (sample, target, channel, y, x) variable per method, the target logits as ``score``,
+    ``<method>_delta`` where the method has a completeness delta, and provenance in attrs.
+    With ``store``, the Dataset is also written there as zarr.
     """
     specs = resolve_methods(methods)
-    batch_size = _check_batch_size(batch_size)
+    fixed = _check_batch_size(batch_size)
     with eval_mode(model):
         inputs = check_inputs(model, inputs).detach()
+        budget = parse_budget(memory_budget, inputs.device)
         ids = _check_sample_ids(sample_ids, inputs.shape[0])
         # One image checks that the model takes these inputs and returns logits; the scores of
         # all images come from the methods' own forward passes unless targets depend on them.
@@ -151,43 +144,34 @@ def explain(
         n = inputs.shape[0]
         scores = _Scores(n, num_classes, inputs.device, inputs.dtype)
         if isinstance(targets, str) and targets == "predicted":
-            scores.offer(torch.arange(n), forward_scores(model, inputs, batch_size))
+            scan = fixed or images_per_pass(image_cost(model, inputs), budget, backward=False)
+            scores.offer(torch.arange(n), forward_scores(model, inputs, scan))
         resolved = resolve_targets(targets, scores.values, labels=names, task=task, threshold=threshold)
-        pairs = resolved.mask.nonzero()
         target_index = torch.tensor(resolved.indices, device=inputs.device)
-        t = len(resolved.indices)
         dtype = np.float64 if inputs.dtype == torch.float64 else np.float32
         maps: dict[str, np.ndarray] = {}
         deltas: dict[str, np.ndarray] = {}
         method_attrs: dict[str, dict[str, Any]] = {}
-        plan = [(spec, _items_per_chunk(spec.attributor, inputs, batch_size, len(pairs))) for spec in specs]
-        total = sum(math.ceil(len(pairs) / step) for _, step in plan)
-        bar = tqdm(total=total, desc="explain", unit="batch", disable=not progress)
-        for spec, step in plan:
-            method_id = spec.entry.id
-            bar.set_postfix_str(method_id)
+        samples = resolved.mask.any(1).nonzero().flatten()
+        bar = tqdm(total=len(specs) * len(samples), desc="explain", unit="sample", disable=not progress)
+        for spec in specs:
+            bar.set_postfix_str(spec.entry.id)
             prepared = spec.attributor.prepare(model, inputs[:1])
-            out = np.full((n, t, *inputs.shape[1:]), np.nan, dtype=dtype)
-            delta_out = np.full((n, t), np.nan, dtype=dtype) if spec.attributor.has_delta else None
-            for start in range(0, len(pairs), step):
-                chunk = pairs[start : start + step]
-                s, k = chunk[:, 0], chunk[:, 1]
-                x = inputs[s.to(inputs.device)]
-                raw = spec.attributor.attribute(
-                    prepared.model, x, target_index[k.to(inputs.device)], batch_size=batch_size
-                )
-                result = _split(method_id, raw, x.shape)
-                out[s.numpy(), k.numpy()] = result.maps.detach().cpu().numpy()
+            run = MethodRun(spec, prepared.model, inputs, fixed, budget)
+            out = np.full((n, len(target_index), *inputs.shape[1:]), np.nan, dtype=dtype)
+            delta_out = np.full(resolved.mask.shape, np.nan, dtype=dtype) if spec.attributor.has_delta else None
+            for chunk, result in run.chunks(samples, target_index, resolved.mask):
+                out[chunk.numpy()] = result.maps.detach().cpu().numpy()
                 if delta_out is not None and result.delta is not None:
-                    delta_out[s.numpy(), k.numpy()] = result.delta.detach().cpu().numpy()
-                scores.offer(s, result.outputs)
-                bar.update(1)
-            maps[method_id] = out
+                    delta_out[chunk.numpy()] = result.delta.detach().cpu().numpy()
+                scores.offer(chunk, result.outputs)
+                bar.update(len(chunk))
+            maps[spec.entry.id] = out
             if delta_out is not None:
-                deltas[method_id] = delta_out
-            method_attrs[method_id] = _method_attrs(spec, prepared.surgery)
+                deltas[spec.entry.id] = delta_out
+            method_attrs[spec.entry.id] = {**_method_attrs(spec, prepared.surgery), "images_per_pass": run.settled}
         bar.close()
-        all_scores = scores.complete(model, inputs, batch_size)
+        all_scores = scores.complete(model, inputs, fixed or 64)
         fingerprint = model_fingerprint(model)
     picked = all_scores.gather(1, target_index.view(1, -1).expand(n, -1)).detach().cpu().numpy().astype(dtype)
     attrs = {
@@ -197,7 +181,8 @@ def explain(
         "task": task,
         "threshold": float(threshold),
         "targets": targets if isinstance(targets, str) else to_json(resolved.indices),
-        "batch_size": batch_size if batch_size is not None else "none",
+        "batch_size": fixed if fixed is not None else "auto",
+        "memory_budget": budget,
         "methods": to_json([spec.entry.id for spec in specs]),
     }
     ds = build_dataset(
@@ -215,12 +200,52 @@ def explain(
     return ds
 
 
-def _items_per_chunk(attributor: Attributor, inputs: Tensor, batch_size: int | None, n_items: int) -> int:
-    if batch_size is None:
-        return max(1, n_items)
-    per_item = max(1, math.ceil(attributor.cost(tuple(inputs.shape[1:])).forward))
-    # Methods that expand an item past the cap split it themselves (steps, windows).
-    return max(1, batch_size // per_item)
+class MethodRun:
+    """Feeds one method chunks of samples sized to the budget, halving them when memory runs out."""
+
+    def __init__(self, spec: MethodSpec, model: nn.Module, inputs: Tensor, fixed: int | None, budget: int) -> None:
+        self.spec = spec
+        self.model = model
+        self.inputs = inputs
+        cost = spec.attributor.cost(tuple(inputs.shape[1:]))
+        self.expansion = max(1, math.ceil(cost.forward))
+        if fixed is not None:
+            self.per_pass = fixed
+        else:
+            self.per_pass = images_per_pass(image_cost(model, inputs), budget, backward=cost.backward > 0)
+        self.settled = self.per_pass
+
+    def chunks(self, samples: Tensor, target_index: Tensor, mask: Tensor):
+        """Yield (sample indices, Attribution over all targets) until every sample is done."""
+        done = 0
+        device = self.inputs.device
+        while done < len(samples):
+            # Methods that expand a sample past one pass (steps, windows) split it themselves.
+            take = max(1, self.per_pass // self.expansion)
+            chunk = samples[done : done + take]
+            x = self.inputs[chunk.to(device)]
+            targets = target_index.view(1, -1).expand(len(chunk), -1)
+            try:
+                result = self.spec.attributor.attribute_many(
+                    self.model, x, targets, mask[chunk].to(device), batch_size=self.per_pass
+                )
+            except Exception as exc:
+                if not is_out_of_memory(exc) or self.per_pass == 1:
+                    raise
+                # Finished chunks are kept; this one is retried with half the images per pass.
+                self.per_pass //= 2
+                self.settled = self.per_pass
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            expected = (len(chunk), len(target_index), *x.shape[1:])
+            if result.maps.shape != expected:
+                raise PluginError(
+                    f"method {self.spec.entry.id!r} returned maps of shape {tuple(result.maps.shape)} "
+                    f"from attribute_many, expected {expected}."
+                )
+            done += len(chunk)
+            yield chunk, result
 
 
 def _method_attrs(spec: MethodSpec, surgery: tuple[str, ...]) -> dict[str, Any]:

@@ -123,8 +123,9 @@ def test_explain_is_deterministic(seed, targets):
     model = tiny_cnn(seed=seed % 5)
     x = _rand(seed, 2, 3, 8, 8)
     methods = {"saliency": {}, "deeplift": {}, "guided_backprop": {}, "integrated_gradients": {"n_steps": 4}}
-    a = explain(model, x, targets=targets, methods=methods)
-    b = explain(model, x, targets=targets, methods=methods)
+    # A fixed budget: the default follows free memory, and the plan is recorded in attrs.
+    a = explain(model, x, targets=targets, methods=methods, memory_budget="1GiB")
+    b = explain(model, x, targets=targets, methods=methods, memory_budget="1GiB")
     import xarray as xr
 
     xr.testing.assert_identical(a, b)

@@ -80,6 +80,79 @@ class Attributor(abc.ABC):
         of ``inputs`` when the method computed them anyway (saves xai_bench a forward pass).
         """
 
+    def attribute_many(
+        self, model: nn.Module, inputs: Tensor, targets: Tensor, mask: Tensor, *, batch_size: int | None = None
+    ) -> Attribution:
+        """Return maps (N, T, C, H, W) for every pair where ``mask`` (N, T) is set, NaN elsewhere.
+
+        ``targets`` (N, T) holds class indices. The default calls :meth:`attribute` once per
+        target column; built-in methods override it to share forward passes between targets.
+        """
+        n, t = targets.shape
+        maps = torch.full((n, t, *inputs.shape[1:]), float("nan"), dtype=inputs.dtype, device=inputs.device)
+        delta = torch.full((n, t), float("nan"), dtype=inputs.dtype, device=inputs.device) if self.has_delta else None
+        outputs = None
+        for column in range(t):
+            rows = mask[:, column].nonzero().flatten()
+            if not len(rows):
+                continue
+            x = inputs[rows]
+            result = as_attribution(self.id, self.attribute(model, x, targets[rows, column], batch_size=batch_size), x)
+            maps[rows, column] = result.maps.to(maps.dtype)
+            if delta is not None and result.delta is not None:
+                delta[rows, column] = result.delta.to(delta.dtype)
+            if result.outputs is not None:
+                if outputs is None:
+                    outputs = torch.full(
+                        (n, result.outputs.shape[1]), float("nan"), dtype=inputs.dtype, device=inputs.device
+                    )
+                outputs[rows] = result.outputs.to(outputs.dtype)
+        if outputs is not None and torch.isnan(outputs).any():
+            outputs = None  # some samples had no target: their logits are not known here
+        return Attribution(maps, delta=delta, outputs=outputs)
+
+
+class SharesTargets(Attributor):
+    """Base for methods whose core is :meth:`attribute_many`; :meth:`attribute` is its one-target case."""
+
+    def attribute(
+        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
+    ) -> Attribution:
+        mask = torch.ones(len(target), 1, dtype=torch.bool, device=target.device)
+        many = self.attribute_many(model, inputs, target.view(-1, 1), mask, batch_size=batch_size)
+        return Attribution(many.maps[:, 0], None if many.delta is None else many.delta[:, 0], many.outputs)
+
+    @abc.abstractmethod
+    def attribute_many(
+        self, model: nn.Module, inputs: Tensor, targets: Tensor, mask: Tensor, *, batch_size: int | None = None
+    ) -> Attribution: ...
+
+
+def as_attribution(method_id: str, out: object, inputs: Tensor) -> Attribution:
+    """Normalise what :meth:`Attributor.attribute` returned, checking the maps' shape."""
+    from ..errors import PluginError
+
+    if isinstance(out, Attribution):
+        result = out
+    elif isinstance(out, tuple) and len(out) == 2:
+        result = Attribution(out[0], delta=out[1])
+    else:
+        result = Attribution(out)  # type: ignore[arg-type]
+    if not isinstance(result.maps, Tensor) or result.maps.shape != inputs.shape:
+        got = tuple(result.maps.shape) if isinstance(result.maps, Tensor) else type(result.maps).__name__
+        raise PluginError(f"method {method_id!r} returned maps of shape {got}, expected {tuple(inputs.shape)}.")
+    return result
+
+
+def empty_maps(inputs: Tensor, t: int) -> Tensor:
+    """NaN maps (N, T, C, H, W) to fill pair by pair."""
+    return torch.full((inputs.shape[0], t, *inputs.shape[1:]), float("nan"), dtype=inputs.dtype, device=inputs.device)
+
+
+def target_columns(mask: Tensor) -> list[tuple[int, Tensor]]:
+    """(column, rows) for each target column with at least one pair to compute."""
+    return [(c, mask[:, c].nonzero().flatten()) for c in range(mask.shape[1]) if mask[:, c].any()]
+
 
 def json_safe(value: Any) -> Any:
     """Turn parameter values into something JSON can hold."""

@@ -15,7 +15,17 @@ from torch import Tensor, nn
 
 from ..errors import InvalidParameterError
 from ..surgery import Rescale, RescaleMaxPool, RescaleReLU, RuleSet, rewrite
-from .base import Attribution, Attributor, Cost, Prepared, baseline_like, check_baseline, json_safe, select
+from .base import (
+    Attribution,
+    Cost,
+    Prepared,
+    SharesTargets,
+    baseline_like,
+    check_baseline,
+    empty_maps,
+    json_safe,
+    target_columns,
+)
 
 
 def deeplift_rules(eps: float) -> RuleSet:
@@ -28,7 +38,7 @@ def deeplift_rules(eps: float) -> RuleSet:
     )
 
 
-class DeepLift(Attributor):
+class DeepLift(SharesTargets):
     """Multipliers from finite differences against a ``baseline``; maps sum to f(x) - f(baseline)."""
 
     id: ClassVar[str] = "deeplift"
@@ -53,16 +63,23 @@ class DeepLift(Attributor):
         rewritten, report = rewrite(model, deeplift_rules(self.eps), example)
         return Prepared(rewritten, tuple(report.summary()))
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None):
+    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
         n = inputs.shape[0]
         ref = baseline_like(self.id, self.baseline, inputs)
+        diff = inputs.detach() - ref
+        maps = empty_maps(inputs, targets.shape[1])
+        delta = torch.full(targets.shape, float("nan"), dtype=inputs.dtype, device=inputs.device)
+        columns = target_columns(mask)
         with torch.enable_grad():
+            # Inputs and references in one batch: each rule module sees both halves.
             pair = torch.cat([inputs.detach(), ref]).requires_grad_(True)
             out = model(pair)
-            (grad,) = torch.autograd.grad(select(out[:n], target).sum(), pair)
-        diff = inputs.detach() - ref
-        maps = grad[:n] * diff
-        with torch.no_grad():
-            expected = select(out[:n], target) - select(out[n:], target)
-            delta = maps.flatten(1).sum(1) - expected
+            for i, (column, rows) in enumerate(columns):
+                picked = targets[rows, column]
+                (grad,) = torch.autograd.grad(out[rows, picked].sum(), pair, retain_graph=i < len(columns) - 1)
+                column_maps = grad[rows] * diff[rows]
+                maps[rows, column] = column_maps
+                with torch.no_grad():
+                    expected = out[rows, picked] - out[n + rows, picked]
+                    delta[rows, column] = column_maps.flatten(1).sum(1) - expected
         return Attribution(maps, delta=delta, outputs=out[:n].detach())

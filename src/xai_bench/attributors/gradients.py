@@ -8,19 +8,24 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidParameterError
-from .base import Attribution, Attributor, select
+from .base import Attribution, SharesTargets, empty_maps, target_columns
 
 
-def input_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Return d score[target] / d inputs and the logits, from one forward and one backward pass."""
+def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients (N, T, C, H, W) of every masked (sample, target) score from one forward pass, and the logits."""
+    grads = empty_maps(inputs, targets.shape[1])
+    columns = target_columns(mask)
     with torch.enable_grad():
         x = inputs.detach().requires_grad_(True)
         outputs = model(x)
-        (grad,) = torch.autograd.grad(select(outputs, target).sum(), x)
-    return grad, outputs.detach()
+        for i, (column, rows) in enumerate(columns):
+            score = outputs[rows, targets[rows, column]].sum()
+            (grad,) = torch.autograd.grad(score, x, retain_graph=i < len(columns) - 1)
+            grads[rows, column] = grad[rows]
+    return grads, outputs.detach()
 
 
-class Saliency(Attributor):
+class Saliency(SharesTargets):
     """Gradient of the target score with respect to the input (Simonyan et al., 2014)."""
 
     id: ClassVar[str] = "saliency"
@@ -30,21 +35,17 @@ class Saliency(Attributor):
             raise InvalidParameterError(f"saliency: abs must be True or False, got {abs!r}.")
         self.abs = abs
 
-    def attribute(
-        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
-    ) -> Attribution:
-        grad, outputs = input_gradient(model, inputs, target)
-        return Attribution(grad.abs() if self.abs else grad, outputs=outputs)
+    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
+        grads, outputs = input_gradients(model, inputs, targets, mask)
+        return Attribution(grads.abs() if self.abs else grads, outputs=outputs)
 
 
-class InputXGradient(Attributor):
+class InputXGradient(SharesTargets):
     """Input times the gradient of the target score (Shrikumar et al., 2016)."""
 
     id: ClassVar[str] = "input_x_gradient"
     multiplies_by_inputs: ClassVar[bool] = True
 
-    def attribute(
-        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
-    ) -> Attribution:
-        grad, outputs = input_gradient(model, inputs, target)
-        return Attribution(grad * inputs, outputs=outputs)
+    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
+        grads, outputs = input_gradients(model, inputs, targets, mask)
+        return Attribution(grads * inputs.unsqueeze(1), outputs=outputs)

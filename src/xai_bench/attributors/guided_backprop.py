@@ -7,14 +7,14 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from ..surgery import GuidedReLU, RuleSet, rewrite
-from .base import Attribution, Attributor, Prepared
-from .gradients import input_gradient
+from .base import Attribution, Prepared, SharesTargets
+from .gradients import input_gradients
 
 # Every ReLU call site, module or functional, in-place or re-used, becomes its own guided ReLU.
 GUIDED_RULES = RuleSet(name="guided_backprop", relu=lambda site: GuidedReLU())
 
 
-class GuidedBackprop(Attributor):
+class GuidedBackprop(SharesTargets):
     """Gradient where every ReLU passes back only positive gradients through positive inputs."""
 
     id: ClassVar[str] = "guided_backprop"
@@ -24,8 +24,6 @@ class GuidedBackprop(Attributor):
         rewritten, report = rewrite(model, GUIDED_RULES, example)
         return Prepared(rewritten, tuple(report.summary()))
 
-    def attribute(
-        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
-    ) -> Attribution:
-        grad, outputs = input_gradient(model, inputs, target)
-        return Attribution(grad, outputs=outputs)
+    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
+        grads, outputs = input_gradients(model, inputs, targets, mask)
+        return Attribution(grads, outputs=outputs)

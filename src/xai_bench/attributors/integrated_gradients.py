@@ -6,24 +6,22 @@ from typing import Any, ClassVar
 
 import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
-from torch import Tensor, nn
 
 from ..errors import InvalidParameterError
 from .base import (
     Attribution,
-    Attributor,
     Cost,
+    SharesTargets,
     baseline_like,
     check_baseline,
     check_positive_int,
     json_safe,
-    select,
 )
 
 _METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
 
-class IntegratedGradients(Attributor):
+class IntegratedGradients(SharesTargets):
     """Path integral of gradients from a baseline to the input; ``n_steps`` points on the path."""
 
     id: ClassVar[str] = "integrated_gradients"
@@ -46,30 +44,37 @@ class IntegratedGradients(Attributor):
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
         return Cost(forward=self.n_steps + 2, backward=self.n_steps)
 
-    def attribute(
-        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
-    ) -> Attribution:
-        n = inputs.shape[0]
+    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
+        n, t = targets.shape
         ref = baseline_like(self.id, self.baseline, inputs)
         diff = inputs - ref
         step_sizes, alphas = (f(self.n_steps) for f in approximation_parameters(self.method))
-        # Path points in step-major order, as captum builds them: (steps * n, C, H, W), lazily per chunk.
+        # Path points in step-major order, as captum builds them, made a chunk at a time.
         alpha = torch.tensor(alphas, dtype=inputs.dtype, device=inputs.device).repeat_interleave(n)
         weight = torch.tensor(step_sizes, dtype=inputs.dtype, device=inputs.device).repeat_interleave(n)
-        rows = torch.arange(n, device=inputs.device).repeat(self.n_steps)
-        total = torch.zeros_like(inputs)
+        sample = torch.arange(n, device=inputs.device).repeat(self.n_steps)
+        shape = (-1,) + (1,) * (inputs.dim() - 1)
+        total = torch.zeros((n, t, *inputs.shape[1:]), dtype=inputs.dtype, device=inputs.device)
         step = batch_size or len(alpha)
         for start in range(0, len(alpha), step):
-            a, w, r = alpha[start : start + step], weight[start : start + step], rows[start : start + step]
-            shape = (-1,) + (1,) * (inputs.dim() - 1)
+            a, w, r = alpha[start : start + step], weight[start : start + step], sample[start : start + step]
+            wanted = mask[r]  # (chunk, T): which targets each path point serves
+            columns = [c for c in range(t) if wanted[:, c].any()]
             with torch.enable_grad():
                 points = (ref[r] + a.view(shape) * diff[r]).requires_grad_(True)
-                (grad,) = torch.autograd.grad(select(model(points), target[r]).sum(), points)
-            total.index_add_(0, r, grad * w.view(shape))
-        maps = total * diff
+                out = model(points)
+                # The targets share the chunk's forward pass: one backward each.
+                for i, c in enumerate(columns):
+                    rows = wanted[:, c].nonzero().flatten()
+                    score = out[rows, targets[r[rows], c]].sum()
+                    (grad,) = torch.autograd.grad(score, points, retain_graph=i < len(columns) - 1)
+                    total[:, c].index_add_(0, r[rows], grad[rows] * w[rows].view(shape))
+        maps = total * diff.unsqueeze(1)
+        maps[~mask] = float("nan")
         with torch.no_grad():
-            ends = torch.cat([inputs, ref]) if batch_size is None or 2 * n <= batch_size else None
-            outputs = model(ends) if ends is not None else torch.cat([model(inputs), model(ref)])
-            expected = select(outputs[:n], target) - select(outputs[n:], target)
-            delta = maps.flatten(1).sum(1) - expected
+            both = batch_size is None or 2 * n <= batch_size
+            outputs = model(torch.cat([inputs, ref])) if both else torch.cat([model(inputs), model(ref)])
+            rows = torch.arange(n, device=inputs.device).unsqueeze(1)
+            expected = outputs[:n][rows, targets] - outputs[n:][rows, targets]
+            delta = maps.flatten(2).sum(2) - expected
         return Attribution(maps, delta=delta, outputs=outputs[:n])

@@ -6,13 +6,12 @@ import math
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
 
 from ..errors import InvalidParameterError
-from .base import Attribution, Attributor, Cost, check_pair
+from .base import Attribution, Cost, SharesTargets, check_pair
 
 
-class Occlusion(Attributor):
+class Occlusion(SharesTargets):
     """Score drop when a ``window`` patch, slid by ``stride``, is filled with ``fill``.
 
     Windows start every ``stride`` pixels until one reaches the border; the last ones are clipped
@@ -51,27 +50,28 @@ class Occlusion(Attributor):
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
         return Cost(forward=len(self._starts(input_shape)) + 1)
 
-    def attribute(
-        self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None
-    ) -> Attribution:
+    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
         n, c, h, w = inputs.shape
         starts = self._starts(inputs.shape)
         wh, ww = self.window
         per_pass = len(starts) if batch_size is None else max(1, batch_size // n)
-        rows = torch.arange(n, device=inputs.device)
+        rows = torch.arange(n, device=inputs.device).unsqueeze(1)
         with torch.no_grad():
             outputs = model(inputs)
-            reference = outputs[rows, target]
-            drop = torch.zeros(n, 1, h, w, dtype=inputs.dtype, device=inputs.device)
-            covered = torch.zeros(1, 1, h, w, dtype=inputs.dtype, device=inputs.device)
+            reference = outputs[rows, targets]  # (n, T)
+            drop = torch.zeros(n, targets.shape[1], 1, h, w, dtype=inputs.dtype, device=inputs.device)
+            covered = torch.zeros(1, 1, 1, h, w, dtype=inputs.dtype, device=inputs.device)
             for first in range(0, len(starts), per_pass):
                 chunk = starts[first : first + per_pass]
                 batch = inputs.unsqueeze(0).repeat(len(chunk), 1, 1, 1, 1)
                 for j, (y, x) in enumerate(chunk):
                     batch[j, :, :, y : y + wh, x : x + ww] = self.fill
-                scores = model(batch.view(-1, c, h, w)).view(len(chunk), n, -1)[:, rows, target]
-                diff = reference.unsqueeze(0) - scores  # (windows, n)
+                # Every target's score comes from the same occluded outputs: one sweep serves all.
+                scores = model(batch.view(-1, c, h, w)).view(len(chunk), n, -1)[:, rows, targets]
+                diff = reference.unsqueeze(0) - scores  # (windows, n, T)
                 for j, (y, x) in enumerate(chunk):
-                    drop[:, :, y : y + wh, x : x + ww] += diff[j].view(n, 1, 1, 1)
-                    covered[:, :, y : y + wh, x : x + ww] += 1
-        return Attribution((drop / covered).expand(n, c, h, w).contiguous(), outputs=outputs)
+                    drop[..., y : y + wh, x : x + ww] += diff[j].view(n, -1, 1, 1, 1)
+                    covered[..., y : y + wh, x : x + ww] += 1
+        maps = (drop / covered).expand(n, targets.shape[1], c, h, w).clone()
+        maps[~mask] = float("nan")
+        return Attribution(maps, outputs=outputs)

@@ -1,0 +1,129 @@
+"""Memory budgets and the probe that says how many images fit in one forward pass."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InvalidParameterError
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+# Fraction of free memory the default budget takes: the rest is left to the runtime and the caller.
+DEFAULT_FRACTION = 0.5
+
+
+def parse_budget(budget: int | float | str | None, device: torch.device) -> int:
+    """Return a budget in bytes from an int, a string such as ``"4GiB"``, or ``None`` (the default)."""
+    if budget is None:
+        # Rounded down to 256 MiB so that small changes in free memory do not change the plan.
+        step = 256 * 2**20
+        return max(step, int(DEFAULT_FRACTION * free_memory(device)) // step * step)
+    if isinstance(budget, bool):
+        raise InvalidParameterError(f"memory_budget must be bytes or a string like '4GiB', got {budget!r}.")
+    if isinstance(budget, (int, float)):
+        value = float(budget)
+    elif isinstance(budget, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", budget)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise InvalidParameterError(
+                f"memory_budget {budget!r} is not a size; use bytes or a string like '512MiB', '4GiB' or '2GB'."
+            )
+        value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    else:
+        raise InvalidParameterError(
+            f"memory_budget must be bytes or a string like '4GiB', got {type(budget).__name__}."
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidParameterError(f"memory_budget must be positive, got {budget!r}.")
+    return int(value)
+
+
+def free_memory(device: torch.device) -> int:
+    """Free memory on ``device``: the GPU's free bytes, or the RAM the OS reports available."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30  # no way to ask: assume a small machine
+
+
+@dataclass(frozen=True)
+class ImageCost:
+    """Bytes one image costs in a forward pass: kept for backward, and at the peak without autograd."""
+
+    saved: int
+    forward_peak: int
+    input: int
+
+
+_costs: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], ImageCost]] = weakref.WeakKeyDictionary()
+
+
+def image_cost(model: nn.Module, example: Tensor) -> ImageCost:
+    """Measure what one image costs ``model`` (cached per module tree, input shape, dtype and device).
+
+    Counts the bytes autograd saves for the backward pass (parameters excluded: they do not grow
+    with the batch), which works alike on CPU and GPU, and the largest module output as a bound
+    on what a forward pass without autograd holds at once.
+    """
+    key = (tuple(id(m) for m in model.modules()), tuple(example.shape[1:]), example.dtype, example.device)
+    known = _costs.setdefault(model, {})
+    if key in known:
+        return known[key]
+    constants = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    saved: dict[int, int] = {}
+    largest = [0]
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in constants:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def track(module: nn.Module, args: object, output: object) -> None:
+        if isinstance(output, Tensor):
+            largest[0] = max(largest[0], output.untyped_storage().nbytes())
+
+    handles = [m.register_forward_hook(track) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(example[:1].detach().clone().requires_grad_(True))
+    finally:
+        for h in handles:
+            h.remove()
+    input_bytes = example[:1].numel() * example.element_size()
+    # Without autograd a pass holds a module's input and output and some workspace: three outputs' worth.
+    cost = ImageCost(
+        saved=sum(saved.values()) + input_bytes, forward_peak=3 * largest[0] + input_bytes, input=input_bytes
+    )
+    known[key] = cost
+    return cost
+
+
+def images_per_pass(cost: ImageCost, budget: int, *, backward: bool) -> int:
+    """How many images one pass may hold within ``budget`` bytes (at least one)."""
+    per_image = (cost.saved if backward else cost.forward_peak) + 2 * cost.input
+    return max(1, budget // max(1, per_image))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for allocation failures a smaller batch can fix."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
