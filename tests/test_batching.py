@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import xai_bench
+from xai_bench import Attributor, InvalidParameterError, explain, hookimpl
+from xai_bench.memory import image_cost, images_per_pass, parse_budget
+from xai_bench.testing import tiny_cnn
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("4GiB", 4 * 2**30), ("512 MiB", 512 * 2**20), ("2GB", 2 * 10**9), ("1.5kib", 1536), (1000, 1000)],
+)
+def test_parse_budget(text, expected):
+    assert parse_budget(text, CPU) == expected
+
+
+@pytest.mark.parametrize("bad", ["4 parsecs", "", "-1GiB", 0, -5, True, [1]])
+def test_parse_budget_rejects_nonsense(bad):
+    with pytest.raises(InvalidParameterError, match="memory_budget"):
+        parse_budget(bad, CPU)
+
+
+def test_default_budget_is_a_share_of_available_memory():
+    budget = parse_budget(None, CPU)
+    assert 256 * 2**20 <= budget and budget % (256 * 2**20) == 0
+
+
+def test_probe_counts_what_autograd_keeps_per_image():
+    model = tiny_cnn()
+    small = image_cost(model, torch.rand(1, 3, 16, 16, dtype=torch.float64))
+    large = image_cost(model, torch.rand(1, 3, 32, 32, dtype=torch.float64))
+    assert 3.5 < large.saved / small.saved < 4.5  # activations scale with the pixels
+    assert small.saved > 16 * 16 * 6 * 8  # at least one activation of the first layer
+    # Ten times the per-image bytes fits ten images.
+    assert images_per_pass(small, 10 * (small.saved + 2 * small.input), backward=True) == 10
+    assert images_per_pass(small, 1, backward=True) == 1
+
+
+def test_auto_batches_follow_the_budget_and_results_do_not_change():
+    model = tiny_cnn()
+    x = torch.rand(6, 3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    methods = {"deeplift": {}, "integrated_gradients": {"n_steps": 6}, "occlusion": {"window": 4, "stride": 4}}
+    roomy = explain(model, x, targets="all", methods=methods, memory_budget="1GiB")
+    cost = image_cost(model, x)
+    tight = explain(model, x, targets="all", methods=methods, memory_budget=3 * (cost.saved + 2 * cost.input))
+    for method in methods:
+        np.testing.assert_allclose(tight[method].values, roomy[method].values, rtol=1e-10, atol=1e-13)
+        assert tight[method].attrs["images_per_pass"] < roomy[method].attrs["images_per_pass"]
+    # IG runs on the model itself, whose per-image cost was measured above (DeepLIFT's is its rewrite's).
+    assert tight["integrated_gradients"].attrs["images_per_pass"] == 3
+    assert tight.attrs["memory_budget"] == 3 * (cost.saved + 2 * cost.input)
+
+
+def test_out_of_memory_halves_the_pass_and_keeps_finished_work(monkeypatch, fresh_plugins):
+    calls = []
+
+    class Greedy(Attributor):
+        """Fails like a GPU would when a pass holds more than two images."""
+
+        id = "greedy"
+
+        def attribute(self, model, inputs, target, *, batch_size=None):
+            calls.append(len(inputs))
+            if len(inputs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return inputs * (target.view(-1, 1, 1, 1) + 1)
+
+    module = types.ModuleType("greedy_plugin")
+
+    @hookimpl
+    def register_attributors(register):
+        register(Greedy)
+
+    module.register_attributors = register_attributors
+    monkeypatch.setitem(sys.modules, "greedy_plugin", module)
+    xai_bench.get_plugin_manager().register(module, name="greedy_plugin")
+    x = torch.rand(7, 3, 8, 8, dtype=torch.float64)
+    ds = explain(tiny_cnn(), x, targets=[0, 2], methods=["greedy"], batch_size=8)
+    np.testing.assert_allclose(ds["greedy"].values[:, 1], 3 * x.numpy())
+    assert ds["greedy"].attrs["images_per_pass"] == 2
+    assert calls[:2] == [7, 4] and max(calls[2:]) <= 2  # 8 -> 4 -> 2 images per pass
+    assert sum(c for c in calls if c <= 2) == 2 * 7  # every sample once per target after settling
+
+
+def test_other_errors_are_not_mistaken_for_memory(monkeypatch, fresh_plugins):
+    class Broken(Attributor):
+        """Always fails."""
+
+        id = "broken"
+
+        def attribute(self, model, inputs, target, *, batch_size=None):
+            raise RuntimeError("shape mismatch somewhere")
+
+    module = types.ModuleType("broken_plugin")
+
+    @hookimpl
+    def register_attributors(register):
+        register(Broken)
+
+    module.register_attributors = register_attributors
+    monkeypatch.setitem(sys.modules, "broken_plugin", module)
+    xai_bench.get_plugin_manager().register(module, name="broken_plugin")
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        explain(tiny_cnn(), torch.rand(2, 3, 8, 8, dtype=torch.float64), targets=0, methods=["broken"])
+
+
+def _count_forwards(model):
+    seen = []
+    handle = model.fc.register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    return seen, handle
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("occlusion", {"window": 4, "stride": 4}), ("integrated_gradients", {"n_steps": 5}), ("saliency", {}),
+     ("deeplift", {}), ("guided_backprop", {})],
+)
+def test_many_targets_share_forward_passes(method, params):
+    model = tiny_cnn()
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    explain(model, x, targets=[0], methods={method: params})  # the one-image probe runs once per model
+    seen, handle = _count_forwards(model)
+    try:
+        one = explain(model, x, targets=[1], methods={method: params}, batch_size=64)
+        images_one = sum(seen)
+        seen.clear()
+        four = explain(model, x, targets="all", methods={method: params}, batch_size=64)
+        images_four = sum(seen)
+    finally:
+        handle.remove()
+    assert images_four == images_one  # four targets, the same forward work
+    np.testing.assert_allclose(four[method].sel(target=1).values, one[method].sel(target=1).values, rtol=1e-10)
+    assert json.loads(four[method].attrs["params"]) is not None
