@@ -19,6 +19,7 @@ from .errors import (
     InvalidTargetError,
     ModelOutputError,
     PluginError,
+    StoreMismatchError,
     SurgeryError,
     UnknownMethodError,
     UnknownParameterError,
@@ -32,6 +33,7 @@ from .plugins import get_plugin_manager, list_plugins
 from .profile import profile
 from .profilers.base import GlobalProfiler
 from .results import open_maps, save_maps
+from .run import RunSummary, run
 
 __all__ = [
     "Attribution",
@@ -45,6 +47,8 @@ __all__ = [
     "InvalidTargetError",
     "ModelOutputError",
     "PluginError",
+    "RunSummary",
+    "StoreMismatchError",
     "Prepared",
     "SurgeryError",
     "UnknownMethodError",
@@ -59,6 +63,7 @@ __all__ = [
     "methods",
     "open_maps",
     "profile",
+    "run",
     "save_maps",
     "study_layers",
 ]

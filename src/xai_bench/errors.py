@@ -75,6 +75,10 @@ class SurgeryError(XaiBenchError, RuntimeError):
     """The model cannot be rewritten so that a rule-based method is correct on it."""
 
 
+class StoreMismatchError(XaiBenchError, ValueError):
+    """An existing store was written by a different run (methods, parameters, model, targets or data)."""
+
+
 class PluginError(XaiBenchError, RuntimeError):
     """A plugin failed to load or registered something invalid."""
 
@@ -87,6 +91,7 @@ __all__ = [
     "InvalidTargetError",
     "ModelOutputError",
     "PluginError",
+    "StoreMismatchError",
     "SurgeryError",
     "UnknownMethodError",
     "UnknownParameterError",

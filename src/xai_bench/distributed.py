@@ -1,0 +1,70 @@
+"""Shard a :func:`xai_bench.run` over dask workers; each builds its model once from a factory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+_models: dict[str, Any] = {}
+
+
+def _worker_model(factory: Any, device: Any):
+    from .run import build_model
+
+    key = f"{factory!r}:{device!r}"
+    if key not in _models:
+        net = build_model(factory)
+        _models[key] = net.to(device) if device is not None else net
+    return _models[key]
+
+
+def explain_shard(
+    factory: Any, dataset: Any, block: Sequence[int], ids: Sequence[Any], explain_args: dict, store: str, device: Any
+) -> int:
+    """Explain the samples of ``block`` not yet done (a retried task skips finished ones); return how many."""
+    import zarr
+
+    from .run import _explain_block
+    from .store import DONE, write_block
+
+    done = np.asarray(zarr.open_group(store, mode="r")[DONE].oindex[(np.asarray(block),)], dtype=bool)
+    todo = [i for i, finished in zip(block, done, strict=True) if not finished]
+    if not todo:
+        return 0
+    net = _worker_model(factory, device)
+    write_block(store, _explain_block(net, dataset, todo, ids, explain_args, device), todo)
+    return len(todo)
+
+
+def run_on_cluster(
+    client: Any,
+    factory: Any,
+    dataset: Any,
+    blocks: list[list[int]],
+    ids: Sequence[Any],
+    explain_args: dict,
+    store: Any,
+    device: Any,
+) -> Iterator[int]:
+    """Submit one task per block and yield the number of samples each finished task wrote."""
+    from dask.distributed import as_completed
+
+    futures = [
+        client.submit(
+            explain_shard,
+            factory,
+            dataset,
+            block,
+            ids,
+            explain_args,
+            str(store),
+            device,
+            key=f"xai-bench-block-{block[0]}-{len(block)}",
+            pure=False,
+        )
+        for block in blocks
+    ]
+    for future in as_completed(futures):
+        yield future.result()
