@@ -45,3 +45,130 @@ def test_demo_writes_a_store_and_a_figure(tmp_path, capsys):
     assert list(ds["target"].values) == ["disc", "bar"]
     assert np.nanmax(np.abs(ds["deeplift_delta"].values)) < 1e-4
     assert (tmp_path / "maps.png").stat().st_size > 10_000
+
+
+def _images(folder, n=3, size=20):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        mode = "L" if i % 2 else "RGB"
+        shape = (size, size) if mode == "L" else (size, size + 5, 3)
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode=mode).save(folder / f"case{i}.png")
+    return folder
+
+
+RUN = [
+    "run",
+    "--model",
+    "xai_bench.testing.models:tiny_cnn32",
+    "--size",
+    "16",
+    "--methods",
+    "saliency,deeplift",
+    "--targets",
+    "all",
+    "--budget",
+    "256MiB",
+]
+
+
+def test_run_and_show_from_the_command_line(tmp_path, capsys):
+    images = _images(tmp_path / "images")
+    store = tmp_path / "maps.zarr"
+    assert main([*RUN, "--images", str(images), "--store", str(store)]) == 0
+    assert "3 samples explained, 0 already done" in capsys.readouterr().out
+    ds = open_maps(store)
+    assert list(ds["sample"].values) == ["case0.png", "case1.png", "case2.png"]
+    assert ds["deeplift"].shape == (3, 4, 3, 16, 16)
+    assert main([*RUN, "--images", str(images), "--store", str(store)]) == 0
+    assert "0 samples explained, 3 already done" in capsys.readouterr().out
+    out = tmp_path / "case1.png"
+    assert main(["show", str(store), "--sample", "case1.png", "--target", "2", "--out", str(out)]) == 0
+    assert out.stat().st_size > 5000
+
+
+def test_run_loads_a_checkpoint(tmp_path, capsys):
+    import torch
+
+    from xai_bench.testing.models import tiny_cnn32
+
+    model = tiny_cnn32()
+    with torch.no_grad():
+        model.fc.bias.add_(5.0)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "weights.pt")
+    images = _images(tmp_path / "images", n=1)
+    assert (
+        main(
+            [
+                *RUN,
+                "--images",
+                str(images),
+                "--store",
+                str(tmp_path / "m.zarr"),
+                "--checkpoint",
+                str(tmp_path / "weights.pt"),
+            ]
+        )
+        == 0
+    )
+    from xai_bench.provenance import model_fingerprint
+
+    assert open_maps(tmp_path / "m.zarr").attrs["model_fingerprint"] == model_fingerprint(model.eval())
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    import torch
+
+    images = _images(tmp_path / "images", n=1)
+    (tmp_path / "images" / "broken.png").write_bytes(b"not an image")
+    torch.save({"other.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
+    cases = [
+        ([*RUN, "--images", str(tmp_path / "nowhere"), "--store", str(tmp_path / "a.zarr")], "No image folder"),
+        ([*RUN, "--images", str(images), "--store", str(tmp_path / "b.zarr")], "cannot read image"),
+        (
+            [
+                *RUN,
+                "--images",
+                str(images),
+                "--store",
+                str(tmp_path / "c.zarr"),
+                "--checkpoint",
+                str(tmp_path / "wrong.pt"),
+            ],
+            "does not match ReluNet: missing keys conv1.weight",
+        ),
+        (
+            [
+                *RUN,
+                "--images",
+                str(images),
+                "--store",
+                str(tmp_path / "d.zarr"),
+                "--checkpoint",
+                str(tmp_path / "no.pt"),
+            ],
+            "No checkpoint",
+        ),
+        (
+            [
+                "run",
+                "--model",
+                "nowhere.module:f",
+                "--images",
+                str(images),
+                "--methods",
+                "saliency",
+                "--store",
+                "x.zarr",
+            ],
+            "cannot load model factory",
+        ),
+        (["show", str(tmp_path / "none.zarr"), "--sample", "a"], "No zarr store"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err, (argv, err)
+        assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -36,8 +36,14 @@ def client():
 def test_cluster_store_equals_single_process_store(client, tmp_path):
     data = SyntheticImages(12)
     single = run("xai_bench.testing.models:tiny_cnn", data, store=tmp_path / "one.zarr", samples_per_block=2, **ARGS)
-    shared = run("xai_bench.testing.models:tiny_cnn", data, store=tmp_path / "many.zarr", samples_per_block=2,
-                 client=client, **ARGS)
+    shared = run(
+        "xai_bench.testing.models:tiny_cnn",
+        data,
+        store=tmp_path / "many.zarr",
+        samples_per_block=2,
+        client=client,
+        **ARGS,
+    )
     assert single.computed == shared.computed == 12
     xr.testing.assert_identical(open_maps(tmp_path / "one.zarr").load(), open_maps(tmp_path / "many.zarr").load())
     # Both workers took part.
@@ -71,15 +77,15 @@ def test_killed_worker_loses_no_finished_sample(client, tmp_path):
 
     killer = threading.Thread(target=kill_one_worker_midway)
     killer.start()
-    summary = run("xai_bench.testing.data:slow_tiny_cnn", data, store=store, samples_per_block=2, client=client,
-                  **ARGS)
+    summary = run("xai_bench.testing.data:slow_tiny_cnn", data, store=store, samples_per_block=2, client=client, **ARGS)
     killer.join()
     assert "killed" in seen, "the run finished before a worker could be killed"
     flags = np.asarray(zarr.open_group(store, mode="r")["done"][:])
     assert flags.all()
     # Finished samples were not redone: each sample was written once, so the total is the data set.
     assert summary.computed == 24
-    whole = run("xai_bench.testing.data:slow_tiny_cnn", data, store=tmp_path / "whole.zarr", samples_per_block=2,
-                **ARGS)
+    whole = run(
+        "xai_bench.testing.data:slow_tiny_cnn", data, store=tmp_path / "whole.zarr", samples_per_block=2, **ARGS
+    )
     assert whole.computed == 24
     xr.testing.assert_identical(open_maps(store).load(), open_maps(tmp_path / "whole.zarr").load())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import XaiBenchError
 
@@ -45,6 +47,84 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _targets(text: str):
+    if text in ("predicted", "all"):
+        return text
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return [int(p) if p.lstrip("-").isdigit() else p for p in parts]
+
+
+def _methods_arg(items: list[str]):
+    import json
+
+    if len(items) == 1 and items[0].lstrip().startswith("{"):
+        return json.loads(items[0])
+    return [m for item in items for m in item.split(",") if m]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .checkpoints import FactoryWithCheckpoint
+    from .data import ImageFolder
+    from .run import load_factory, run
+
+    load_factory(args.model)  # fail early, with one line, on a bad 'module:function'
+    factory = FactoryWithCheckpoint(args.model, args.checkpoint)
+    dataset = ImageFolder(args.images, size=args.size, channels=args.channels)
+    client = None
+    if args.scheduler:
+        from dask.distributed import Client
+
+        client = Client(args.scheduler)
+    summary = run(
+        factory if client is not None else factory(),
+        dataset,
+        methods=_methods_arg(args.methods),
+        store=args.store,
+        targets=_targets(args.targets),
+        labels=args.labels.split(",") if args.labels else None,
+        task=args.task,
+        batch_size=int(args.batch_size) if args.batch_size != "auto" else "auto",
+        memory_budget=args.budget,
+        device=args.device,
+        client=client,
+        progress=True,
+    )
+    print(f"{summary.computed} samples explained, {summary.skipped} already done: {summary.store}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .results import open_maps
+    from .viz import plot_maps
+
+    ds = open_maps(args.store)
+    ids = [str(v) for v in ds["sample"].values]
+    if args.sample not in ids:
+        from .errors import close_matches
+
+        hint = close_matches(args.sample, ids)
+        extra = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
+        print(f"xai-bench: error: no sample {args.sample!r} in {args.store}.{extra}", file=sys.stderr)
+        return 2
+    sample = ds["sample"].values[ids.index(args.sample)]
+    target = None
+    if args.target is not None:
+        targets = [str(t) for t in ds["target"].values]
+        if args.target not in targets:
+            print(f"xai-bench: error: no target {args.target!r}; targets: {', '.join(targets)}", file=sys.stderr)
+            return 2
+        target = ds["target"].values[targets.index(args.target)]
+    methods = [m for m in (args.methods or []) if m] or None
+    fig = plot_maps(ds.sel(sample=[sample]), target=target, methods=methods)
+    out = args.out or f"{Path(args.sample).stem}.png"
+    fig.savefig(out, dpi=120)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xai-bench", description="Interpretability for PyTorch image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_out", help="folder for maps.zarr and maps.png")
     demo.add_argument("--steps", type=int, default=300, help="training steps of the demo CNN")
     demo.set_defaults(func=_demo)
+
+    runp = sub.add_parser("run", help="explain every image of a folder into a zarr store (resumable)")
+    runp.add_argument("--model", required=True, help="model factory as 'package.module:function'")
+    runp.add_argument("--checkpoint", help="state dict to load (torch.load with weights_only=True)")
+    runp.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    runp.add_argument("--size", type=int, default=224, help="images are resized to size x size")
+    runp.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    runp.add_argument("--methods", nargs="+", required=True, help="ids, or a JSON object {id: params}")
+    runp.add_argument("--targets", default="predicted", help="'predicted', 'all' or a comma list of indices/labels")
+    runp.add_argument("--labels", help="comma-separated label names, one per model output")
+    runp.add_argument("--task", default="multiclass", choices=("multiclass", "multilabel"))
+    runp.add_argument("--store", required=True, help="zarr store to write (or resume)")
+    runp.add_argument("--budget", help="memory budget, e.g. 4GiB (default: half the free memory)")
+    runp.add_argument("--batch-size", default="auto", help="images per forward pass, or 'auto'")
+    runp.add_argument("--device", help="e.g. cuda:0 (default: where the model is)")
+    runp.add_argument("--scheduler", help="dask scheduler address, to spread the work over a cluster")
+    runp.set_defaults(func=_run)
+
+    show = sub.add_parser("show", help="draw the maps of one sample of a store to PNG")
+    show.add_argument("store")
+    show.add_argument("--sample", required=True, help="sample id")
+    show.add_argument("--target", help="target label or index (default: the highest-scoring)")
+    show.add_argument("--methods", nargs="*", help="methods to draw (default: all)")
+    show.add_argument("--out", help="PNG path (default: <sample>.png)")
+    show.set_defaults(func=_show)
     return parser
 
 
@@ -61,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (XaiBenchError, FileNotFoundError) as exc:
+    except (XaiBenchError, FileNotFoundError, json.JSONDecodeError) as exc:
         print(f"xai-bench: error: {exc}", file=sys.stderr)
         return 2
 

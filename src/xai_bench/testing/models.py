@@ -121,3 +121,8 @@ def tiny_cnn(num_classes: int = 4, in_channels: int = 3, seed: int = 0, dtype: t
         model.bn.running_mean.uniform_(-0.5, 0.5)
         model.bn.running_var.uniform_(0.5, 2.0)
     return model
+
+
+def tiny_cnn32() -> ReluNet:
+    """The conformance CNN in float32: a factory for command-line runs on image files."""
+    return tiny_cnn(dtype=torch.float32)

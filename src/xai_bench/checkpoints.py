@@ -1,0 +1,60 @@
+"""Build a model from a factory and, optionally, a checkpoint of its weights."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InvalidParameterError
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Load a state dict (plain, or under 'state_dict' / 'model') into ``model``, strictly, without pickles."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No checkpoint at {os.fspath(path)!r}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several kinds for unreadable or unsafe files
+        raise InvalidParameterError(f"cannot read checkpoint {os.fspath(path)!r}: {exc}") from exc
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+    if not isinstance(state, dict):
+        raise InvalidParameterError(f"checkpoint {os.fspath(path)!r} holds {type(state).__name__}, not a state dict.")
+    result = model.load_state_dict(_strip_prefix(state), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:5]) or "none"
+        unexpected = ", ".join(result.unexpected_keys[:5]) or "none"
+        raise InvalidParameterError(
+            f"checkpoint {os.fspath(path)!r} does not match {type(model).__name__}: missing keys {missing}; "
+            f"unexpected keys {unexpected}."
+        )
+    return model
+
+
+def _strip_prefix(state: dict[str, Any]) -> dict[str, Any]:
+    # Checkpoints saved from nn.DataParallel prefix every key with 'module.'.
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+class FactoryWithCheckpoint:
+    """A picklable model factory: ``factory()`` then the checkpoint's weights (for dask workers too)."""
+
+    def __init__(self, factory: Any, checkpoint: str | None) -> None:
+        self.factory = factory
+        self.checkpoint = checkpoint
+
+    def __call__(self) -> nn.Module:
+        from .run import build_model
+
+        model = build_model(self.factory)
+        return load_checkpoint(model, self.checkpoint) if self.checkpoint else model
+
+    def __repr__(self) -> str:
+        return f"FactoryWithCheckpoint({self.factory!r}, {self.checkpoint!r})"
