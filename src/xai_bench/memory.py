@@ -70,6 +70,7 @@ class ImageCost:
     saved: int
     forward_peak: int
     input: int
+    output: object = None  # what the model returned for the measured image (checked by the caller)
 
 
 _costs: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], ImageCost]] = weakref.WeakKeyDictionary()
@@ -103,14 +104,17 @@ def image_cost(model: nn.Module, example: Tensor) -> ImageCost:
     handles = [m.register_forward_hook(track) for m in model.modules() if not list(m.children())]
     try:
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(example[:1].detach().clone().requires_grad_(True))
+            output = model(example[:1].detach().clone().requires_grad_(True))
     finally:
         for h in handles:
             h.remove()
     input_bytes = example[:1].numel() * example.element_size()
     # Without autograd a pass holds a module's input and output and some workspace: three outputs' worth.
     cost = ImageCost(
-        saved=sum(saved.values()) + input_bytes, forward_peak=3 * largest[0] + input_bytes, input=input_bytes
+        saved=sum(saved.values()) + input_bytes,
+        forward_peak=3 * largest[0] + input_bytes,
+        input=input_bytes,
+        output=output.detach() if isinstance(output, Tensor) else output,
     )
     known[key] = cost
     return cost

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-import weakref
 from collections.abc import Iterator
 
 import torch
@@ -85,20 +84,19 @@ def check_outputs(outputs: object, n: int) -> Tensor:
     return outputs
 
 
-_probes: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], int]] = weakref.WeakKeyDictionary()
-
-
 def probe(model: nn.Module, inputs: Tensor) -> int:
     """Check on one image that ``model`` takes ``inputs`` and returns logits; return the class count.
 
-    The answer depends on the architecture and the input shape only, so it is remembered per
-    module tree, input shape, dtype and device: a loop over batches probes once.
+    The same forward pass measures what an image costs in memory (:func:`xai_bench.memory.image_cost`),
+    and both are remembered per module tree, input shape, dtype and device.
     """
-    key = (tuple(id(m) for m in model.modules()), tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
-    known = _probes.setdefault(model, {})
-    if key not in known:
-        known[key] = forward_scores(model, inputs[:1], None).shape[1]
-    return known[key]
+    from .memory import image_cost
+
+    try:
+        cost = image_cost(model, inputs)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"the model failed on inputs of shape {tuple(inputs[:1].shape)}: {exc}") from exc
+    return check_outputs(cost.output, 1).shape[1]
 
 
 def forward_scores(model: nn.Module, inputs: Tensor, batch_size: int | None) -> Tensor:
