@@ -146,3 +146,12 @@ def test_many_targets_share_forward_passes(method, params):
     assert images_four == images_one  # four targets, the same forward work
     np.testing.assert_allclose(four[method].sel(target=1).values, one[method].sel(target=1).values, rtol=1e-10)
     assert json.loads(four[method].attrs["params"]) is not None
+
+
+def test_a_budget_below_the_smallest_pass_warns_and_still_computes_correctly():
+    model = tiny_cnn()
+    x = torch.rand(3, 3, 12, 12, dtype=torch.float64)
+    with pytest.warns(xai_bench.XaiBenchWarning, match="deeplift: its smallest pass \\(2 images"):
+        ds = explain(model, x, targets=[0], methods=["deeplift"], memory_budget=1)
+    assert ds["deeplift"].attrs["images_per_pass"] == 2  # an input and its reference
+    assert np.abs(ds["deeplift_delta"].values).max() < 1e-12

@@ -89,6 +89,24 @@ def test_run_and_show_from_the_command_line(tmp_path, capsys):
     assert out.stat().st_size > 5000
 
 
+def test_run_from_a_dataset_factory(tmp_path, capsys):
+    argv = [
+        "run",
+        "--model",
+        "xai_bench.testing.models:tiny_cnn",
+        "--dataset",
+        "xai_bench.testing.data:SyntheticImages",
+        "--methods",
+        "saliency",
+        "--targets",
+        "0",
+        "--store",
+        str(tmp_path / "s.zarr"),
+    ]
+    assert main(argv) == 0
+    assert list(open_maps(tmp_path / "s.zarr")["sample"].values)[:2] == ["img-000", "img-001"]
+
+
 def test_run_loads_a_checkpoint(tmp_path, capsys):
     import torch
 

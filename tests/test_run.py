@@ -55,6 +55,9 @@ def test_a_different_run_is_refused(tmp_path):
         run(retrained, data, store=tmp_path / "maps.zarr", **ARGS)
     with pytest.raises(StoreMismatchError):
         run(tiny_cnn(), SyntheticImages(5), store=tmp_path / "maps.zarr", **ARGS)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(StoreMismatchError, match="not a zarr store written by xai_bench.run"):
+        run(tiny_cnn(), data, store=tmp_path / "plain", **ARGS)
 
 
 def test_dataloader_and_factory_string(tmp_path):

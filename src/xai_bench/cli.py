@@ -69,7 +69,10 @@ def _run(args: argparse.Namespace) -> int:
 
     load_factory(args.model)  # fail early, with one line, on a bad 'module:function'
     factory = FactoryWithCheckpoint(args.model, args.checkpoint)
-    dataset = ImageFolder(args.images, size=args.size, channels=args.channels)
+    if args.dataset:
+        dataset = load_factory(args.dataset)()
+    else:
+        dataset = ImageFolder(args.images, size=args.size, channels=args.channels)
     client = None
     if args.scheduler:
         from dask.distributed import Client
@@ -138,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     runp = sub.add_parser("run", help="explain every image of a folder into a zarr store (resumable)")
     runp.add_argument("--model", required=True, help="model factory as 'package.module:function'")
     runp.add_argument("--checkpoint", help="state dict to load (torch.load with weights_only=True)")
-    runp.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    source = runp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="folder of images (searched recursively)")
+    source.add_argument("--dataset", help="dataset factory as 'package.module:function' (a map-style dataset)")
     runp.add_argument("--size", type=int, default=224, help="images are resized to size x size")
     runp.add_argument("--channels", type=int, default=3, choices=(1, 3))
     runp.add_argument("--methods", nargs="+", required=True, help="ids, or a JSON object {id: params}")

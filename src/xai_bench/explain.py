@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from . import registry
 from .attributors.base import Attributor
-from .errors import InvalidInputError, InvalidParameterError, PluginError
+from .errors import InvalidInputError, InvalidParameterError, PluginError, XaiBenchWarning
 from .memory import image_cost, images_per_pass, is_out_of_memory, parse_budget
 from .plugins import plugin_info
 from .preflight import check_inputs, eval_mode, forward_scores, probe
@@ -143,8 +144,9 @@ def explain(
         names = check_labels(labels, num_classes)
         n = inputs.shape[0]
         scores = _Scores(n, num_classes, inputs.device, inputs.dtype)
+        # Forward passes without autograd (scores the methods did not provide) use this many images.
+        scan = fixed or images_per_pass(image_cost(model, inputs), budget, backward=False)
         if isinstance(targets, str) and targets == "predicted":
-            scan = fixed or images_per_pass(image_cost(model, inputs), budget, backward=False)
             scores.offer(torch.arange(n), forward_scores(model, inputs, scan))
         resolved = resolve_targets(targets, scores.values, labels=names, task=task, threshold=threshold)
         target_index = torch.tensor(resolved.indices, device=inputs.device)
@@ -171,7 +173,7 @@ def explain(
                 deltas[spec.entry.id] = delta_out
             method_attrs[spec.entry.id] = {**_method_attrs(spec, prepared.surgery), "images_per_pass": run.settled}
         bar.close()
-        all_scores = scores.complete(model, inputs, fixed or 64)
+        all_scores = scores.complete(model, inputs, scan)
         fingerprint = model_fingerprint(model)
     picked = all_scores.gather(1, target_index.view(1, -1).expand(n, -1)).detach().cpu().numpy().astype(dtype)
     attrs = {
@@ -209,10 +211,24 @@ class MethodRun:
         self.inputs = inputs
         cost = spec.attributor.cost(tuple(inputs.shape[1:]))
         self.expansion = max(1, math.ceil(cost.forward))
+        self.unit = max(1, cost.unit)
         if fixed is not None:
             self.per_pass = fixed
         else:
-            self.per_pass = images_per_pass(image_cost(model, inputs), budget, backward=cost.backward > 0)
+            measured = image_cost(model, inputs, images=self.unit)
+            self.per_pass = images_per_pass(measured, budget, backward=cost.backward > 0)
+            if self.per_pass < self.unit:
+                need = self.unit * (
+                    (measured.saved if cost.backward > 0 else measured.forward_peak) + 2 * measured.input
+                )
+                warnings.warn(
+                    f"{spec.entry.id}: its smallest pass ({self.unit} images, about {need / 2**30:.1f} GiB) is "
+                    f"larger than memory_budget ({budget / 2**30:.1f} GiB); running it anyway. Raise the budget "
+                    "or use smaller images to stay within it.",
+                    XaiBenchWarning,
+                    stacklevel=4,
+                )
+        self.per_pass = max(self.per_pass, self.unit)
         self.settled = self.per_pass
 
     def chunks(self, samples: Tensor, target_index: Tensor, mask: Tensor):
@@ -230,10 +246,10 @@ class MethodRun:
                     self.model, x, targets, mask[chunk].to(device), batch_size=self.per_pass
                 )
             except Exception as exc:
-                if not is_out_of_memory(exc) or self.per_pass == 1:
+                if not is_out_of_memory(exc) or self.per_pass <= self.unit:
                     raise
                 # Finished chunks are kept; this one is retried with half the images per pass.
-                self.per_pass //= 2
+                self.per_pass = max(self.unit, self.per_pass // 2)
                 self.settled = self.per_pass
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

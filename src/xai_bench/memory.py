@@ -76,14 +76,17 @@ class ImageCost:
 _costs: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], ImageCost]] = weakref.WeakKeyDictionary()
 
 
-def image_cost(model: nn.Module, example: Tensor) -> ImageCost:
+def image_cost(model: nn.Module, example: Tensor, images: int = 1) -> ImageCost:
     """Measure what one image costs ``model`` (cached per module tree, input shape, dtype and device).
+
+    ``images`` copies of ``example[:1]`` go through together, for models that need a batch of
+    several (DeepLIFT's rewritten view takes inputs with their references); costs are per image.
 
     Counts the bytes autograd saves for the backward pass (parameters excluded: they do not grow
     with the batch), which works alike on CPU and GPU, and the largest module output as a bound
     on what a forward pass without autograd holds at once.
     """
-    key = (tuple(id(m) for m in model.modules()), tuple(example.shape[1:]), example.dtype, example.device)
+    key = (tuple(id(m) for m in model.modules()), tuple(example.shape[1:]), example.dtype, example.device, images)
     known = _costs.setdefault(model, {})
     if key in known:
         return known[key]
@@ -104,15 +107,17 @@ def image_cost(model: nn.Module, example: Tensor) -> ImageCost:
     handles = [m.register_forward_hook(track) for m in model.modules() if not list(m.children())]
     try:
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            output = model(example[:1].detach().clone().requires_grad_(True))
+            batch = example[:1].detach().expand(images, *example.shape[1:]).clone()
+            output = model(batch.requires_grad_(True))
     finally:
         for h in handles:
             h.remove()
     input_bytes = example[:1].numel() * example.element_size()
+    per_image = sum(saved.values()) // images
     # Without autograd a pass holds a module's input and output and some workspace: three outputs' worth.
     cost = ImageCost(
-        saved=sum(saved.values()) + input_bytes,
-        forward_peak=3 * largest[0] + input_bytes,
+        saved=per_image + input_bytes,
+        forward_peak=3 * largest[0] // images + input_bytes,
         input=input_bytes,
         output=output.detach() if isinstance(output, Tensor) else output,
     )

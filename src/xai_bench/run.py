@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .attributors.base import json_safe
 from .errors import InvalidInputError, InvalidParameterError
 from .explain import MethodsArg, explain, resolve_methods
 from .preflight import eval_mode
@@ -152,12 +153,9 @@ def run(
     ids = sample_ids_of(dataset)
     if not ids:
         raise InvalidInputError("the dataset is empty.")
+    # What makes two runs the same run, besides the model, the methods and the data.
     options = {
-        "targets": targets
-        if isinstance(targets, str)
-        else list(targets)
-        if isinstance(targets, (list, tuple))
-        else targets,
+        "targets": json_safe(targets.tolist() if isinstance(targets, Tensor) else targets),
         "labels": list(labels) if labels else None,
         "task": task,
         "threshold": threshold,
@@ -171,35 +169,34 @@ def run(
     with eval_mode(net):
         fingerprint = _fingerprint(net, specs_json, options, ids, tuple(first_image.shape[1:]))
     store = Path(store)
-    skipped = 0
-    computed = 0
     if store.exists():
-        done = check_run(store, fingerprint, len(ids))
+        skipped = int(check_run(store, fingerprint, len(ids)).sum())
     else:
+        skipped = 0
         block = list(range(min(samples_per_block, len(ids))))
         first = _explain_block(net, dataset, block, ids, explain_args, device)
         create_template(store, first, ids, fingerprint)
         write_block(store, first, block)
-        computed += len(block)
-        done = check_run(store, fingerprint, len(ids))
+    done = check_run(store, fingerprint, len(ids))
     pending = np.flatnonzero(~done)
-    skipped = int(done.sum()) - computed
     blocks = [pending[i : i + samples_per_block].tolist() for i in range(0, len(pending), samples_per_block)]
     bar = tqdm(total=len(ids), initial=int(done.sum()), desc="run", unit="sample", disable=not progress)
     if client is None:
         for block in blocks:
             ds = _explain_block(net, dataset, block, ids, explain_args, device)
             write_block(store, ds, block)
-            computed += len(block)
             bar.update(len(block))
     else:
         from .distributed import run_on_cluster
 
         for n_done in run_on_cluster(client, model, dataset, blocks, ids, explain_args, store, device):
-            computed += n_done
             bar.update(n_done)
     bar.close()
-    return RunSummary(store, computed, skipped)
+    # Counted from the flags: a task whose worker died after writing still finished its samples.
+    finished = int(check_run(store, fingerprint, len(ids)).sum())
+    if finished != len(ids):
+        raise RuntimeError(f"{len(ids) - finished} samples of {os.fspath(store)!r} are not done; run again to finish.")
+    return RunSummary(store, finished - skipped, skipped)
 
 
 def _explain_block(net, dataset, block, ids, explain_args, device):

@@ -43,7 +43,13 @@ def create_template(
 
 def check_run(store: str | os.PathLike[str], fingerprint: str, n: int) -> np.ndarray:
     """Return the ``done`` flags of an existing store after checking it belongs to this run."""
-    group = zarr.open_group(store, mode="r")
+    try:
+        group = zarr.open_group(store, mode="r")
+    except Exception as exc:  # zarr raises several kinds for folders that are not groups
+        raise StoreMismatchError(
+            f"{os.fspath(store)!r} exists but is not a zarr store written by xai_bench.run ({exc}); "
+            "choose another path."
+        ) from exc
     found = group.attrs.get(RUN_KEY)
     if found != fingerprint or DONE not in group or group[DONE].shape != (n,):
         raise StoreMismatchError(

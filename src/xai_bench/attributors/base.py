@@ -20,6 +20,8 @@ class Cost:
 
     forward: float
     backward: float = 0.0
+    #: the fewest images one pass can hold (DeepLIFT: an input and its reference)
+    unit: int = 1
 
 
 @dataclass(frozen=True)

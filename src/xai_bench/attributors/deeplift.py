@@ -57,7 +57,7 @@ class DeepLift(SharesTargets):
         return {"baseline": json_safe(self.baseline), "eps": self.eps}
 
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
-        return Cost(forward=2, backward=2)
+        return Cost(forward=2, backward=2, unit=2)
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         rewritten, report = rewrite(model, deeplift_rules(self.eps), example)

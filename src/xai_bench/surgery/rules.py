@@ -75,16 +75,16 @@ class _RescaleReLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, eps: float) -> Tensor:
         y = x.clamp(min=0)
-        ctx.eps = eps
-        ctx.save_for_backward(x, y)
+        xa, xr = _halves(x)
+        # The multiplier needs both halves of x; computing it now keeps one half-size tensor for
+        # backward instead of x itself (y is kept by the next layer anyway).
+        m = _rescale_multiplier(xa - xr, y[: len(xa)] - y[len(xa) :], (xa > 0).to(x.dtype), eps)
+        ctx.save_for_backward(m)
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, y = ctx.saved_tensors
-        xa, xr = _halves(x)
-        ya, yr = _halves(y)
-        m = _rescale_multiplier(xa - xr, ya - yr, (xa > 0).to(x.dtype), ctx.eps)
+        (m,) = ctx.saved_tensors
         return grad * torch.cat([m, m]), None
 
 
