@@ -155,3 +155,23 @@ def test_a_budget_below_the_smallest_pass_warns_and_still_computes_correctly():
         ds = explain(model, x, targets=[0], methods=["deeplift"], memory_budget=1)
     assert ds["deeplift"].attrs["images_per_pass"] == 2  # an input and its reference
     assert np.abs(ds["deeplift_delta"].values).max() < 1e-12
+
+
+def test_the_probe_frees_every_activation_it_measured():
+    import gc
+    import weakref
+
+    model = tiny_cnn()
+    refs = []
+    handles = [
+        m.register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
+        for m in model.modules()
+        if not list(m.children())
+    ]
+    try:
+        image_cost(model, torch.rand(1, 3, 16, 16, dtype=torch.float64))
+    finally:
+        for h in handles:
+            h.remove()
+    gc.collect()
+    assert refs and all(r() is None for r in refs)  # nothing kept alive by the counting hooks

@@ -92,13 +92,18 @@ def image_cost(model: nn.Module, example: Tensor, images: int = 1) -> ImageCost:
         return known[key]
     constants = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     saved: dict[int, int] = {}
+    alive: list[Tensor] = []  # keeps storages from being reused (and recounted) during the pass
     largest = [0]
 
-    def pack(t: Tensor) -> Tensor:
+    def pack(t: Tensor) -> None:
         storage = t.untyped_storage()
         if storage.data_ptr() not in constants:
             saved[storage.data_ptr()] = storage.nbytes()
-        return t
+        alive.append(t)
+        # Never handing the tensor itself to autograd avoids a reference cycle (output -> grad_fn ->
+        # saved output) that Python's garbage collector cannot see, which would keep every probed
+        # activation alive; the probe never runs backward, so nothing needs unpacking.
+        return None
 
     def track(module: nn.Module, args: object, output: object) -> None:
         if isinstance(output, Tensor):
@@ -106,12 +111,13 @@ def image_cost(model: nn.Module, example: Tensor, images: int = 1) -> ImageCost:
 
     handles = [m.register_forward_hook(track) for m in model.modules() if not list(m.children())]
     try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, _never_unpacked):
             batch = example[:1].detach().expand(images, *example.shape[1:]).clone()
             output = model(batch.requires_grad_(True))
     finally:
         for h in handles:
             h.remove()
+    alive.clear()
     input_bytes = example[:1].numel() * example.element_size()
     per_image = sum(saved.values()) // images
     # Without autograd a pass holds a module's input and output and some workspace: three outputs' worth.
@@ -123,6 +129,10 @@ def image_cost(model: nn.Module, example: Tensor, images: int = 1) -> ImageCost:
     )
     known[key] = cost
     return cost
+
+
+def _never_unpacked(packed: None) -> Tensor:
+    raise RuntimeError("the memory probe's graph is for counting only; do not call backward on it")
 
 
 def images_per_pass(cost: ImageCost, budget: int, *, backward: bool) -> int:
