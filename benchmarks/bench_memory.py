@@ -5,6 +5,7 @@ For each method, in a fresh process each (peak RSS is a per-process high-water m
 - ``captum default``: captum with its default batching (IG: all steps at once; occlusion: one
   window per pass), skipped when the measured per-image cost says it cannot fit in this machine;
 - ``captum tuned``: captum at each batch size that fits, keeping the fastest.
+captum computes the completeness delta of IG and DeepLIFT too, as xai_bench always does.
 Work memory is peak RSS minus the RSS after the model and inputs were built. Each configuration
 runs once to warm up (allocator; xai_bench's per-model probe and rewrite, paid once per data-set
 run) and is timed on its second run.
@@ -76,10 +77,10 @@ def child(args: argparse.Namespace) -> None:
         elif method == "guided_backprop":
             GuidedBackprop(plain).attribute(leaf, target=0)
         elif method == "deeplift":
-            DeepLift(plain).attribute(leaf, target=0)
+            DeepLift(plain).attribute(leaf, target=0, return_convergence_delta=True)
         elif method == "integrated_gradients":
             IntegratedGradients(model).attribute(
-                leaf, target=0, n_steps=args.ig_steps, internal_batch_size=size or None
+                leaf, target=0, n_steps=args.ig_steps, internal_batch_size=size or None, return_convergence_delta=True
             )
         else:
             Occlusion(model).attribute(

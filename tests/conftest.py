@@ -37,3 +37,36 @@ def fresh_plugins():
     reset_plugin_manager()
     yield
     reset_plugin_manager()
+
+
+@pytest.fixture
+def add_plugin(monkeypatch, fresh_plugins):
+    """Register classes as a throwaway plugin module, through the public hooks, for one test."""
+    import sys
+    import types
+
+    import xai_bench
+    from xai_bench import Attributor, hookimpl
+
+    def add(*classes, name: str = "test_plugin"):
+        module = types.ModuleType(name)
+
+        @hookimpl
+        def register_attributors(register):
+            for cls in classes:
+                if issubclass(cls, Attributor):
+                    register(cls)
+
+        @hookimpl
+        def register_profilers(register):
+            for cls in classes:
+                if not issubclass(cls, Attributor):
+                    register(cls)
+
+        module.register_attributors = register_attributors
+        module.register_profilers = register_profilers
+        monkeypatch.setitem(sys.modules, name, module)
+        xai_bench.get_plugin_manager().register(module, name=name)
+        return module
+
+    return add

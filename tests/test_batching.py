@@ -1,15 +1,13 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 
 import xai_bench
-from xai_bench import Attributor, InvalidParameterError, explain, hookimpl
+from xai_bench import Attributor, InvalidParameterError, explain
 from xai_bench.memory import image_cost, images_per_pass, parse_budget
 from xai_bench.testing import tiny_cnn
 
@@ -61,7 +59,7 @@ def test_auto_batches_follow_the_budget_and_results_do_not_change():
     assert tight.attrs["memory_budget"] == 3 * (cost.saved + 2 * cost.input)
 
 
-def test_out_of_memory_halves_the_pass_and_keeps_finished_work(monkeypatch, fresh_plugins):
+def test_out_of_memory_halves_the_pass_and_keeps_finished_work(add_plugin):
     calls = []
 
     class Greedy(Attributor):
@@ -75,15 +73,7 @@ def test_out_of_memory_halves_the_pass_and_keeps_finished_work(monkeypatch, fres
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             return inputs * (target.view(-1, 1, 1, 1) + 1)
 
-    module = types.ModuleType("greedy_plugin")
-
-    @hookimpl
-    def register_attributors(register):
-        register(Greedy)
-
-    module.register_attributors = register_attributors
-    monkeypatch.setitem(sys.modules, "greedy_plugin", module)
-    xai_bench.get_plugin_manager().register(module, name="greedy_plugin")
+    add_plugin(Greedy)
     x = torch.rand(7, 3, 8, 8, dtype=torch.float64)
     ds = explain(tiny_cnn(), x, targets=[0, 2], methods=["greedy"], batch_size=8)
     np.testing.assert_allclose(ds["greedy"].values[:, 1], 3 * x.numpy())
@@ -92,7 +82,7 @@ def test_out_of_memory_halves_the_pass_and_keeps_finished_work(monkeypatch, fres
     assert sum(c for c in calls if c <= 2) == 2 * 7  # every sample once per target after settling
 
 
-def test_other_errors_are_not_mistaken_for_memory(monkeypatch, fresh_plugins):
+def test_other_errors_are_not_mistaken_for_memory(add_plugin):
     class Broken(Attributor):
         """Always fails."""
 
@@ -101,15 +91,7 @@ def test_other_errors_are_not_mistaken_for_memory(monkeypatch, fresh_plugins):
         def attribute(self, model, inputs, target, *, batch_size=None):
             raise RuntimeError("shape mismatch somewhere")
 
-    module = types.ModuleType("broken_plugin")
-
-    @hookimpl
-    def register_attributors(register):
-        register(Broken)
-
-    module.register_attributors = register_attributors
-    monkeypatch.setitem(sys.modules, "broken_plugin", module)
-    xai_bench.get_plugin_manager().register(module, name="broken_plugin")
+    add_plugin(Broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         explain(tiny_cnn(), torch.rand(2, 3, 8, 8, dtype=torch.float64), targets=0, methods=["broken"])
 
@@ -175,3 +157,12 @@ def test_the_probe_frees_every_activation_it_measured():
             h.remove()
     gc.collect()
     assert refs and all(r() is None for r in refs)  # nothing kept alive by the counting hooks
+
+
+def test_cpu_passes_are_capped_where_large_batches_stop_paying():
+    from xai_bench.memory import CPU_PASS_BYTES, ImageCost
+
+    cost = ImageCost(saved=300 * 2**20, forward_peak=100 * 2**20, input=0)
+    assert images_per_pass(cost, 8 * 2**30, backward=True, device=torch.device("cpu")) == CPU_PASS_BYTES // cost.saved
+    assert images_per_pass(cost, 8 * 2**30, backward=True, device=torch.device("cuda")) == 27
+    assert images_per_pass(cost, 2**29, backward=True, device=torch.device("cpu")) == 1  # the budget still rules

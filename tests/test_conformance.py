@@ -16,13 +16,10 @@ def test_builtin_methods_conform(method, check):
     CHECKS[check](method, SMALL.get(method))
 
 
-def test_conformance_catches_a_method_that_modifies_the_model(monkeypatch, fresh_plugins):
-    import sys
-    import types
-
+def test_conformance_catches_a_method_that_modifies_the_model(add_plugin):
     import torch
 
-    from xai_bench import Attributor, hookimpl
+    from xai_bench import Attributor
 
     class Vandal(Attributor):
         """Scales the model's weights while explaining."""
@@ -34,14 +31,6 @@ def test_conformance_catches_a_method_that_modifies_the_model(monkeypatch, fresh
                 next(model.parameters()).mul_(1.0001)
             return inputs.clone()
 
-    module = types.ModuleType("vandal_plugin")
-
-    @hookimpl
-    def register_attributors(register):
-        register(Vandal)
-
-    module.register_attributors = register_attributors
-    monkeypatch.setitem(sys.modules, "vandal_plugin", module)
-    xai_bench.get_plugin_manager().register(module, name="vandal_plugin")
+    add_plugin(Vandal)
     with pytest.raises(AssertionError, match="tensor 'conv1.weight' changed"):
         check_attributor("vandal")

@@ -145,7 +145,7 @@ def explain(
         n = inputs.shape[0]
         scores = _Scores(n, num_classes, inputs.device, inputs.dtype)
         # Forward passes without autograd (scores the methods did not provide) use this many images.
-        scan = fixed or images_per_pass(image_cost(model, inputs), budget, backward=False)
+        scan = fixed or images_per_pass(image_cost(model, inputs), budget, backward=False, device=inputs.device)
         if isinstance(targets, str) and targets == "predicted":
             scores.offer(torch.arange(n), forward_scores(model, inputs, scan))
         resolved = resolve_targets(targets, scores.values, labels=names, task=task, threshold=threshold)
@@ -216,7 +216,7 @@ class MethodRun:
             self.per_pass = fixed
         else:
             measured = image_cost(model, inputs, images=self.unit)
-            self.per_pass = images_per_pass(measured, budget, backward=cost.backward > 0)
+            self.per_pass = images_per_pass(measured, budget, backward=cost.backward > 0, device=inputs.device)
             if self.per_pass < self.unit:
                 need = self.unit * (
                     (measured.saved if cost.backward > 0 else measured.forward_peak) + 2 * measured.input

@@ -56,6 +56,10 @@ def plot_maps(
             if row == 0:
                 ax.set_title(method.replace("_", " "), fontsize=8)
             col += 1
+    return _finish(fig, axes)
+
+
+def _finish(fig, axes):
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -106,11 +110,7 @@ def plot_naps(ds: xr.Dataset, layer: str, *, top: int | None = None, input_layer
                 score = float(ds[f"{layer}_score"].values[int(channel)])
                 axes[row, col].set_title(f"{layer} map {int(channel)}\nscore {score:.2g}", fontsize=8)
             col += 1
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes)
 
 
 def plot_dead_feature_maps(ds: xr.Dataset):
