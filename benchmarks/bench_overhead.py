@@ -79,7 +79,8 @@ def main() -> None:
         ),
     }
     params = {"integrated_gradients": {"n_steps": args.ig_steps}, "occlusion": {"window": window, "stride": window}}
-    batch_size = {"integrated_gradients": ig_batch, "occlusion": windows * args.batch}
+    # Images per forward pass as captum runs them: all inputs at once, DeepLIFT with their references.
+    batch_size = {"integrated_gradients": ig_batch, "occlusion": windows * args.batch, "deeplift": 2 * args.batch}
 
     print(
         f"resnet18 (random init), {args.batch} images of {args.size}x{args.size}, one target; "
@@ -91,7 +92,7 @@ def main() -> None:
         t_captum, t_ours = paired(
             run_captum,
             lambda m=method: explain(
-                model, x, methods={m: params.get(m, {})}, targets=[target], batch_size=batch_size.get(m)
+                model, x, methods={m: params.get(m, {})}, targets=[target], batch_size=batch_size.get(m, args.batch)
             ),
             args.repeats,
         )

@@ -13,11 +13,15 @@ from .base import Attribution, SharesTargets, empty_maps, target_columns
 
 def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Gradients (N, T, C, H, W) of every masked (sample, target) score from one forward pass, and the logits."""
-    grads = empty_maps(inputs, targets.shape[1])
     columns = target_columns(mask)
     with torch.enable_grad():
         x = inputs.detach().requires_grad_(True)
         outputs = model(x)
+        if targets.shape[1] == 1 and bool(mask.all()):
+            # One target for every sample (the common call): the gradient is the answer, no copies.
+            (grad,) = torch.autograd.grad(outputs[torch.arange(len(x)), targets[:, 0]].sum(), x)
+            return grad.unsqueeze(1), outputs.detach()
+        grads = empty_maps(inputs, targets.shape[1])
         for i, (column, rows) in enumerate(columns):
             score = outputs[rows, targets[rows, column]].sum()
             (grad,) = torch.autograd.grad(score, x, retain_graph=i < len(columns) - 1)
@@ -37,7 +41,7 @@ class Saliency(SharesTargets):
 
     def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
         grads, outputs = input_gradients(model, inputs, targets, mask)
-        return Attribution(grads.abs() if self.abs else grads, outputs=outputs)
+        return Attribution(grads.abs_() if self.abs else grads, outputs=outputs)
 
 
 class InputXGradient(SharesTargets):
@@ -48,4 +52,4 @@ class InputXGradient(SharesTargets):
 
     def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
         grads, outputs = input_gradients(model, inputs, targets, mask)
-        return Attribution(grads * inputs.unsqueeze(1), outputs=outputs)
+        return Attribution(grads.mul_(inputs.unsqueeze(1)), outputs=outputs)
