@@ -4,6 +4,7 @@ import matplotlib
 import numpy as np
 
 from xai_bench import open_maps
+from xai_bench.attributors.builtin import BUILTIN_METHODS
 from xai_bench.cli import main
 
 matplotlib.use("Agg")
@@ -12,14 +13,7 @@ matplotlib.use("Agg")
 def test_methods_lists_builtins_with_parameters(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    for method in (
-        "occlusion",
-        "saliency",
-        "input_x_gradient",
-        "guided_backprop",
-        "integrated_gradients",
-        "deeplift",
-    ):
+    for method in BUILTIN_METHODS:
         assert method in out
     assert "n_steps=50" in out
 
@@ -34,14 +28,7 @@ def test_demo_writes_a_store_and_a_figure(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "share of |attribution| inside the object" in out
     ds = open_maps(tmp_path / "maps.zarr")
-    assert {
-        "occlusion",
-        "saliency",
-        "input_x_gradient",
-        "guided_backprop",
-        "integrated_gradients",
-        "deeplift",
-    } <= set(ds)
+    assert set(BUILTIN_METHODS) <= set(ds)
     assert list(ds["target"].values) == ["disc", "bar"]
     assert np.nanmax(np.abs(ds["deeplift_delta"].values)) < 1e-4
     assert (tmp_path / "maps.png").stat().st_size > 10_000

@@ -10,6 +10,7 @@ import torch
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 
 from xai_bench import explain
+from xai_bench.attributors.builtin import BUILTIN_METHODS
 from xai_bench.attributors.guided_backprop import GUIDED_RULES
 from xai_bench.surgery import PLAIN, GuidedReLU, rewrite
 from xai_bench.testing import model_state
@@ -112,14 +113,7 @@ def test_all_six_methods_run_and_leave_the_model_alone(study):
         batch_size=8,
     )
     assert_model_unchanged(before, model)
-    for method in (
-        "occlusion",
-        "saliency",
-        "input_x_gradient",
-        "guided_backprop",
-        "integrated_gradients",
-        "deeplift",
-    ):
+    for method in BUILTIN_METHODS:
         values = ds[method].values
         assert values.shape == (1, 2, *x.shape[1:])
         assert np.isfinite(values).all() and np.abs(values).max() > 0, method

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .attributors.builtin import BUILTIN_METHODS
 from .explain import explain
 from .testing.models import ReluNet
 
@@ -97,14 +98,7 @@ def run_demo(
         progress=True,
     )
     inside: dict[str, float] = {}
-    for method in (
-        "occlusion",
-        "saliency",
-        "input_x_gradient",
-        "guided_backprop",
-        "integrated_gradients",
-        "deeplift",
-    ):
+    for method in BUILTIN_METHODS:
         values = np.nansum(np.abs(ds[method].values), axis=(1, 2))  # (N, H, W); NaN = not a predicted target
         m = masks[:n_explain].numpy()
         inside[method] = float((values * m).sum() / max(values.sum(), 1e-12))

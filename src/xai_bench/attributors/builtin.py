@@ -7,6 +7,16 @@ from typing import Any
 
 from ..hookspecs import hookimpl
 
+#: The six local methods of the study, in the order figures show them.
+BUILTIN_METHODS = (
+    "occlusion",
+    "saliency",
+    "input_x_gradient",
+    "guided_backprop",
+    "integrated_gradients",
+    "deeplift",
+)
+
 
 @hookimpl
 def register_attributors(register: Callable[..., Any]) -> None:
