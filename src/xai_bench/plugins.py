@@ -32,14 +32,6 @@ class PluginInfo:
     version: str | None
     builtin: bool
 
-    def as_dict(self) -> dict[str, str | bool | None]:
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "builtin": self.builtin,
-        }
-
 
 _lock = threading.Lock()
 _pm: pluggy.PluginManager | None = None

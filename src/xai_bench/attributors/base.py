@@ -91,13 +91,10 @@ class Attributor(abc.ABC):
         target column; built-in methods override it to share forward passes between targets.
         """
         n, t = targets.shape
-        maps = torch.full((n, t, *inputs.shape[1:]), float("nan"), dtype=inputs.dtype, device=inputs.device)
+        maps = empty_maps(inputs, t)
         delta = torch.full((n, t), float("nan"), dtype=inputs.dtype, device=inputs.device) if self.has_delta else None
         outputs = None
-        for column in range(t):
-            rows = mask[:, column].nonzero().flatten()
-            if not len(rows):
-                continue
+        for column, rows in target_columns(mask):
             x = inputs[rows]
             result = as_attribution(self.id, self.attribute(model, x, targets[rows, column], batch_size=batch_size), x)
             maps[rows, column] = result.maps.to(maps.dtype)
@@ -227,8 +224,3 @@ def baseline_like(method: str, baseline: float | Tensor, inputs: Tensor) -> Tens
             f"{method}: baseline of shape {tuple(baseline.shape)} does not broadcast to inputs of "
             f"shape {tuple(inputs.shape[1:])} per sample."
         ) from None
-
-
-def select(outputs: Tensor, target: Tensor) -> Tensor:
-    """Pick ``outputs[i, target[i]]`` for every row."""
-    return outputs.gather(1, target.view(-1, 1)).squeeze(1)

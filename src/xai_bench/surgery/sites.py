@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,19 +143,6 @@ def tensor_valued(graph: fx.Graph) -> dict[fx.Node, bool]:
 
 
 _MAX_POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-
-
-def _bound(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError:
-        return None
-    bound.apply_defaults()
-    return dict(bound.arguments)
 
 
 def _pool_from_call(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
