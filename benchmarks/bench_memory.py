@@ -53,7 +53,7 @@ def child(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     if device.type == "cuda" and args.gpu_cap:
-        from xai_bench.memory import parse_budget
+        from xai_bench.engine.memory import parse_budget
 
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, parse_budget(args.gpu_cap, device) / total), device)
@@ -168,7 +168,7 @@ def main() -> None:
     import torch
     import torchvision
 
-    from xai_bench.memory import free_memory, image_cost, parse_budget
+    from xai_bench.engine.memory import free_memory, image_cost, parse_budget
 
     model = getattr(torchvision.models, args.model)(weights=None).eval()
     cost = image_cost(model, torch.rand(1, 3, args.size, args.size))

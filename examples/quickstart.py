@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from xai_bench import explain, open_maps
-from xai_bench.viz import plot_maps
+from xai_bench.app.viz import plot_maps
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
         progress=True,
     )
     print(ds)
-    print("DeepLIFT completeness |delta| per sample:", abs(ds["deeplift_delta"]).max("target").values)
+    print("DeepLIFT completeness |delta| per sample:", abs(ds["deeplift_delta"]).max("slot").values)
     print("rewrites for DeepLIFT:", ds["deeplift"].attrs["surgery"])
     print("stored:", sorted(open_maps(store).data_vars))
     plot_maps(ds, images=images.numpy()).savefig(out / "maps.png", dpi=100)

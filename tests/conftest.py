@@ -32,7 +32,7 @@ def gen() -> torch.Generator:
 @pytest.fixture
 def fresh_plugins():
     """Reload plugins before and after a test that changes what is installed or allowed."""
-    from xai_bench.plugins import reset_plugin_manager
+    from xai_bench.plugins.manager import reset_plugin_manager
 
     reset_plugin_manager()
     yield

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench import Attributor, InvalidParameterError, explain
-from xai_bench.memory import image_cost, images_per_pass, parse_budget
+from xai_bench import Attribution, InvalidParameterError, OneTarget, explain
+from xai_bench.engine.memory import image_cost, images_per_pass, parse_budget
 from xai_bench.testing import tiny_cnn
 
 CPU = torch.device("cpu")
@@ -62,16 +62,16 @@ def test_auto_batches_follow_the_budget_and_results_do_not_change():
 def test_out_of_memory_halves_the_pass_and_keeps_finished_work(add_plugin):
     calls = []
 
-    class Greedy(Attributor):
+    class Greedy(OneTarget):
         """Fails like a GPU would when a pass holds more than two images."""
 
         id = "greedy"
 
-        def attribute(self, model, inputs, target, *, batch_size=None):
+        def attribute_target(self, model, inputs, target):
             calls.append(len(inputs))
             if len(inputs) > 2:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return inputs * (target.view(-1, 1, 1, 1) + 1)
+            return Attribution(inputs * (target.view(-1, 1, 1, 1) + 1))
 
     add_plugin(Greedy)
     x = torch.rand(7, 3, 8, 8, dtype=torch.float64)
@@ -83,12 +83,12 @@ def test_out_of_memory_halves_the_pass_and_keeps_finished_work(add_plugin):
 
 
 def test_other_errors_are_not_mistaken_for_memory(add_plugin):
-    class Broken(Attributor):
+    class Broken(OneTarget):
         """Always fails."""
 
         id = "broken"
 
-        def attribute(self, model, inputs, target, *, batch_size=None):
+        def attribute_target(self, model, inputs, target):
             raise RuntimeError("shape mismatch somewhere")
 
     add_plugin(Broken)
@@ -160,7 +160,7 @@ def test_the_probe_frees_every_activation_it_measured():
 
 
 def test_cpu_passes_are_capped_where_large_batches_stop_paying():
-    from xai_bench.memory import CPU_PASS_BYTES, ImageCost
+    from xai_bench.engine.memory import CPU_PASS_BYTES, ImageCost
 
     cost = ImageCost(saved=300 * 2**20, forward_peak=100 * 2**20, input=0)
     assert images_per_pass(cost, 8 * 2**30, backward=True, device=torch.device("cpu")) == CPU_PASS_BYTES // cost.saved

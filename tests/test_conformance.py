@@ -19,17 +19,17 @@ def test_builtin_methods_conform(method, check):
 def test_conformance_catches_a_method_that_modifies_the_model(add_plugin):
     import torch
 
-    from xai_bench import Attributor
+    from xai_bench import Attribution, OneTarget
 
-    class Vandal(Attributor):
+    class Vandal(OneTarget):
         """Scales the model's weights while explaining."""
 
         id = "vandal"
 
-        def attribute(self, model, inputs, target, *, batch_size=None):
+        def attribute_target(self, model, inputs, target):
             with torch.no_grad():
                 next(model.parameters()).mul_(1.0001)
-            return inputs.clone()
+            return Attribution(inputs.clone())
 
     add_plugin(Vandal)
     with pytest.raises(AssertionError, match="tensor 'conv1.weight' changed"):

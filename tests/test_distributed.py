@@ -20,7 +20,14 @@ distributed = pytest.importorskip("dask.distributed")
 
 pytestmark = pytest.mark.slow
 
-ARGS = {"methods": {"saliency": {}, "deeplift": {}}, "targets": "all", "memory_budget": "1GiB", "progress": False}
+# A fixed pass size: stores built by different processes are compared bit for bit.
+ARGS = {
+    "methods": {"saliency": {}, "deeplift": {}},
+    "targets": "all",
+    "batch_size": 4,
+    "memory_budget": "1GiB",
+    "progress": False,
+}
 
 
 @pytest.fixture(scope="module")

@@ -87,10 +87,14 @@ def test_all_targets(case):
 def test_predicted_multiclass_computes_only_the_argmax(case):
     model, x = case
     ds = explain(model, x, targets="predicted", methods=["saliency"])
-    computed = ~np.isnan(ds["saliency"].values[:, :, 0, 0, 0])
+    # One slot per sample, naming the arg-max class: the size follows the pairs, not the classes.
+    assert ds["saliency"].dims == ("sample", "slot", "channel", "y", "x")
+    assert ds.sizes["slot"] == 1
     with torch.no_grad():
-        expected = np.eye(4, dtype=bool)[model(x).argmax(1).numpy()]
-    np.testing.assert_array_equal(computed, expected)
+        logits = model(x)
+    np.testing.assert_array_equal(ds["target_index"].values[:, 0], logits.argmax(1).numpy())
+    np.testing.assert_allclose(ds["score"].values[:, 0], logits.max(1).values.numpy())
+    assert not np.isnan(ds["saliency"].values).any()
 
 
 def test_predicted_multilabel_uses_the_threshold(case):
@@ -99,9 +103,12 @@ def test_predicted_multilabel_uses_the_threshold(case):
         probs = torch.sigmoid(model(x)).numpy()
     threshold = float(np.median(probs))
     ds = explain(model, x, targets="predicted", task="multilabel", threshold=threshold, methods=["deeplift"])
-    computed = ~np.isnan(ds["deeplift"].values[:, :, 0, 0, 0])
-    np.testing.assert_array_equal(computed, probs > threshold)
-    np.testing.assert_array_equal(~np.isnan(ds["deeplift_delta"].values), probs > threshold)
+    assert ds.sizes["slot"] == 4  # max_targets defaults to every class
+    for i in range(len(x)):
+        used = ds["target_index"].values[i] >= 0
+        assert sorted(ds["target_index"].values[i][used]) == list(np.flatnonzero(probs[i] > threshold))
+        np.testing.assert_array_equal(~np.isnan(ds["deeplift"].values[i, :, 0, 0, 0]), used)
+        np.testing.assert_array_equal(~np.isnan(ds["deeplift_delta"].values[i]), used)
 
 
 def test_store_round_trip(case, tmp_path):
@@ -176,7 +183,7 @@ def test_bad_inputs_are_refused_and_nothing_changes(case, make_input, error, mes
         ("covid", None, "no labels"),
         ([0, 0], None, "same class twice"),
         ([], None, "empty"),
-        (1.5, None, "must be ints"),
+        (1.5, None, "fits no accepted form"),
     ],
 )
 def test_bad_targets(case, targets, labels, message):

@@ -12,16 +12,17 @@ import torch
 
 import xai_bench
 from xai_bench import (
-    Attributor,
+    Attribution,
     DuplicateMethodError,
+    OneTarget,
     PluginError,
     UnknownMethodError,
     UnknownParameterError,
     explain,
     hookimpl,
-    hookspecs,
 )
-from xai_bench.plugins import get_plugin_manager, list_plugins
+from xai_bench.core import hookspecs
+from xai_bench.plugins.manager import get_plugin_manager, list_plugins
 from xai_bench.testing import tiny_cnn
 
 # The six methods the study needs, spelled out: the spec, not the library's own list.
@@ -47,13 +48,13 @@ class _Dist:
 
 
 def _fake_plugin(module_name: str, method_id: str, monkeypatch) -> None:
-    class Doubled(Attributor):
+    class Doubled(OneTarget):
         """Twice the input (a toy method for plugin tests)."""
 
         id = method_id
 
-        def attribute(self, model, inputs, target, *, batch_size=None):
-            return 2 * inputs
+        def attribute_target(self, model, inputs, target):
+            return Attribution(2 * inputs)
 
     module = types.ModuleType(module_name)
 
@@ -163,7 +164,8 @@ def test_importing_xai_bench_loads_no_optional_dependency():
 def test_profiler_plugins_register_through_their_hook(monkeypatch, fresh_plugins):
     import xarray as xr
 
-    from xai_bench import GlobalProfiler, registry
+    from xai_bench import GlobalProfiler
+    from xai_bench.plugins import registry
 
     class Counting(GlobalProfiler):
         """Counts samples per group."""

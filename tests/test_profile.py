@@ -8,9 +8,9 @@ import xarray as xr
 from torch import nn
 
 from xai_bench import InvalidInputError, InvalidParameterError, open_maps, profile, study_layers
+from xai_bench.app.viz import plot_dead_feature_maps, plot_naps
 from xai_bench.testing import model_state
 from xai_bench.testing.conformance import assert_model_unchanged
-from xai_bench.viz import plot_dead_feature_maps, plot_naps
 
 matplotlib.use("Agg")
 

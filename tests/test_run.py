@@ -17,7 +17,8 @@ from xai_bench.testing import tiny_cnn
 from xai_bench.testing.data import SyntheticImages
 
 METHODS = {"saliency": {}, "deeplift": {}, "occlusion": {"window": 4, "stride": 4}}
-ARGS = {"methods": METHODS, "targets": "all", "memory_budget": "1GiB", "progress": False}
+# A fixed pass size: resumed and uninterrupted stores are compared bit for bit.
+ARGS = {"methods": METHODS, "targets": "all", "batch_size": 4, "memory_budget": "1GiB", "progress": False}
 
 
 def test_run_writes_what_explain_computes(tmp_path):
@@ -73,7 +74,7 @@ import sys
 from xai_bench import run
 from xai_bench.testing.data import SyntheticImages
 run("xai_bench.testing.data:slow_tiny_cnn", SyntheticImages(24), store=sys.argv[1], samples_per_block=2,
-    methods={"saliency": {}, "deeplift": {}}, targets="all", memory_budget="1GiB", progress=False)
+    methods={"saliency": {}, "deeplift": {}}, targets="all", batch_size=4, memory_budget="1GiB", progress=False)
 """
 
 
@@ -100,7 +101,13 @@ def test_killed_run_resumes_to_the_uninterrupted_store(tmp_path):
     finished = int(flags.sum())
     assert 6 <= finished < 24
 
-    args = {"methods": {"saliency": {}, "deeplift": {}}, "targets": "all", "memory_budget": "1GiB", "progress": False}
+    args = {
+        "methods": {"saliency": {}, "deeplift": {}},
+        "targets": "all",
+        "batch_size": 4,
+        "memory_budget": "1GiB",
+        "progress": False,
+    }
     resumed = run("xai_bench.testing.data:slow_tiny_cnn", SyntheticImages(24), store=store, samples_per_block=2, **args)
     assert (resumed.computed, resumed.skipped) == (24 - finished, finished)
     whole = run(

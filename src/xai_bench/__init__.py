@@ -1,4 +1,10 @@
-"""xai_bench: interpretability for PyTorch image classifiers, correct on every model and batch size."""
+"""xai_bench: interpretability for PyTorch image classifiers, correct on every model and batch size.
+
+The public API. The package is layered, top to bottom (imports only go down; see
+docs/architecture.md): ``app`` and ``testing``; ``scale``; ``api`` (the front doors); ``engine``
+and ``plugins``; the methods (``attributors``, ``profilers``, ``surgery``); ``storage``; ``core``.
+Nothing inside the package imports this module.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,11 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
-from .attributors.base import Attribution, Attributor, Cost, Prepared
-from .errors import (
+from .api.explaining import explain, methods
+from .api.layers import study_layers
+from .api.profiling import profile
+from .attributors.base import Attribution, Attributor, Batch, Cost, OneTarget, Prepared
+from .core.errors import (
     DeviceMismatchError,
     DuplicateMethodError,
     InvalidInputError,
@@ -26,18 +35,17 @@ from .errors import (
     XaiBenchError,
     XaiBenchWarning,
 )
-from .explain import explain, methods
-from .hookspecs import hookimpl
-from .layers import study_layers
-from .plugins import get_plugin_manager, list_plugins
-from .profile import profile
+from .core.hookspecs import hookimpl
+from .plugins.manager import get_plugin_manager, list_plugins
 from .profilers.base import GlobalProfiler
-from .results import open_maps, save_maps
-from .run import RunSummary, run
+from .scale.dataset_run import RunSummary, run
+from .storage.datasets import select_map
+from .storage.zarr_io import open_maps, save_maps
 
 __all__ = [
     "Attribution",
     "Attributor",
+    "Batch",
     "Cost",
     "DeviceMismatchError",
     "DuplicateMethodError",
@@ -46,6 +54,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidTargetError",
     "ModelOutputError",
+    "OneTarget",
     "PluginError",
     "RunSummary",
     "StoreMismatchError",
@@ -65,5 +74,6 @@ __all__ = [
     "profile",
     "run",
     "save_maps",
+    "select_map",
     "study_layers",
 ]

@@ -25,9 +25,7 @@ def test_merge_of_shards_equals_profile_of_the_whole(seed, n, groups, cut):
     split = max(1, min(n - 1, int(cut * n)))
 
     def fresh(cls):
-        p = cls()
-        p.bind(["a", "b"], [f"g{i}" for i in range(groups)])
-        return p
+        return cls(layers={"a": "layer.a", "b": "layer.b"}, groups=[f"g{i}" for i in range(groups)])
 
     for cls in (NeuronActivationProfiles, DeadFeatureMaps):
         whole, left, right = fresh(cls), fresh(cls), fresh(cls)

@@ -1,5 +1,4 @@
-"""Local attribution methods: the ``Attributor`` interface and the built-in methods."""
+"""Local attribution methods: the ``Attributor`` interface and the six built-ins.
 
-from .base import Attribution, Attributor, Cost, Prepared
-
-__all__ = ["Attribution", "Attributor", "Cost", "Prepared"]
+Methods layer: may import ``xai_bench.core`` and ``xai_bench.surgery``; never the engine, which calls them.
+"""

@@ -13,19 +13,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..errors import InvalidParameterError
+from ..core.checks import json_safe
+from ..core.errors import InvalidParameterError
 from ..surgery import Rescale, RescaleMaxPool, RescaleReLU, RuleSet, rewrite
-from .base import (
-    Attribution,
-    Cost,
-    Prepared,
-    SharesTargets,
-    baseline_like,
-    check_baseline,
-    empty_maps,
-    json_safe,
-    target_columns,
-)
+from .arguments import baseline_like, check_baseline
+from .base import Attribution, Attributor, Batch, Cost, Prepared, zero_maps
 
 
 def deeplift_rules(eps: float) -> RuleSet:
@@ -38,7 +30,7 @@ def deeplift_rules(eps: float) -> RuleSet:
     )
 
 
-class DeepLift(SharesTargets):
+class DeepLift(Attributor):
     """Multipliers from finite differences against a ``baseline``; maps sum to f(x) - f(baseline)."""
 
     id: ClassVar[str] = "deeplift"
@@ -46,6 +38,7 @@ class DeepLift(SharesTargets):
     needs_surgery: ClassVar[bool] = True
     multiplies_by_inputs: ClassVar[bool] = True
     has_delta: ClassVar[bool] = True
+    reports_outputs: ClassVar[bool] = True
 
     def __init__(self, *, baseline: Any = 0.0, eps: float = 1e-10) -> None:
         self.baseline = check_baseline(self.id, baseline)
@@ -57,19 +50,21 @@ class DeepLift(SharesTargets):
         return {"baseline": json_safe(self.baseline), "eps": self.eps}
 
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
-        return Cost(forward=2, backward=2, unit=2)
+        # One item per sample, of two images: the input and its reference run in one pass.
+        return Cost(items=1, images=2)
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         rewritten, report = rewrite(model, deeplift_rules(self.eps), example)
         return Prepared(rewritten, tuple(report.summary()))
 
-    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
+    def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
+        inputs, targets = batch.inputs, batch.targets
         n = inputs.shape[0]
         ref = baseline_like(self.id, self.baseline, inputs)
         diff = inputs.detach() - ref
-        maps = empty_maps(inputs, targets.shape[1])
-        delta = torch.full(targets.shape, float("nan"), dtype=inputs.dtype, device=inputs.device)
-        columns = target_columns(mask)
+        maps = zero_maps(inputs, targets.shape[1])
+        delta = inputs.new_zeros(targets.shape)
+        columns = batch.columns()
         with torch.enable_grad():
             # Inputs and references in one batch: each rule module sees both halves.
             pair = torch.cat([inputs.detach(), ref]).requires_grad_(True)

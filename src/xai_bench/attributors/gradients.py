@@ -7,8 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..errors import InvalidParameterError
-from .base import Attribution, SharesTargets, empty_maps, target_columns
+from ..core.errors import InvalidParameterError
+from .base import Attribution, Attributor, Batch, target_columns, zero_maps
 
 
 def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -21,7 +21,7 @@ def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Ten
             # One target for every sample (the common call): the gradient is the answer, no copies.
             (grad,) = torch.autograd.grad(outputs[torch.arange(len(x)), targets[:, 0]].sum(), x)
             return grad.unsqueeze(1), outputs.detach()
-        grads = empty_maps(inputs, targets.shape[1])
+        grads = zero_maps(inputs, targets.shape[1])
         for i, (column, rows) in enumerate(columns):
             score = outputs[rows, targets[rows, column]].sum()
             (grad,) = torch.autograd.grad(score, x, retain_graph=i < len(columns) - 1)
@@ -29,27 +29,29 @@ def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Ten
     return grads, outputs.detach()
 
 
-class Saliency(SharesTargets):
+class Saliency(Attributor):
     """Gradient of the target score with respect to the input (Simonyan et al., 2014)."""
 
     id: ClassVar[str] = "saliency"
+    reports_outputs: ClassVar[bool] = True
 
     def __init__(self, *, abs: bool = True) -> None:
         if not isinstance(abs, bool):
             raise InvalidParameterError(f"saliency: abs must be True or False, got {abs!r}.")
         self.abs = abs
 
-    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
-        grads, outputs = input_gradients(model, inputs, targets, mask)
+    def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
+        grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)
         return Attribution(grads.abs_() if self.abs else grads, outputs=outputs)
 
 
-class InputXGradient(SharesTargets):
+class InputXGradient(Attributor):
     """Input times the gradient of the target score (Shrikumar et al., 2016)."""
 
     id: ClassVar[str] = "input_x_gradient"
     multiplies_by_inputs: ClassVar[bool] = True
+    reports_outputs: ClassVar[bool] = True
 
-    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
-        grads, outputs = input_gradients(model, inputs, targets, mask)
-        return Attribution(grads.mul_(inputs.unsqueeze(1)), outputs=outputs)
+    def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
+        grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)
+        return Attribution(grads.mul_(batch.inputs.unsqueeze(1)), outputs=outputs)

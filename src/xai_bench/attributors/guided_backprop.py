@@ -7,23 +7,24 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from ..surgery import GuidedReLU, RuleSet, rewrite
-from .base import Attribution, Prepared, SharesTargets
+from .base import Attribution, Attributor, Batch, Prepared
 from .gradients import input_gradients
 
 # Every ReLU call site, module or functional, in-place or re-used, becomes its own guided ReLU.
 GUIDED_RULES = RuleSet(name="guided_backprop", relu=lambda site: GuidedReLU())
 
 
-class GuidedBackprop(SharesTargets):
+class GuidedBackprop(Attributor):
     """Gradient where every ReLU passes back only positive gradients through positive inputs."""
 
     id: ClassVar[str] = "guided_backprop"
     needs_surgery: ClassVar[bool] = True
+    reports_outputs: ClassVar[bool] = True
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         rewritten, report = rewrite(model, GUIDED_RULES, example)
         return Prepared(rewritten, tuple(report.summary()))
 
-    def attribute_many(self, model, inputs, targets, mask, *, batch_size=None) -> Attribution:
-        grads, outputs = input_gradients(model, inputs, targets, mask)
+    def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
+        grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)
         return Attribution(grads, outputs=outputs)

@@ -1,5 +1,4 @@
-"""Global methods: the ``GlobalProfiler`` interface and the built-in profilers."""
+"""Global profilers: the ``GlobalProfiler`` interface, neuron activation profiles and dead feature maps.
 
-from .base import GlobalProfiler
-
-__all__ = ["GlobalProfiler"]
+Methods layer: may import ``xai_bench.core`` only.
+"""

@@ -3,30 +3,58 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import xarray as xr
 from torch import Tensor
 
+from ..core.checks import json_safe
+
+#: module name of the tap on the model's input rather than on a layer
+INPUT = "input"
+
 
 class GlobalProfiler(abc.ABC):
     """Accumulates statistics batch by batch; profiling a data set equals merging its parts' profiles.
 
-    Subclasses set ``id``, take parameters as keyword-only ``__init__`` arguments and implement
-    :meth:`update`, :meth:`merge` and :meth:`result`.
+    Subclasses set ``id``, take their parameters as keyword-only ``__init__`` arguments after
+    ``layers`` and ``groups`` (passed on to this class), and implement :meth:`update`,
+    :meth:`merge` and :meth:`result`. ``layers`` maps each tap's label to the module it reads
+    (``"input"`` for the model's input); ``groups`` names the groups.
     """
 
     id: ClassVar[str]
 
+    def __init__(self, *, layers: Mapping[str, str], groups: Sequence[str]) -> None:
+        self._layers = dict(layers)
+        self._groups = list(groups)
+
+    @property
+    def layers(self) -> list[str]:
+        """Labels of the profiled taps, in order."""
+        return list(self._layers)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self._groups)
+
+    def is_input(self, layer: str) -> bool:
+        """True when the tap labelled ``layer`` reads the model's input, not a module."""
+        return self._layers[layer] == INPUT
+
     def params(self) -> dict[str, Any]:
         """Return this instance's parameters, JSON-safe, for provenance."""
-        from ..attributors.base import json_safe
-
         return {k: json_safe(v) for k, v in vars(self).items() if not k.startswith("_")}
 
-    def bind(self, layers: Sequence[str], groups: Sequence[str]) -> None:  # noqa: B027 - optional hook
-        """Learn the layer and group names before the first :meth:`update`."""
+    def same_setup(self, other: GlobalProfiler) -> bool:
+        """True when ``other`` profiles the same taps and groups with the same parameters."""
+        return (
+            type(other) is type(self)
+            and other._layers == self._layers
+            and other._groups == self._groups
+            and other.params() == self.params()
+        )
 
     @abc.abstractmethod
     def update(self, activations: dict[str, Tensor], groups: Tensor) -> None:

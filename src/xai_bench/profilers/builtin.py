@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..hookspecs import hookimpl
+from ..core.hookspecs import hookimpl
 
 
 @hookimpl

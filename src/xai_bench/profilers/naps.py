@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -11,7 +11,8 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from ..errors import InvalidParameterError
+from ..core.checks import positive_int
+from ..core.errors import InvalidParameterError
 from .base import GlobalProfiler
 
 
@@ -26,24 +27,15 @@ def layer_dims(layer: str, ndim: int) -> tuple[str, ...]:
     return tuple(f"{layer}_{d}" for d in names[ndim])
 
 
-class _PerLayer(GlobalProfiler):
-    def __init__(self) -> None:
-        self._layers: list[str] = []
-        self._groups: list[str] = []
-
-    def bind(self, layers: Sequence[str], groups: Sequence[str]) -> None:
-        self._layers = list(layers)
-        self._groups = list(groups)
-
-    def _check_same(self, other: GlobalProfiler) -> None:
-        if type(other) is not type(self) or other._layers != self._layers or other._groups != self._groups:
-            raise InvalidParameterError(
-                f"cannot merge {type(other).__name__} over layers {other._layers} and groups {other._groups} "
-                f"into {type(self).__name__} over layers {self._layers} and groups {self._groups}."
-            )
+def check_mergeable(profiler: GlobalProfiler, other: GlobalProfiler) -> None:
+    if not profiler.same_setup(other):
+        raise InvalidParameterError(
+            f"cannot merge {type(other).__name__} over layers {other.layers} and groups {other.groups} "
+            f"into {type(profiler).__name__} over layers {profiler.layers} and groups {profiler.groups}."
+        )
 
 
-class NeuronActivationProfiles(_PerLayer):
+class NeuronActivationProfiles(GlobalProfiler):
     """Group-wise mean activation per feature-map position, minus the mean over groups.
 
     For group g with members S_g: mean_g = (1/|S_g|) Σ_{x∈S_g} a(x) and
@@ -56,11 +48,9 @@ class NeuronActivationProfiles(_PerLayer):
 
     id: ClassVar[str] = "naps"
 
-    def __init__(self, *, top_k: int = 2) -> None:
-        super().__init__()
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InvalidParameterError(f"naps: top_k must be a positive int, got {top_k!r}.")
-        self.top_k = top_k
+    def __init__(self, *, layers: Mapping[str, str], groups: Sequence[str], top_k: int = 2) -> None:
+        super().__init__(layers=layers, groups=groups)
+        self.top_k = positive_int("top_k", top_k, owner=self.id)
         self._sums: dict[str, Tensor] = {}
         self._counts: Tensor | None = None
 
@@ -77,9 +67,8 @@ class NeuronActivationProfiles(_PerLayer):
         self._counts = counts if self._counts is None else self._counts + counts
 
     def merge(self, other: GlobalProfiler) -> NeuronActivationProfiles:
-        self._check_same(other)
-        merged = NeuronActivationProfiles(top_k=self.top_k)
-        merged.bind(self._layers, self._groups)
+        check_mergeable(self, other)
+        merged = NeuronActivationProfiles(layers=self._layers, groups=self._groups, top_k=self.top_k)
         for part in (self, other):
             for layer, total in part._sums.items():
                 merged._sums[layer] = total.clone() if layer not in merged._sums else merged._sums[layer] + total
@@ -115,7 +104,7 @@ class NeuronActivationProfiles(_PerLayer):
         return xr.Dataset(data, coords=coords)
 
 
-class DeadFeatureMaps(_PerLayer):
+class DeadFeatureMaps(GlobalProfiler):
     """Feature maps that never rise above ``threshold`` anywhere, for any sample of the data set.
 
     A feature map (channel) of a layer is dead when its largest activation over every position of
@@ -125,8 +114,8 @@ class DeadFeatureMaps(_PerLayer):
 
     id: ClassVar[str] = "dead_feature_maps"
 
-    def __init__(self, *, threshold: float = 0.0) -> None:
-        super().__init__()
+    def __init__(self, *, layers: Mapping[str, str], groups: Sequence[str], threshold: float = 0.0) -> None:
+        super().__init__(layers=layers, groups=groups)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
             raise InvalidParameterError(f"dead_feature_maps: threshold must be a finite number, got {threshold!r}.")
         self.threshold = float(threshold)
@@ -135,7 +124,7 @@ class DeadFeatureMaps(_PerLayer):
 
     def update(self, activations: dict[str, Tensor], groups: Tensor) -> None:
         for layer in self._layers:
-            if layer == "input":
+            if self.is_input(layer):
                 continue
             act = activations[layer].detach()
             peak = act.amax(dim=[0, *range(2, act.dim())]).to(torch.float64).cpu()
@@ -143,9 +132,8 @@ class DeadFeatureMaps(_PerLayer):
             self._max[layer] = peak if layer not in self._max else torch.maximum(self._max[layer], peak)
 
     def merge(self, other: GlobalProfiler) -> DeadFeatureMaps:
-        self._check_same(other)
-        merged = DeadFeatureMaps(threshold=self.threshold)
-        merged.bind(self._layers, self._groups)
+        check_mergeable(self, other)
+        merged = DeadFeatureMaps(layers=self._layers, groups=self._groups, threshold=self.threshold)
         for part in (self, other):
             for layer, peak in part._max.items():
                 merged._max[layer] = (
@@ -155,7 +143,7 @@ class DeadFeatureMaps(_PerLayer):
         return merged
 
     def result(self) -> xr.Dataset:
-        layers = [layer for layer in self._layers if layer != "input"]
+        layers = [layer for layer in self._layers if not self.is_input(layer)]
         if not layers:
             return xr.Dataset()
         if any(layer not in self._max for layer in layers):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..errors import SurgeryError
+from ..core.errors import SurgeryError
 from . import sites as S
 from .rules import Pointwise, Pool
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..errors import SurgeryError
+from ..core.errors import SurgeryError
 
 
 class _GuidedReLUFunction(torch.autograd.Function):

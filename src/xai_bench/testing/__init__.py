@@ -1,4 +1,7 @@
-"""Tiny analytic models and the conformance suite third-party plugin authors can run."""
+"""Tiny analytic models and the conformance suite third-party plugin authors can run.
+
+At the edge, beside ``app``: may import the front doors and everything below them.
+"""
 
 from .conformance import CHECKS, assert_model_unchanged, check_attributor, hook_counts, model_state
 from .models import AdditiveModel, FunctionalReluMLP, LinearModel, ReluNet, tiny_cnn

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from captum.attr import LayerGradCam
 from torch import Tensor, nn
 
-from xai_bench import Attributor, InvalidParameterError, hookimpl
-from xai_bench.errors import close_matches
+from xai_bench import Attribution, InvalidParameterError, OneTarget, hookimpl
+from xai_bench.core.errors import did_you_mean
 
 __version__ = "0.1.0"
 
 
-class GradCAM(Attributor):
+class GradCAM(OneTarget):
     """Class activation map of ``layer``, weighted by its pooled gradients, upsampled to the input."""
 
     id: ClassVar[str] = "gradcam"
@@ -34,12 +34,12 @@ class GradCAM(Attributor):
     def _module(self, model: nn.Module) -> nn.Module:
         names = [name for name, _ in model.named_modules() if name]
         if self.layer not in names:
-            hint = close_matches(self.layer, names)
-            extra = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
-            raise InvalidParameterError(f"gradcam: the model has no layer {self.layer!r}.{extra}")
+            raise InvalidParameterError(
+                f"gradcam: the model has no layer {self.layer!r}.{did_you_mean(self.layer, names)}"
+            )
         return model.get_submodule(self.layer)
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, *, batch_size: int | None = None) -> Tensor:
+    def attribute_target(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Attribution:
         cam = LayerGradCam(model, self._module(model)).attribute(
             inputs.detach().requires_grad_(True), target=target, relu_attributions=self.relu
         )
@@ -49,7 +49,7 @@ class GradCAM(Attributor):
             )
         align = None if self.interpolation == "nearest" else False
         cam = F.interpolate(cam, size=inputs.shape[-2:], mode=self.interpolation, align_corners=align)
-        return cam.expand(-1, inputs.shape[1], -1, -1).contiguous()
+        return Attribution(cam.expand(-1, inputs.shape[1], -1, -1).contiguous())
 
 
 @hookimpl

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from .errors import DeviceMismatchError, InvalidInputError, ModelOutputError, XaiBenchWarning
+from ..core.errors import DeviceMismatchError, InvalidInputError, ModelOutputError, XaiBenchWarning
 
 
 @contextlib.contextmanager
@@ -87,28 +87,13 @@ def check_outputs(outputs: object, n: int) -> Tensor:
 def probe(model: nn.Module, inputs: Tensor) -> int:
     """Check on one image that ``model`` takes ``inputs`` and returns logits; return the class count.
 
-    The same forward pass measures what an image costs in memory (:func:`xai_bench.memory.image_cost`),
+    The same forward pass measures what an image costs in memory (:func:`xai_bench.engine.memory.image_cost`),
     and both are remembered per module tree, input shape, dtype and device.
     """
-    from .memory import image_cost
+    from ..engine.memory import image_cost
 
     try:
         cost = image_cost(model, inputs)
     except RuntimeError as exc:
         raise InvalidInputError(f"the model failed on inputs of shape {tuple(inputs[:1].shape)}: {exc}") from exc
     return check_outputs(cost.output, 1).shape[1]
-
-
-def forward_scores(model: nn.Module, inputs: Tensor, batch_size: int | None) -> Tensor:
-    """Return the model's logits for ``inputs``, computed in chunks without autograd."""
-    step = batch_size or inputs.shape[0]
-    with torch.no_grad():
-        parts = []
-        for start in range(0, inputs.shape[0], step):
-            chunk = inputs[start : start + step]
-            try:
-                out = model(chunk)
-            except RuntimeError as exc:
-                raise InvalidInputError(f"the model failed on inputs of shape {tuple(chunk.shape)}: {exc}") from exc
-            parts.append(check_outputs(out, chunk.shape[0]))
-    return torch.cat(parts)

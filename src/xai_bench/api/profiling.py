@@ -12,24 +12,28 @@ import xarray as xr
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import registry
-from .errors import InvalidInputError, InvalidParameterError
-from .layers import INPUT, Layer, LayersArg, resolve_layers
+from ..core.checks import batch_size_arg, to_json
+from ..core.errors import InvalidInputError, InvalidParameterError
+from ..core.provenance import result_attrs
+from ..engine.memory import parse_budget
+from ..engine.runner import plan_sizer, run_passes
+from ..plugins import registry
+from ..profilers.base import INPUT, GlobalProfiler
+from ..storage.zarr_io import save_maps
+from .layers import Layer, LayersArg, resolve_layers
 from .preflight import check_inputs, eval_mode
-from .profilers.base import GlobalProfiler
-from .provenance import model_fingerprint, to_json, versions
-from .results import save_maps
 
 GroupsArg = Tensor | np.ndarray | Sequence[int] | Callable[[Tensor, Any], Tensor] | None
 
 
-def resolve_profilers(profilers: str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]) -> list[GlobalProfiler]:
-    if isinstance(profilers, str):
-        profilers = [profilers]
-    pairs = list(profilers.items()) if isinstance(profilers, Mapping) else [(p, None) for p in profilers]
-    if not pairs:
-        raise InvalidParameterError("profilers is empty; use e.g. ['naps', 'dead_feature_maps'].")
-    return [registry.profilers.get(pid).create(params) for pid, params in pairs]
+def resolve_profilers(
+    profilers: str | Sequence[str] | Mapping[str, Mapping[str, Any] | None],
+    *,
+    layers: Mapping[str, str],
+    groups: Sequence[str],
+) -> list[GlobalProfiler]:
+    """Create the profilers named by ``profilers`` (ids, or ``{id: params}``) for these layers and groups."""
+    return [p for _, p in registry.resolve(registry.profilers, profilers, layers=dict(layers), groups=list(groups))]
 
 
 def _membership(labels: Any, num_groups: int | None, where: str) -> Tensor:
@@ -50,14 +54,14 @@ def _membership(labels: Any, num_groups: int | None, where: str) -> Tensor:
     )
 
 
-def _batches(data: Any, groups: GroupsArg, batch_size: int) -> Iterable[tuple[Tensor, Any]]:
-    """Yield (images, labels-or-None) from a tensor, or from an iterable of tensors, pairs or dicts."""
+def _batches(data: Any, groups: GroupsArg) -> Iterable[tuple[Tensor, Any]]:
+    """Yield (images, labels-or-None) from a tensor (one batch: the engine splits it into passes),
+    or from an iterable of tensors, pairs or dicts."""
     if isinstance(data, Tensor):
         labels = groups if groups is not None and not callable(groups) else None
         if labels is not None and len(labels) != len(data):
             raise InvalidInputError(f"groups has {len(labels)} entries for {len(data)} samples.")
-        for start in range(0, len(data), batch_size):
-            yield data[start : start + batch_size], None if labels is None else labels[start : start + batch_size]
+        yield data, labels
         return
     for batch in data:
         if isinstance(batch, Tensor):
@@ -89,7 +93,8 @@ def profile(
     groups: GroupsArg = None,
     group_names: Sequence[str] | None = None,
     profilers: str | Sequence[str] | Mapping[str, Mapping[str, Any] | None] = ("naps", "dead_feature_maps"),
-    batch_size: int = 32,
+    batch_size: int | str = "auto",
+    memory_budget: int | str | None = None,
     store: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> xr.Dataset:
@@ -100,12 +105,12 @@ def profile(
     class indices (N,) for exclusive classes, a bool membership matrix (N, G) for multilabel groups
     (a sample may belong to several), or a callable ``(images, labels) -> (n, G)``; by default the
     labels in the batches are used. ``layers`` are module names, ``{label: name or (name,
-    transform)}`` or a predicate; ``"input"`` profiles the input itself. Memory does not grow with
-    the data set: profilers keep running sums per group.
+    transform)}`` or a predicate; ``"input"`` profiles the input itself. ``batch_size`` and
+    ``memory_budget`` mean what they mean for :func:`explain`: the engine splits the data (and
+    any batch a loader yields) into passes. Memory does not grow with the data set: profilers keep
+    running sums per group.
     """
-    instances = resolve_profilers(profilers)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidParameterError(f"batch_size must be a positive int, got {batch_size!r}.")
+    fixed = batch_size_arg(batch_size)
     taps = resolve_layers(model, layers)
     names = list(group_names) if group_names is not None else None
     if isinstance(data, Tensor) and names is None and groups is not None and not callable(groups):
@@ -113,15 +118,16 @@ def profile(
         names = [str(i) for i in range(g.shape[1] if g.dim() == 2 else int(g.max()) + 1)]
     if names is None:
         raise InvalidParameterError("pass group_names=[...] so profiles can be labelled by group.")
-    for p in instances:
-        p.bind([t.label for t in taps], names)
+    instances = resolve_profilers(profilers, layers={t.label: t.module for t in taps}, groups=names)
     captured: dict[str, Tensor] = {}
     n_samples = 0
     with eval_mode(model), torch.no_grad():
         handles = [_tap(model, tap, captured) for tap in taps if tap.module != INPUT]
         try:
-            bar = tqdm(total=_size(data), desc="profile", unit="batch", disable=not progress)
-            for images, labels in _batches(data, groups, batch_size):
+            bar = tqdm(total=len(data) if isinstance(data, Tensor) else None, desc="profile", unit="sample",
+                       disable=not progress)  # fmt: skip
+            budget = None
+            for images, labels in _batches(data, groups):
                 images = check_inputs(model, images)
                 membership = groups(images, labels) if callable(groups) else labels
                 if membership is None:
@@ -129,17 +135,35 @@ def profile(
                 membership = _membership(membership, len(names), "groups")
                 if len(membership) != len(images):
                     raise InvalidInputError(f"groups cover {len(membership)} samples of a batch of {len(images)}.")
-                captured.clear()
-                model(images)
-                for tap in taps:
-                    if tap.module == INPUT:
-                        captured[tap.label] = tap.transform(images) if tap.transform else images
-                    elif tap.label not in captured:
-                        raise InvalidParameterError(f"module {tap.module!r} was not called in the forward pass.")
-                for p in instances:
-                    p.update(captured, membership)
+                budget = parse_budget(memory_budget, images.device) if budget is None else budget
+
+                def do_pass(start: int, size: int, images=images, membership=membership) -> None:
+                    chunk = images[start : start + size]
+                    captured.clear()
+                    model(chunk)
+                    for tap in taps:
+                        if tap.module == INPUT:
+                            captured[tap.label] = tap.transform(chunk) if tap.transform else chunk
+                        elif tap.label not in captured:
+                            raise InvalidParameterError(f"module {tap.module!r} was not called in the forward pass.")
+                    for p in instances:
+                        p.update(captured, membership[start : start + size])
+                    bar.update(len(chunk))
+
+                sizer = plan_sizer(
+                    owner=model,
+                    key=("profile", tuple(images.shape[1:]), images.dtype, str(images.device), budget),
+                    model=model,
+                    example=images,
+                    images_per_item=1,
+                    backward=False,
+                    fixed_images=fixed,
+                    budget=budget,
+                    total=len(images),
+                    name="profile",
+                )
+                run_passes(len(images), sizer, do_pass, images.device)
                 n_samples += len(images)
-                bar.update(1)
             bar.close()
         finally:
             for h in handles:
@@ -148,14 +172,14 @@ def profile(
         raise InvalidInputError("data held no samples.")
     ds = xr.merge([p.result() for p in instances], compat="no_conflicts", combine_attrs="drop_conflicts")
     ds.attrs.update(
-        {
-            **versions(),
-            "model": f"{type(model).__module__}.{type(model).__qualname__}",
-            "model_fingerprint": model_fingerprint(model),
-            "samples": n_samples,
-            "layers": to_json({t.label: t.module for t in taps}),
-            "profilers": to_json({p.id: p.params() for p in instances}),
-        }
+        result_attrs(
+            model,
+            samples=n_samples,
+            layers=to_json({t.label: t.module for t in taps}),
+            profilers=to_json({p.id: p.params() for p in instances}),
+            batch_size=fixed if fixed is not None else "auto",
+            memory_budget=budget,
+        )
     )
     if store is not None:
         save_maps(ds, store)

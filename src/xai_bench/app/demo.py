@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attributors.builtin import BUILTIN_METHODS
-from .explain import explain
-from .testing.models import ReluNet
+from ..api.explaining import explain
+from ..attributors.builtin import BUILTIN_METHODS
+from ..testing.models import ReluNet
 
 CLASSES = ("disc", "bar")
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 import inspect
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import DuplicateMethodError, PluginError, UnknownMethodError, UnknownParameterError
+from ..attributors.base import Attributor
+from ..core.errors import (
+    DuplicateMethodError,
+    InvalidParameterError,
+    PluginError,
+    UnknownMethodError,
+    UnknownParameterError,
+)
+from ..profilers.base import GlobalProfiler
+from .manager import generation, get_plugin_manager
 
 _ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -35,36 +44,43 @@ class Entry:
         sig = inspect.signature(self.cls.__init__)
         return any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
-    def create(self, params: Mapping[str, Any] | None = None) -> Any:
-        """Instantiate with ``params``, rejecting names the class does not take."""
+    def create(self, params: Mapping[str, Any] | None = None, **context: Any) -> Any:
+        """Instantiate with the user's ``params`` and xai_bench's ``context`` (a profiler's layers and groups).
+
+        Rejects parameter names the class does not take, and user parameters that would
+        override the context.
+        """
+        if params is not None and not isinstance(params, Mapping):
+            raise InvalidParameterError(
+                f"parameters of {self.id!r} must be a dict of keyword arguments, got {type(params).__name__}."
+            )
         params = dict(params or {})
+        for name in params:
+            if name in context:
+                raise InvalidParameterError(
+                    f"{self.id!r}: {name!r} is not a parameter of the method; it comes from the call "
+                    f"(e.g. profile(..., {name}=...))."
+                )
         if not self.accepts_any_keyword():
-            valid = self.parameters()
+            valid = {name: p for name, p in self.parameters().items() if name not in context}
             for name in params:
                 if name not in valid:
                     raise UnknownParameterError(self.id, name, valid)
-        return self.cls(**params)
+        return self.cls(**params, **context)
 
 
 class _Table:
-    def __init__(self, kind: str, hook_name: str, base_path: str) -> None:
+    def __init__(self, kind: str, hook_name: str, base: type) -> None:
         self.kind = kind
         self.hook_name = hook_name
-        self.base_path = base_path
+        self.base = base
         self._entries: dict[str, Entry] | None = None
+        self._generation = -1
         self._lock = threading.Lock()
 
-    def _base(self) -> type:
-        module_name, _, attr = self.base_path.rpartition(".")
-        import importlib
-
-        return getattr(importlib.import_module(module_name), attr)
-
     def _build(self) -> dict[str, Entry]:
-        from .plugins import get_plugin_manager
-
         pm = get_plugin_manager()
-        base = self._base()
+        base = self.base
         entries: dict[str, Entry] = {}
         hook = getattr(pm.hook, self.hook_name)
         # Call each implementation on its own so every registration is tied to its plugin;
@@ -101,10 +117,13 @@ class _Table:
         entries[method_id] = Entry(method_id, cls, provider)
 
     def entries(self) -> dict[str, Entry]:
-        if self._entries is None:
+        """Every registered id and its entry, built on first use and after a plugin reset."""
+        if self._entries is None or self._generation != generation():
             with self._lock:
-                if self._entries is None:
+                if self._entries is None or self._generation != generation():
+                    current = generation()
                     self._entries = self._build()
+                    self._generation = current
         return self._entries
 
     def get(self, method_id: str) -> Entry:
@@ -113,15 +132,39 @@ class _Table:
             raise UnknownMethodError(str(method_id), entries, kind=self.kind)
         return entries[method_id]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries = None
+
+attributors = _Table("method", "register_attributors", Attributor)
+profilers = _Table("profiler", "register_profilers", GlobalProfiler)
 
 
-attributors = _Table("method", "register_attributors", "xai_bench.attributors.base.Attributor")
-profilers = _Table("profiler", "register_profilers", "xai_bench.profilers.base.GlobalProfiler")
+SelectionArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 
 
-def clear_caches() -> None:
-    attributors.clear()
-    profilers.clear()
+def resolve(table: _Table, selection: SelectionArg, **context: Any) -> list[tuple[Entry, Any]]:
+    """Turn an id, a list of ids or ``{id: params}`` into (entry, instance) pairs, checking every part.
+
+    ``context`` goes to every constructor (e.g. a profiler's layers and groups).
+    """
+    what = f"{table.kind}s"
+    if isinstance(selection, str):
+        selection = [selection]
+    if isinstance(selection, Mapping):
+        pairs = list(selection.items())
+    elif isinstance(selection, Sequence):
+        pairs = [(item, None) for item in selection]
+    else:
+        raise InvalidParameterError(
+            f"{what} must be an id, a list of ids or a dict {{id: params}}, got {type(selection).__name__}."
+        )
+    if not pairs:
+        listing = "xai_bench.methods()" if table is attributors else "xai-bench plugins"
+        raise InvalidParameterError(f"{what} is empty; name at least one (see {listing}).")
+    seen: set[str] = set()
+    resolved = []
+    for item_id, params in pairs:
+        entry = table.get(item_id)
+        if item_id in seen:
+            raise InvalidParameterError(f"{table.kind} {item_id!r} is listed twice.")
+        seen.add(item_id)
+        resolved.append((entry, entry.create(params, **context)))
+    return resolved

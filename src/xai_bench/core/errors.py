@@ -19,11 +19,15 @@ def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return " Did you mean 'a', 'b'?" for close matches of ``word``, or "" when nothing is close."""
+    matches = close_matches(word, choices)
+    return f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+
+
 def _suggestion(word: str, choices: Iterable[str]) -> str:
     choices = sorted(choices)
-    matches = close_matches(word, choices)
-    hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
-    return f"{hint} Valid choices: {', '.join(repr(c) for c in choices) or '(none)'}."
+    return f"{did_you_mean(word, choices)} Valid choices: {', '.join(repr(c) for c in choices) or '(none)'}."
 
 
 class _MessageKeyError(KeyError):

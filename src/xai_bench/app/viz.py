@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from ..storage.datasets import layout_of, select_map
 
 
 def _reduce(maps: xr.DataArray) -> np.ndarray:
@@ -31,7 +34,7 @@ def plot_maps(
     """
     import matplotlib.pyplot as plt
 
-    methods = list(methods or [v for v in ds.data_vars if v in ds and ds[v].dims[-2:] == ("y", "x")])
+    methods = list(methods or [v for v in ds.data_vars if ds[v].dims[-3:] == ("channel", "y", "x")])
     samples = list(samples if samples is not None else ds["sample"].values)
     cols = len(methods) + (images is not None)
     fig, axes = plt.subplots(len(samples), cols, figsize=(2.2 * cols, 2.3 * len(samples)), squeeze=False)
@@ -47,7 +50,7 @@ def plot_maps(
             col = 1
         for method in methods:
             ax = axes[row, col]
-            m = _reduce(ds[method].sel(sample=sample, target=t))
+            m = _reduce(select_map(ds, method, sample=sample, target=t))
             limit = float(np.nanpercentile(np.abs(m), percentile)) or 1.0
             if np.nanmin(m) >= 0:
                 ax.imshow(m, cmap="magma", vmin=0, vmax=limit)
@@ -68,9 +71,13 @@ def _finish(fig, axes):
 
 
 def _best_target(ds: xr.Dataset, sample: Any, method: str) -> Any:
-    have = ~np.isnan(ds[method].sel(sample=sample).isel(channel=0, y=0, x=0).values)
-    scores = np.where(have, ds["score"].sel(sample=sample).values, -np.inf)
-    return ds["target"].values[int(np.argmax(scores))]
+    """The highest-scoring target of ``sample`` that has a map (either layout)."""
+    row = ds.sel(sample=sample)
+    have = ~np.isnan(row[method].isel(channel=0, y=0, x=0).values)
+    scores = np.where(have, row["score"].values, -np.inf)
+    column = int(np.argmax(scores))
+    key = "target_index" if layout_of(ds) == "slot" and ds["target"].dtype.kind in "iu" else "target"
+    return np.atleast_1d(row[key].values)[column]
 
 
 def _diverging(ax, image: np.ndarray, percentile: float = 99.0) -> None:
@@ -88,7 +95,8 @@ def plot_naps(ds: xr.Dataset, layer: str, *, top: int | None = None, input_layer
     import matplotlib.pyplot as plt
 
     if layer not in ds:
-        raise KeyError(f"no profile for layer {layer!r}; profiled: {sorted(ds.attrs.get('layers', ''))}")
+        profiled = sorted(json.loads(ds.attrs["layers"])) if "layers" in ds.attrs else []
+        raise KeyError(f"no profile for layer {layer!r}; profiled: {profiled}")
     ranked = ds[f"{layer}_top"].values
     channels = ranked[: top or len(ranked)]
     show_input = input_layer is not None and f"{input_layer}_group_mean" in ds

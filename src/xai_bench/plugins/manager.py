@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
+from ..core import hookspecs
+from ..core.errors import PluginError
+from ..core.provenance import package_version
 
 ENTRY_POINT_GROUP = "xai_bench"
 LOAD_PLUGINS_ENV = "XAI_BENCH_LOAD_PLUGINS"
@@ -36,6 +37,8 @@ class PluginInfo:
 _lock = threading.Lock()
 _pm: pluggy.PluginManager | None = None
 _infos: dict[str, PluginInfo] = {}
+# Bumped on every reset, so tables built from an older manager know to rebuild.
+_generation = 0
 
 
 def _allowed_names() -> set[str] | None:
@@ -80,11 +83,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
             pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
             pm.add_hookspecs(hookspecs)
             infos: dict[str, PluginInfo] = {}
-            from . import __version__
-
+            version = package_version("xai-bench")
             for module_name in DEFAULT_PLUGINS:
                 pm.register(importlib.import_module(module_name), name=module_name)
-                infos[module_name] = PluginInfo(module_name, "xai-bench", __version__, builtin=True)
+                infos[module_name] = PluginInfo(module_name, "xai-bench", version, builtin=True)
             _load_entry_points(pm, infos)
             _infos.clear()
             _infos.update(infos)
@@ -104,12 +106,15 @@ def list_plugins() -> list[PluginInfo]:
     return [plugin_info(name) for name, _ in pm.list_name_plugin()]
 
 
-def reset_plugin_manager() -> None:
-    """Forget the plugin manager and the registries so the next use reloads plugins (tests, notebooks)."""
-    global _pm
-    from . import registry
+def generation() -> int:
+    """How many times plugins were reset; registries rebuild when it changes."""
+    return _generation
 
+
+def reset_plugin_manager() -> None:
+    """Forget the plugin manager so the next use reloads plugins, and the registries with it (tests, notebooks)."""
+    global _pm, _generation
     with _lock:
         _pm = None
         _infos.clear()
-    registry.clear_caches()
+        _generation += 1

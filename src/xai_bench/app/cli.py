@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import XaiBenchError
+from ..core.errors import XaiBenchError
 
 
 def _methods(args: argparse.Namespace) -> int:
-    from .explain import methods
+    from ..api.explaining import methods
 
     for method_id, info in methods().items():
         flags = [k for k in ("needs_baseline", "needs_surgery", "multiplies_by_inputs", "has_delta") if info[k]]
@@ -25,7 +25,7 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from .plugins import list_plugins
+    from ..plugins.manager import list_plugins
 
     for info in list_plugins():
         origin = "built-in" if info.builtin else f"{info.distribution} {info.version}"
@@ -63,9 +63,9 @@ def _methods_arg(items: list[str]):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .checkpoints import FactoryWithCheckpoint
-    from .data import ImageFolder
-    from .run import load_factory, run
+    from ..scale.dataset_run import run
+    from ..scale.factories import FactoryWithCheckpoint, load_factory
+    from ..scale.image_folder import ImageFolder
 
     load_factory(args.model)  # fail early, with one line, on a bad 'module:function'
     factory = FactoryWithCheckpoint(args.model, args.checkpoint)
@@ -100,26 +100,29 @@ def _show(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .results import open_maps
+    from ..storage.datasets import targets_of
+    from ..storage.zarr_io import open_maps
     from .viz import plot_maps
 
     ds = open_maps(args.store)
     ids = [str(v) for v in ds["sample"].values]
     if args.sample not in ids:
-        from .errors import close_matches
+        from ..core.errors import did_you_mean
 
-        hint = close_matches(args.sample, ids)
-        extra = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
-        print(f"xai-bench: error: no sample {args.sample!r} in {args.store}.{extra}", file=sys.stderr)
+        print(
+            f"xai-bench: error: no sample {args.sample!r} in {args.store}.{did_you_mean(args.sample, ids)}",
+            file=sys.stderr,
+        )
         return 2
     sample = ds["sample"].values[ids.index(args.sample)]
     target = None
     if args.target is not None:
-        targets = [str(t) for t in ds["target"].values]
+        present = targets_of(ds, sample)
+        targets = [str(t) for t in present]
         if args.target not in targets:
             print(f"xai-bench: error: no target {args.target!r}; targets: {', '.join(targets)}", file=sys.stderr)
             return 2
-        target = ds["target"].values[targets.index(args.target)]
+        target = present[targets.index(args.target)]
     methods = [m for m in (args.methods or []) if m] or None
     fig = plot_maps(ds.sel(sample=[sample]), target=target, methods=methods)
     out = args.out or f"{Path(args.sample).stem}.png"

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .errors import InvalidParameterError, close_matches
-
-INPUT = "input"
+from ..core.errors import InvalidParameterError, did_you_mean
+from ..profilers.base import INPUT
 
 Transform = Callable[[Tensor], Tensor]
 LayersArg = Sequence[str] | Mapping[str, "str | tuple[str, str | Transform]"] | Callable[[str, nn.Module], bool]
@@ -62,9 +61,9 @@ def resolve_layers(model: nn.Module, layers: LayersArg) -> list[Layer]:
     for label, spec in items:
         module, transform = (spec, None) if isinstance(spec, str) else tuple(spec)
         if module != INPUT and module not in names:
-            hint = close_matches(module, [n for n in names if n])
-            extra = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
-            raise InvalidParameterError(f"the model has no module {module!r}.{extra}")
+            raise InvalidParameterError(
+                f"the model has no module {module!r}.{did_you_mean(module, [n for n in names if n])}"
+            )
         if not isinstance(label, str) or not label:
             raise InvalidParameterError(f"layer labels must be non-empty strings, got {label!r}.")
         result.append(Layer(label, module, _transform(label, transform)))

@@ -11,7 +11,7 @@ _models: dict[str, Any] = {}
 
 
 def _worker_model(factory: Any, device: Any):
-    from .run import build_model
+    from .factories import build_model
 
     key = f"{factory!r}:{device!r}"
     if key not in _models:
@@ -26,15 +26,15 @@ def explain_shard(
     """Explain the samples of ``block`` not yet done (a retried task skips finished ones); return how many."""
     import zarr
 
-    from .run import _explain_block
-    from .store import DONE, write_block
+    from ..storage.sample_store import DONE, write_block
+    from .blocks import explain_block
 
     done = np.asarray(zarr.open_group(store, mode="r")[DONE].oindex[(np.asarray(block),)], dtype=bool)
     todo = [i for i, finished in zip(block, done, strict=True) if not finished]
     if not todo:
         return 0
     net = _worker_model(factory, device)
-    write_block(store, _explain_block(net, dataset, todo, ids, explain_args, device), todo)
+    write_block(store, explain_block(net, dataset, todo, ids, explain_args, device), todo)
     return len(todo)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
-import json
 import platform
 import weakref
 from typing import Any
@@ -26,10 +25,8 @@ def package_version(name: str) -> str:
 @functools.cache
 def versions() -> dict[str, str]:
     """Versions of xai_bench and of what its numbers depend on."""
-    from . import __version__
-
     return {
-        "xai_bench_version": __version__,
+        "xai_bench_version": package_version("xai-bench"),
         "torch_version": torch.__version__,
         "captum_version": package_version("captum"),
         "python_version": platform.python_version(),
@@ -55,5 +52,11 @@ def model_fingerprint(model: nn.Module) -> str:
     return value
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def result_attrs(model: nn.Module, **fields: Any) -> dict[str, Any]:
+    """The provenance every result carries (versions, model class and fingerprint), plus ``fields``."""
+    return {
+        **versions(),
+        "model": f"{type(model).__module__}.{type(model).__qualname__}",
+        "model_fingerprint": model_fingerprint(model),
+        **fields,
+    }

@@ -10,8 +10,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .errors import StoreMismatchError
-from .results import _coordinate
+from ..core.errors import StoreMismatchError
+from .datasets import string_coordinate
+from .zarr_io import consolidate, quiet_consolidation, sample_chunks
 
 DONE = "done"
 RUN_KEY = "run_fingerprint"
@@ -28,17 +29,16 @@ def create_template(
     ds = first.assign({DONE: ("sample", np.zeros(n_block, dtype=bool))})
     ds[DONE].attrs["description"] = "True once the sample's maps are on disk"
     ds.attrs[RUN_KEY] = fingerprint
-    encoding = {}
-    for name, var in ds.variables.items():
-        if var.dims and var.dims[0] == "sample":
-            # One chunk per sample: parallel writers never share a chunk.
-            encoding[name] = {"chunks": (1, *var.shape[1:])} if name != "sample" else {"chunks": (len(sample_ids),)}
-    ds.to_zarr(store, mode="w-", consolidated=False, zarr_format=3, encoding=encoding)
+    with quiet_consolidation():
+        ds.to_zarr(
+            store, mode="w-", consolidated=False, zarr_format=3, encoding=sample_chunks(ds, n_samples=len(sample_ids))
+        )
     group = zarr.open_group(store, mode="r+")
     for name, var in ds.variables.items():
         if var.dims and var.dims[0] == "sample":
             group[name].resize((len(sample_ids), *var.shape[1:]))
-    group["sample"][:] = _coordinate(sample_ids)
+    group["sample"][:] = string_coordinate(sample_ids)
+    consolidate(store)
 
 
 def check_run(store: str | os.PathLike[str], fingerprint: str, n: int) -> np.ndarray:
@@ -63,7 +63,8 @@ def write_block(store: str | os.PathLike[str], block: xr.Dataset, indices: Seque
     """Write a block's samples at ``indices``, then mark them done (maps first: a crash leaves them undone)."""
     group = zarr.open_group(store, mode="r+")
     index = np.asarray(indices)
-    for name, var in block.data_vars.items():
-        if var.dims and var.dims[0] == "sample":
+    # Per-sample coordinates too: in the slot layout each sample names its own targets.
+    for name, var in block.variables.items():
+        if name != "sample" and var.dims and var.dims[0] == "sample":
             group[name].oindex[(index,)] = var.values
     group[DONE].oindex[(index,)] = np.ones(len(index), dtype=bool)

@@ -1,14 +1,44 @@
-"""Build a model from a factory and, optionally, a checkpoint of its weights."""
+"""Build a model from a factory (a callable or ``"module:function"``) and, optionally, a checkpoint of its weights."""
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import InvalidParameterError
+from ..core.errors import InvalidParameterError
+
+ModelArg = nn.Module | str | Callable[[], nn.Module]
+
+
+def load_factory(spec: str | Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    """Return a model factory from a callable or a ``"package.module:function"`` string."""
+    if callable(spec):
+        return spec
+    module_name, sep, attr = str(spec).partition(":")
+    if not sep or not module_name or not attr:
+        raise InvalidParameterError(f"model factory {spec!r} must look like 'package.module:function'.")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidParameterError(f"cannot load model factory {spec!r}: {exc}") from exc
+    if not callable(factory):
+        raise InvalidParameterError(f"model factory {spec!r} is not callable.")
+    return factory
+
+
+def build_model(model: ModelArg) -> nn.Module:
+    """Return ``model`` itself, or what its factory builds."""
+    if isinstance(model, nn.Module):
+        return model
+    built = load_factory(model)()
+    if not isinstance(built, nn.Module):
+        raise InvalidParameterError(f"the model factory returned {type(built).__name__}, not a torch.nn.Module.")
+    return built
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
@@ -51,8 +81,6 @@ class FactoryWithCheckpoint:
         self.checkpoint = checkpoint
 
     def __call__(self) -> nn.Module:
-        from .run import build_model
-
         model = build_model(self.factory)
         return load_checkpoint(model, self.checkpoint) if self.checkpoint else model
 

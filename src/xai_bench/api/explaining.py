@@ -1,0 +1,260 @@
+"""``explain``: run local attribution methods on a batch of inputs and label the results."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..attributors.base import Attributor
+from ..core.checks import batch_size_arg, to_json
+from ..core.errors import InvalidInputError
+from ..core.provenance import result_attrs
+from ..engine.attribution import attribute_all, work_samples
+from ..engine.memory import is_out_of_memory, parse_budget
+from ..engine.runner import plan_sizer, run_passes
+from ..plugins import registry
+from ..plugins.manager import plugin_info
+from ..storage.datasets import build_dataset
+from ..storage.zarr_io import save_maps
+from .preflight import check_inputs, check_outputs, eval_mode, probe
+from .targets import Task, check_labels, check_max_targets, check_task, resolve_targets, slot_width, warn_wide
+
+MethodsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
+
+
+def resolve_methods(methods: MethodsArg) -> list[tuple[registry.Entry, Attributor]]:
+    """Turn ``methods`` (an id, a list of ids, or ``{id: params}``) into (entry, attributor) pairs."""
+    return registry.resolve(registry.attributors, methods)
+
+
+def check_sample_ids(sample_ids: Sequence[Any] | None, n: int) -> list[Any]:
+    """Return ids for ``n`` samples (0..n-1 by default), refusing ids that collide once stored as text."""
+    if sample_ids is None:
+        return list(range(n))
+    ids = list(sample_ids)
+    if len(ids) != n:
+        raise InvalidInputError(f"sample_ids has {len(ids)} entries for {n} inputs.")
+    as_text = [str(i) for i in ids]
+    if len(set(as_text)) != n:
+        twice = sorted({t for t in as_text if as_text.count(t) > 1})
+        raise InvalidInputError(f"sample_ids must be unique (also as text); these repeat: {twice[:10]}.")
+    return ids
+
+
+def forward_logits(
+    owner: nn.Module, model: nn.Module, inputs: Tensor, fixed: int | None, budget: int, rows: Tensor
+) -> Tensor:
+    """Logits of ``inputs[rows]`` without autograd, in passes sized like every other pass."""
+    out: list[Tensor] = []
+    sizer = plan_sizer(
+        owner=owner,
+        key=("forward", tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device), budget),
+        model=model,
+        example=inputs,
+        images_per_item=1,
+        backward=False,
+        fixed_images=fixed,
+        budget=budget,
+        total=len(rows),
+        name="scores",
+    )
+
+    def do_pass(start: int, size: int) -> None:
+        chunk = inputs[rows[start : start + size].to(inputs.device)]
+        with torch.no_grad():
+            try:
+                logits = model(chunk)
+            except RuntimeError as exc:
+                if is_out_of_memory(exc):
+                    raise  # the runner retries the pass smaller
+                raise InvalidInputError(f"the model failed on inputs of shape {tuple(chunk.shape)}: {exc}") from exc
+        out.append(check_outputs(logits, len(chunk)))
+
+    run_passes(len(rows), sizer, do_pass, inputs.device)
+    return torch.cat(out) if out else inputs.new_zeros((0, 0))
+
+
+class _Scores:
+    """The model's logits per sample, taken from the methods' own forward passes where they have them."""
+
+    def __init__(self, n: int, num_classes: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.values = torch.zeros(n, num_classes, device=device, dtype=dtype)
+        self.known = torch.zeros(n, dtype=torch.bool)
+
+    def offer(self, outputs: Tensor | None) -> None:
+        """Take the rows of ``outputs`` (N, K) that are not NaN."""
+        if outputs is None or outputs.shape != self.values.shape:
+            return
+        have = (~torch.isnan(outputs).any(1)).cpu() & ~self.known
+        if have.any():
+            idx = have.nonzero().flatten()
+            self.values[idx.to(self.values.device)] = outputs.detach()[idx.to(outputs.device)].to(self.values.dtype)
+            self.known[idx] = True
+
+    def missing(self) -> Tensor:
+        return (~self.known).nonzero().flatten()
+
+    def fill(self, rows: Tensor, logits: Tensor) -> None:
+        self.values[rows.to(self.values.device)] = logits.to(self.values.dtype)
+        self.known[rows] = True
+
+
+def explain(
+    model: nn.Module,
+    inputs: Tensor,
+    *,
+    methods: MethodsArg,
+    targets: object = "predicted",
+    labels: Sequence[str] | None = None,
+    task: Task = "multiclass",
+    threshold: float = 0.5,
+    max_targets: int | None = None,
+    batch_size: int | str = "auto",
+    memory_budget: int | str | None = None,
+    sample_ids: Sequence[Any] | None = None,
+    store: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Explain ``model``'s outputs for ``inputs`` (N, C, H, W) with each of ``methods``.
+
+    ``targets`` gives the same classes to every sample (an int, a label name, a list of them,
+    ``"all"``: stored as (sample, target, ...)) or classes per sample (a 1-D integer tensor of one
+    class per sample as captum's ``target=y``, a list of per-sample lists, an (N, classes) boolean
+    mask, or ``"predicted"``: the arg-max for ``task="multiclass"``, every label whose sigmoid
+    exceeds ``threshold`` for ``"multilabel"``; stored as (sample, slot, ...) with a ``target``
+    coordinate per slot, ``max_targets`` slots at most). ``batch_size`` is the images in one
+    pass; ``"auto"`` caps it by ``memory_budget`` (bytes or a string such as ``"4GiB"``; default
+    half the free GPU memory, or of the available RAM on CPU) and picks the fastest measured size
+    under the cap, halving it if an allocation still fails. Results do not depend on it beyond
+    rounding. Returns a Dataset with one map variable per method, the target logits as ``score``,
+    ``<method>_delta`` where the method has a completeness delta, and provenance in attrs. With
+    ``store``, the Dataset is also written there as zarr.
+    """
+    specs = resolve_methods(methods)
+    fixed = batch_size_arg(batch_size)
+    check_task(task)
+    max_targets = check_max_targets(max_targets)
+    with eval_mode(model):
+        inputs = check_inputs(model, inputs).detach()
+        budget = parse_budget(memory_budget, inputs.device)
+        ids = check_sample_ids(sample_ids, inputs.shape[0])
+        # One image checks that the model takes these inputs and returns logits; the scores of
+        # all images come from the methods' own forward passes unless targets depend on them.
+        num_classes = probe(model, inputs)
+        names = check_labels(labels, num_classes)
+        n = inputs.shape[0]
+        scores = _Scores(n, num_classes, inputs.device, inputs.dtype)
+        if isinstance(targets, str) and targets == "predicted":
+            everyone = torch.arange(n)
+            scores.fill(everyone, forward_logits(model, model, inputs, fixed, budget, everyone))
+            warn_wide(targets, task, slot_width(targets, task, num_classes, max_targets), max_targets)
+        resolved = resolve_targets(
+            targets, scores.values, n=n, num_classes=num_classes, labels=names, task=task,
+            threshold=threshold, max_targets=max_targets,
+        )  # fmt: skip
+        index = resolved.index.to(inputs.device)
+        mask = resolved.mask.to(inputs.device)
+        dtype = np.float64 if inputs.dtype == torch.float64 else np.float32
+        maps: dict[str, np.ndarray] = {}
+        deltas: dict[str, np.ndarray] = {}
+        method_attrs: dict[str, dict[str, Any]] = {}
+        work = len(work_samples(resolved.mask))
+        bar = tqdm(total=len(specs) * work, desc="explain", unit="map", disable=not progress)
+        for entry, attributor in specs:
+            bar.set_postfix_str(entry.id)
+            prepared = attributor.prepare(model, inputs[:1])
+            cost = attributor.cost(tuple(inputs.shape[1:]))
+            sizer = plan_sizer(
+                owner=model,
+                key=(entry.id, to_json(attributor.params()), tuple(inputs.shape[1:]), inputs.dtype,
+                     str(inputs.device), budget, index.shape[1]),
+                model=prepared.model,
+                example=inputs,
+                images_per_item=cost.images,
+                backward=cost.backward,
+                fixed_images=fixed,
+                budget=budget,
+                total=work * cost.items,
+                name=entry.id,
+            )  # fmt: skip
+            result = attribute_all(
+                attributor, prepared.model, inputs, index, mask, sizer, on_samples=lambda k: bar.update(k)
+            )
+            maps[entry.id] = result.maps.cpu().numpy().astype(dtype, copy=False)
+            if result.delta is not None:
+                deltas[entry.id] = result.delta.cpu().numpy().astype(dtype, copy=False)
+            scores.offer(result.outputs)
+            method_attrs[entry.id] = {
+                **_method_attrs(entry, attributor, prepared.surgery),
+                "images_per_pass": sizer.settled * cost.images,
+                "max_images_per_pass": sizer.cap * cost.images,
+            }
+        bar.close()
+        missing = scores.missing()
+        if len(missing):
+            scores.fill(missing, forward_logits(model, model, inputs, fixed, budget, missing))
+        picked = scores.values.gather(1, index).detach().cpu().numpy().astype(dtype)
+        picked[~resolved.mask.numpy()] = np.nan
+        attrs = result_attrs(
+            model,
+            task=task,
+            threshold=float(threshold),
+            targets=targets if isinstance(targets, str) else to_json(resolved.table.index.tolist()),
+            batch_size=fixed if fixed is not None else "auto",
+            memory_budget=budget,
+            methods=to_json([entry.id for entry, _ in specs]),
+        )
+    ds = build_dataset(
+        maps=maps,
+        deltas=deltas,
+        method_attrs=method_attrs,
+        scores=picked,
+        sample_ids=ids,
+        targets=resolved.table,
+        attrs=attrs,
+    )
+    if store is not None:
+        save_maps(ds, store)
+    return ds
+
+
+def _method_attrs(entry: registry.Entry, attributor: Attributor, surgery: tuple[str, ...]) -> dict[str, Any]:
+    info = plugin_info(entry.provider)
+    cls = entry.cls
+    return {
+        "method": entry.id,
+        "provider": entry.provider,
+        "provider_distribution": info.distribution or "unknown",
+        "provider_version": info.version or "unknown",
+        "params": to_json(attributor.params()),
+        "surgery": to_json(list(surgery)),
+        "multiplies_by_inputs": int(cls.multiplies_by_inputs),
+        "has_delta": int(cls.has_delta),
+    }
+
+
+def methods() -> dict[str, dict[str, Any]]:
+    """List available method ids with their provider, capabilities and parameters."""
+    listing = {}
+    for method_id, entry in sorted(registry.attributors.entries().items()):
+        cls = entry.cls
+        listing[method_id] = {
+            "provider": entry.provider,
+            "needs_baseline": cls.needs_baseline,
+            "needs_surgery": cls.needs_surgery,
+            "multiplies_by_inputs": cls.multiplies_by_inputs,
+            "has_delta": cls.has_delta,
+            "reports_outputs": cls.reports_outputs,
+            "parameters": {
+                name: (None if p.default is p.empty else p.default) for name, p in entry.parameters().items()
+            },
+            "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+        }
+    return listing

@@ -1,0 +1,115 @@
+"""Run one attributor over all (sample, target) pairs of a call, pass by pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..attributors.base import Attribution, Attributor, Batch
+from ..core.errors import PluginError
+from . import planner
+from .runner import run_passes
+from .tuning import PassSizer
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """Final maps (N, T, C, H, W) and deltas (N, T), NaN where no pair was computed, and the logits found."""
+
+    maps: Tensor
+    delta: Tensor | None
+    outputs: Tensor | None  # (N, K), NaN rows where the method's passes did not compute them
+
+
+def work_samples(mask: Tensor) -> Tensor:
+    """Samples with at least one pair to compute, in order."""
+    return mask.any(1).nonzero().flatten()
+
+
+def attribute_all(
+    attributor: Attributor,
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    mask: Tensor,
+    sizer: PassSizer,
+    *,
+    on_samples: Callable[[int], None] | None = None,
+) -> MethodResult:
+    """Plan ``attributor``'s passes over the masked pairs, run them, add their contributions and finish.
+
+    ``targets`` and ``mask`` are (N, T) on the inputs' device; ``on_samples(k)`` reports k more
+    samples done.
+    """
+    n, t = targets.shape
+    samples = work_samples(mask.cpu())
+    items = attributor.cost(tuple(inputs.shape[1:])).items
+    state: dict[str, Tensor | None] = {"maps": None, "delta": None, "outputs": None}
+
+    def do_pass(start: int, size: int) -> None:
+        part_of = planner.take(start, size, len(samples), items)
+        rows = samples[part_of.samples].to(inputs.device)
+        batch = Batch(inputs[rows], targets[rows], mask[rows], part_of.sample, part_of.item)
+        part = attributor.attribute(model, batch)
+        _check_part(attributor, part, batch)
+        _add(state, "maps", part.maps, rows, n)
+        if attributor.has_delta and part.delta is not None:
+            _add(state, "delta", part.delta, rows, n)
+        if part.outputs is not None:
+            if state["outputs"] is None:
+                state["outputs"] = part.outputs.new_full((n, part.outputs.shape[1]), float("nan"))
+            known = ~torch.isnan(part.outputs).any(1)
+            state["outputs"][rows[known]] = part.outputs[known].detach()
+        if on_samples is not None:
+            on_samples(int((part_of.item == items - 1).sum()))
+
+    run_passes(len(samples) * items, sizer, do_pass, inputs.device)
+    maps = state["maps"] if state["maps"] is not None else inputs.new_zeros((n, t, *inputs.shape[1:]))
+    total = Attribution(maps, delta=state["delta"] if attributor.has_delta else None)
+    if attributor.has_delta and total.delta is None:
+        total = Attribution(maps, delta=inputs.new_zeros((n, t)))
+    final = attributor.finish(inputs, total)
+    expected = (n, t, *inputs.shape[1:])
+    if tuple(final.maps.shape) != expected:
+        raise PluginError(
+            f"method {attributor.id!r} finished with maps of shape {tuple(final.maps.shape)}, expected {expected}."
+        )
+    out_maps = final.maps.detach().to(inputs.dtype).clone()
+    out_maps[~mask] = float("nan")
+    delta = None
+    if attributor.has_delta and final.delta is not None:
+        delta = final.delta.detach().to(inputs.dtype).clone()
+        delta[~mask] = float("nan")
+    return MethodResult(out_maps, delta, state["outputs"])
+
+
+def _add(state: dict[str, Tensor | None], name: str, part: Tensor, rows: Tensor, n: int) -> None:
+    if state[name] is None:
+        state[name] = part.new_zeros((n, *part.shape[1:]))
+    state[name].index_add_(0, rows, part.detach().to(state[name].dtype))
+
+
+def _check_part(attributor: Attributor, part: object, batch: Batch) -> None:
+    if not isinstance(part, Attribution):
+        raise PluginError(
+            f"method {attributor.id!r}: attribute() returned {type(part).__name__}; return an "
+            "xai_bench.Attribution(maps, delta=..., outputs=...)."
+        )
+    n, t = batch.targets.shape
+    lead = tuple(part.maps.shape[:2]) if isinstance(part.maps, Tensor) else None
+    if lead != (n, t) or part.maps.dim() != batch.inputs.dim() + 1:
+        got = tuple(part.maps.shape) if isinstance(part.maps, Tensor) else type(part.maps).__name__
+        raise PluginError(
+            f"method {attributor.id!r} returned maps of shape {got} for a pass of {n} samples and {t} "
+            f"targets; expected ({n}, {t}, C, H, W) = {(n, t, *batch.inputs.shape[1:])}."
+        )
+    bad_outputs = part.outputs is None or part.outputs.dim() != 2 or part.outputs.shape[0] != n
+    if attributor.reports_outputs and bad_outputs:
+        got = None if part.outputs is None else tuple(part.outputs.shape)
+        raise PluginError(
+            f"method {attributor.id!r} declares reports_outputs but returned outputs {got}; "
+            f"expected ({n}, classes) logits (NaN rows where the pass did not compute them)."
+        )

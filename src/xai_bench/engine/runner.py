@@ -1,0 +1,85 @@
+"""Feed passes to a method, a profile or a metric: time them for tuning, back off when memory runs out."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Hashable
+
+import torch
+from torch import Tensor, nn
+
+from ..core.errors import XaiBenchWarning
+from . import planner
+from .memory import image_cost, images_per_pass, is_out_of_memory
+from .tuning import CPU_START_IMAGES, PassSizer, measurements
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a pass's time is its own."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plan_sizer(
+    *,
+    owner: nn.Module,
+    key: Hashable,
+    model: nn.Module,
+    example: Tensor,
+    images_per_item: int,
+    backward: bool,
+    fixed_images: int | None,
+    budget: int,
+    total: int,
+    name: str,
+) -> PassSizer:
+    """A :class:`PassSizer` for ``total`` pairs of ``images_per_item`` images each through ``model``.
+
+    The memory cap comes from a measured forward pass of ``model`` on ``example``; measurements
+    are remembered on ``owner`` (the user's model) under ``key``.
+    """
+    device = example.device
+    if fixed_images is not None:
+        fixed = planner.pairs_per_pass(fixed_images, images_per_item)
+        return PassSizer(cap=fixed, fixed=fixed, total=total, known=measurements(owner, key), start=fixed)
+    measured = image_cost(model, example, images=images_per_item)
+    cap_images = images_per_pass(measured, budget, backward=backward, device=device)
+    if cap_images < images_per_item:
+        need = images_per_item * ((measured.saved if backward else measured.forward_peak) + 2 * measured.input)
+        warnings.warn(
+            f"{name}: its smallest pass ({images_per_item} images, about {need / 2**30:.1f} GiB) is larger "
+            f"than memory_budget ({budget / 2**30:.1f} GiB); running it anyway. Raise the budget or use smaller "
+            "images to stay within it.",
+            XaiBenchWarning,
+            stacklevel=5,
+        )
+    cap = planner.pairs_per_pass(cap_images, images_per_item)
+    start = planner.pairs_per_pass(CPU_START_IMAGES, images_per_item) if device.type == "cpu" else cap
+    return PassSizer(cap=cap, fixed=None, total=total, known=measurements(owner, key), start=start)
+
+
+def run_passes(total: int, sizer: PassSizer, do_pass: Callable[[int, int], None], device: torch.device) -> None:
+    """Call ``do_pass(start, size)`` until ``total`` pairs are done, sizes from ``sizer``.
+
+    ``do_pass`` must keep nothing of a pass that raised: a pass that runs out of memory is
+    retried at half the size, and finished passes are kept.
+    """
+    cursor = 0
+    while cursor < total:
+        wanted = sizer.size()
+        size = min(wanted, total - cursor)
+        synchronize(device)
+        began = time.perf_counter()
+        try:
+            do_pass(cursor, size)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or not sizer.shrink(wanted, size):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        synchronize(device)
+        if size == wanted:  # a pass cut short by the end of the work is no measurement
+            sizer.record(size, time.perf_counter() - began)
+        cursor += size

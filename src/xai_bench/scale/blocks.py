@@ -1,0 +1,62 @@
+"""Read a data set's samples and explain one block of them: the unit of work of ``run``, local or on a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+
+from ..api.explaining import explain
+from ..api.targets import take_samples
+from ..core.errors import InvalidInputError
+
+
+def item_of(dataset: Any, index: int) -> tuple[Tensor, Any]:
+    """Return (image (C, H, W), sample id or None) for one dataset item."""
+    item = dataset[index]
+    if isinstance(item, Tensor):
+        return item, None
+    if isinstance(item, Mapping):
+        return item["image"], item.get("id")
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], Tensor):
+        found = item[1] if len(item) > 1 and isinstance(item[1], (str, int, np.integer)) else None
+        return item[0], found
+    raise InvalidInputError(
+        f"dataset item {index} is a {type(item).__name__}; expected an image tensor, (image, id, ...) "
+        "or a dict with 'image' and 'id'."
+    )
+
+
+def sample_ids_of(dataset: Any) -> list[Any]:
+    """The data set's ``sample_ids``, or 0..len-1; unique also as text, since stores keep them as text."""
+    ids = getattr(dataset, "sample_ids", None)
+    ids = list(ids) if ids is not None else list(range(len(dataset)))
+    if len(ids) != len(dataset) or len({str(i) for i in ids}) != len(ids):
+        raise InvalidInputError("dataset.sample_ids must hold one unique id per item (unique also as text).")
+    return ids
+
+
+def load(dataset: Any, indices: Sequence[int], ids: Sequence[Any]) -> Tensor:
+    """Stack the images at ``indices``, checking each item's own id against ``ids``."""
+    images = []
+    for i in indices:
+        image, found = item_of(dataset, int(i))
+        if found is not None and str(found) != str(ids[i]):
+            raise InvalidInputError(f"dataset item {i} has id {found!r} but dataset.sample_ids says {ids[i]!r}.")
+        images.append(image)
+    return torch.stack(images)
+
+
+def explain_block(
+    net: nn.Module, dataset: Any, block: Sequence[int], ids: Sequence[Any], explain_args: dict, device: Any
+) -> xr.Dataset:
+    """Explain the samples at ``block``; per-sample targets are cut to the block."""
+    x = load(dataset, block, ids)
+    if device is not None:
+        x = x.to(device)
+    args = {**explain_args, "targets": take_samples(explain_args["targets"], block)}
+    return explain(net, x, sample_ids=[ids[i] for i in block], **args)

@@ -1,0 +1,142 @@
+"""Label attribution arrays as an ``xarray.Dataset`` in one of two target layouts.
+
+Dense layout, when every sample has the same targets: maps (sample, target, channel, y, x), with
+the ``target`` coordinate naming the classes. Slot layout, when targets differ per sample: maps
+(sample, slot, channel, y, x), with ``target`` and ``target_index`` coordinates of dims
+(sample, slot) naming each slot's class; unused slots hold NaN maps, an empty ``target`` name
+(or -1) and ``target_index`` -1. Its size follows the pairs computed, not the number of classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+Layout = Literal["dense", "slot"]
+#: ``target_index`` of an unused slot
+UNUSED = -1
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    """Which class each (sample, column) pair explains, in either layout.
+
+    ``index`` (N, S) holds class indices, ``UNUSED`` where a slot is empty; in the dense layout
+    every row is the same. ``labels`` names the model's outputs, if known.
+    """
+
+    layout: Layout
+    index: np.ndarray
+    labels: Sequence[str] | None = None
+
+    @property
+    def column_dim(self) -> str:
+        return "target" if self.layout == "dense" else "slot"
+
+    @property
+    def used(self) -> np.ndarray:
+        """(N, S) bool: True where the pair has a class (its map may still be skipped, e.g. unpredicted)."""
+        return self.index != UNUSED
+
+    def names(self) -> np.ndarray:
+        """Class names (or indices without labels) of ``index``, with '' (or -1) for unused slots."""
+        if self.labels is None:
+            return self.index.astype(np.int64)
+        names = np.asarray([[self.labels[i] if i != UNUSED else "" for i in row] for row in self.index], dtype=object)
+        return names.reshape(self.index.shape)
+
+
+def map_dims(layout: Layout) -> tuple[str, ...]:
+    return ("sample", "target" if layout == "dense" else "slot", "channel", "y", "x")
+
+
+def build_dataset(
+    *,
+    maps: dict[str, np.ndarray],
+    deltas: dict[str, np.ndarray],
+    method_attrs: dict[str, dict[str, Any]],
+    scores: np.ndarray,
+    sample_ids: Sequence[Any],
+    targets: TargetTable,
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    """Assemble maps (N, S, C, H, W), deltas (N, S) and scores (N, S) into one labelled Dataset."""
+    first = next(iter(maps.values()))
+    _, s, c, h, w = first.shape
+    dims = map_dims(targets.layout)
+    pair_dims = dims[:2]
+    coords: dict[str, Any] = {
+        "sample": string_coordinate(sample_ids),
+        "channel": np.arange(c),
+        "y": np.arange(h),
+        "x": np.arange(w),
+    }
+    names = targets.names()
+    if targets.layout == "dense":
+        coords["target"] = string_coordinate(list(names[0]))
+        coords["target_index"] = ("target", targets.index[0].astype(np.int64))
+    else:
+        coords["slot"] = np.arange(s)
+        coords["target"] = (pair_dims, names)
+        coords["target_index"] = (pair_dims, targets.index.astype(np.int64))
+    data_vars: dict[str, Any] = {}
+    for method_id, array in maps.items():
+        data_vars[method_id] = xr.Variable(dims, array, attrs=method_attrs[method_id])
+        if method_id in deltas:
+            data_vars[f"{method_id}_delta"] = xr.Variable(
+                pair_dims,
+                deltas[method_id],
+                attrs={"description": f"sum of {method_id} maps minus (f(x) - f(baseline)); 0 is exact"},
+            )
+    data_vars["score"] = xr.Variable(pair_dims, scores, attrs={"description": "model logit for the target"})
+    return xr.Dataset(data_vars, coords=coords, attrs={**attrs, "target_layout": targets.layout})
+
+
+def string_coordinate(values: Sequence[Any]) -> np.ndarray:
+    """A coordinate array; strings as objects, since zarr v3 specifies variable-length strings only."""
+    array = np.asarray(values)
+    return array.astype(object) if array.dtype.kind in "US" else array
+
+
+def layout_of(ds: xr.Dataset) -> Layout:
+    """``"slot"`` when ``ds`` has a slot dimension, else ``"dense"``."""
+    return "slot" if "slot" in ds.dims else "dense"
+
+
+def targets_of(ds: xr.Dataset, sample: Any) -> list[Any]:
+    """The targets (label names, or class indices without labels) that ``sample`` has slots or columns for."""
+    row = ds.sel(sample=sample)
+    names = np.atleast_1d(row["target"].values)
+    used = np.atleast_1d(row["target_index"].values) != UNUSED
+    return [name.item() if hasattr(name, "item") else name for name in names[used]]
+
+
+def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.DataArray:
+    """Return the (channel, y, x) map of class ``target`` (a label or class index) for ``sample``.
+
+    Works on both layouts. Raises ``KeyError`` when the store has no map for that pair.
+    """
+    if method not in ds:
+        raise KeyError(
+            f"no method {method!r} in the dataset; it has {sorted(v for v in ds.data_vars if _is_map(ds[v]))}."
+        )
+    row = ds.sel(sample=sample)
+    by_index = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
+    names = row["target_index"].values if by_index else row["target"].values
+    hits = np.flatnonzero(np.asarray(names) == target)
+    if not len(hits):
+        present = [str(t) for t in targets_of(ds, sample)]
+        raise KeyError(f"sample {sample!r} has no map of target {target!r}; it has {present}.")
+    column = "target" if layout_of(ds) == "dense" else "slot"
+    picked = row[method].isel({column: int(hits[0])})
+    if bool(np.isnan(picked.isel(channel=0, y=0, x=0).values)):
+        raise KeyError(f"sample {sample!r} has no map of target {target!r}: it was not computed (not predicted).")
+    return picked
+
+
+def _is_map(var: xr.DataArray) -> bool:
+    return var.dims[-3:] == ("channel", "y", "x")
