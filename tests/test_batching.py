@@ -53,9 +53,10 @@ def test_auto_batches_follow_the_budget_and_results_do_not_change():
     tight = explain(model, x, targets="all", methods=methods, memory_budget=3 * (cost.saved + 2 * cost.input))
     for method in methods:
         np.testing.assert_allclose(tight[method].values, roomy[method].values, rtol=1e-10, atol=1e-13)
-        assert tight[method].attrs["images_per_pass"] < roomy[method].attrs["images_per_pass"]
+        assert tight[method].attrs["max_images_per_pass"] < roomy[method].attrs["max_images_per_pass"]
+        assert tight[method].attrs["images_per_pass"] <= tight[method].attrs["max_images_per_pass"]
     # IG runs on the model itself, whose per-image cost was measured above (DeepLIFT's is its rewrite's).
-    assert tight["integrated_gradients"].attrs["images_per_pass"] == 3
+    assert tight["integrated_gradients"].attrs["max_images_per_pass"] == 3
     assert tight.attrs["memory_budget"] == 3 * (cost.saved + 2 * cost.input)
 
 
@@ -127,7 +128,14 @@ def test_many_targets_share_forward_passes(method, params):
         handle.remove()
     assert images_four == images_one  # four targets, the same forward work
     np.testing.assert_allclose(four[method].sel(target=1).values, one[method].sel(target=1).values, rtol=1e-10)
-    assert json.loads(four[method].attrs["params"]) is not None
+    # Provenance records the parameters the method ran with, defaults included.
+    recorded = json.loads(four[method].attrs["params"])
+    assert set(params) <= set(recorded)
+    assert recorded == json.loads(one[method].attrs["params"])
+    if method == "integrated_gradients":
+        assert recorded == {"n_steps": 5, "method": "gausslegendre", "baseline": 0.0}
+    if method == "occlusion":
+        assert recorded == {"window": [4, 4], "stride": [4, 4], "fill": 0.0}
 
 
 def test_a_budget_below_the_smallest_pass_warns_and_still_computes_correctly():

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import json
 import re
 import sys
 import types
@@ -161,31 +162,34 @@ def test_importing_xai_bench_loads_no_optional_dependency():
     assert out.stdout.strip() == "[]"
 
 
-def test_profiler_plugins_register_through_their_hook(monkeypatch, fresh_plugins):
+def test_profiler_plugins_register_through_their_hook_and_run_in_profile(monkeypatch, fresh_plugins):
     import xarray as xr
 
-    from xai_bench import GlobalProfiler
+    from xai_bench import GlobalProfiler, profile
     from xai_bench.plugins import registry
 
     class Counting(GlobalProfiler):
-        """Counts samples per group."""
+        """Counts samples per group, and how many taps it was given."""
 
         id = "counting"
 
-        def __init__(self) -> None:
-            self.counts = None
+        def __init__(self, *, layers, groups, scale: int = 1) -> None:
+            super().__init__(layers=layers, groups=groups)
+            self.scale = scale
+            self._counts = None
 
         def update(self, activations, groups):
-            add = groups.sum(0)
-            self.counts = add if self.counts is None else self.counts + add
+            assert set(activations) == set(self.layers)
+            add = self.scale * groups.sum(0)
+            self._counts = add if self._counts is None else self._counts + add
 
         def merge(self, other):
-            merged = Counting()
-            merged.counts = self.counts + other.counts
+            merged = Counting(layers=self._layers, groups=self.groups, scale=self.scale)
+            merged._counts = self._counts + other._counts
             return merged
 
         def result(self):
-            return xr.Dataset({"count": ("group", self.counts.numpy())})
+            return xr.Dataset({"count": ("group", self._counts.numpy())}, coords={"group": self.groups})
 
     module = types.ModuleType("fake_profiler_plugin")
 
@@ -201,6 +205,12 @@ def test_profiler_plugins_register_through_their_hook(monkeypatch, fresh_plugins
     assert entry.provider == "counting"
     with pytest.raises(UnknownMethodError, match="Unknown profiler 'countin'.*Did you mean 'counting'"):
         registry.profilers.get("countin")
+    x = torch.rand(7, 3, 12, 12, dtype=torch.float64)
+    groups = torch.tensor([0, 1, 1, 0, 1, 1, 1])
+    ds = profile(tiny_cnn(), x, layers=["conv1", "conv3"], groups=groups, group_names=["a", "b"],
+                 profilers={"counting": {"scale": 2}}, batch_size=3)  # fmt: skip
+    assert ds["count"].values.tolist() == [4, 10]
+    assert json.loads(ds.attrs["profilers"]) == {"counting": {"scale": 2}}
 
 
 def _hook_names() -> list[str]:

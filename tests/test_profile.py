@@ -202,3 +202,41 @@ def test_profile_errors():
 
     with pytest.raises(UnknownMethodError, match="Did you mean 'naps'"):
         profile(model, x, layers=["feat"], groups=labels, group_names=["a", "b"], profilers=["nap"])
+
+
+def test_dead_feature_maps_skip_the_input_by_what_it_reads_not_by_its_label():
+    x, labels = region_data(8)
+    ds = profile(
+        RegionModel().eval(), x, layers={"raw": "input", "input": "feat"}, groups=labels, group_names=["h", "l"]
+    )
+    # The tap labelled "input" is a layer (feat: 3 channels); the input image, labelled "raw", is not.
+    assert list(ds["layer"].values) == ["input"]
+    assert ds["input_dead"].shape == (3,)
+    assert "raw_dead" not in ds and "raw" in ds  # NAPs still profile the input
+
+
+def test_plot_naps_lists_the_profiled_layers_by_name():
+    x, labels = region_data(8)
+    ds = profile(
+        RegionModel().eval(), x, layers={"input": "input", "features": "feat"}, groups=labels, group_names=["h", "l"]
+    )
+    with pytest.raises(KeyError, match=r"profiled: \['features', 'input'\]"):
+        plot_naps(ds, "feat")
+
+
+@pytest.mark.parametrize(
+    ("profilers", "error", "message"),
+    [
+        ([], InvalidParameterError, "profilers is empty"),
+        (["naps", "naps"], InvalidParameterError, "profiler 'naps' is listed twice"),
+        ({"naps": 3}, InvalidParameterError, "parameters of 'naps' must be a dict"),
+        ({"naps": {"top": 3}}, TypeError, "has no parameter 'top'. Did you mean 'top_k'"),
+        ({"naps": {"layers": ["x"]}}, InvalidParameterError, "'layers' is not a parameter of the method"),
+        (["nap"], KeyError, "Unknown profiler 'nap'. Did you mean 'naps'"),
+        (7, InvalidParameterError, "profilers must be an id, a list of ids or a dict"),
+    ],
+)
+def test_profilers_are_checked_like_methods(profilers, error, message):
+    x, labels = region_data(4)
+    with pytest.raises(error, match=message):
+        profile(RegionModel().eval(), x, layers=["feat"], groups=labels, group_names=["h", "l"], profilers=profilers)
