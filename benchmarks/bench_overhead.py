@@ -1,17 +1,23 @@
-"""Time each method through ``xai_bench.explain`` and through captum called directly.
+"""``batch_size="auto"`` against every fixed pass size and against captum's best setting, per method.
 
-Same model, inputs, target, parameters and batching on both sides; prints the ratio
-explain / captum per method (target: at most 1.05). captum cannot run DeepLIFT on an unmodified
-torchvision ResNet (re-used ReLU modules), so its DeepLIFT and guided backprop run on a view of
-the model where every ReLU call site is a distinct module: the best a captum user can do by hand.
-(captum's DeepLIFT is then still not exact on overlapping max pooling; xai_bench's is.)
+For each method on resnet18: the time of ``explain`` at each fixed pass size (images per pass),
+captum called directly at each of its batching settings (occlusion's ``perturbations_per_eval``,
+IG's ``internal_batch_size``; the plain call for the others), and ``batch_size="auto"`` twice:
+its first call on a model it has not seen (tuning included) and its steady state (later calls,
+which use the size tuning chose). The steady state and the best fixed size are then timed again
+alternately, so that drifts in machine load hit both alike. Targets: steady state within 5% of
+the best fixed size and of captum's best.
 
-    python benchmarks/bench_overhead.py [--size 224] [--batch 8] [--repeats 5]
+captum cannot run DeepLIFT on an unmodified torchvision ResNet (re-used ReLU modules), so its
+DeepLIFT and guided backprop run on a view where every ReLU call site is a distinct module.
+
+    python benchmarks/bench_overhead.py [--size 224] [--images 8] [--repeats 3] [--methods ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -25,78 +31,119 @@ from captum.attr import DeepLift, GuidedBackprop, InputXGradient, IntegratedGrad
 from xai_bench import explain
 from xai_bench.surgery import PLAIN, rewrite
 
+METHODS = ("occlusion", "saliency", "input_x_gradient", "guided_backprop", "integrated_gradients", "deeplift")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
 
 def paired(first, second, repeats: int) -> tuple[float, float]:
-    """Median times of two callables, run alternately so drifts in machine load hit both alike."""
-    first(), second()  # warm-up: allocator, traced graphs, weight fingerprint
+    """Median times of two callables, run alternately."""
     a, b = [], []
     for _ in range(repeats):
-        for fn, times in ((first, a), (second, b)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+        a.append(timed(first))
+        b.append(timed(second))
     return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ig-steps", type=int, default=16)
+    parser.add_argument("--window", type=int, default=32, help="occlusion window and stride")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # captum announces the hooks it sets; not what is measured
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     plain, _ = rewrite(model, PLAIN)
-    x = torch.rand(args.batch, 3, args.size, args.size)
+    n = args.images
+    x = torch.rand(n, 3, args.size, args.size)
     target = 7
-    window = args.size // 4
-    windows = 16
-    ig_batch = args.batch * args.ig_steps
+    w = args.window
 
     def leaf():
         return x.clone().requires_grad_(True)
 
-    captum = {
-        "saliency": lambda: Saliency(model).attribute(leaf(), target=target),
-        "input_x_gradient": lambda: InputXGradient(model).attribute(leaf(), target=target),
-        "guided_backprop": lambda: GuidedBackprop(plain).attribute(leaf(), target=target),
-        "integrated_gradients": lambda: IntegratedGradients(model).attribute(
-            leaf(),
-            target=target,
-            n_steps=args.ig_steps,
-            internal_batch_size=ig_batch,
-            return_convergence_delta=True,
+    params = {"integrated_gradients": {"n_steps": args.ig_steps}, "occlusion": {"window": w, "stride": w}}
+    # captum's batching knob per method: (name, values, images per pass of each value).
+    captum_settings = {
+        "occlusion": ("perturbations_per_eval", [1, 2, 4, 8], lambda v: v * n),
+        "integrated_gradients": ("internal_batch_size", [8, 16, 32, 64, 128], lambda v: v),
+    }
+    captum_calls = {
+        "saliency": lambda v: Saliency(model).attribute(leaf(), target=target),
+        "input_x_gradient": lambda v: InputXGradient(model).attribute(leaf(), target=target),
+        "guided_backprop": lambda v: GuidedBackprop(plain).attribute(leaf(), target=target),
+        "deeplift": lambda v: DeepLift(plain).attribute(leaf(), target=target, return_convergence_delta=True),
+        "integrated_gradients": lambda v: IntegratedGradients(model).attribute(
+            leaf(), target=target, n_steps=args.ig_steps, internal_batch_size=v, return_convergence_delta=True
         ),
-        "deeplift": lambda: DeepLift(plain).attribute(leaf(), target=target, return_convergence_delta=True),
-        "occlusion": lambda: Occlusion(model).attribute(
-            x,
-            sliding_window_shapes=(3, window, window),
-            strides=(3, window, window),
-            target=target,
-            perturbations_per_eval=windows,
+        "occlusion": lambda v: Occlusion(model).attribute(
+            x, sliding_window_shapes=(3, w, w), strides=(3, w, w), target=target, perturbations_per_eval=v
         ),
     }
-    params = {"integrated_gradients": {"n_steps": args.ig_steps}, "occlusion": {"window": window, "stride": window}}
-    # Images per forward pass as captum runs them: all inputs at once, DeepLIFT with their references.
-    batch_size = {"integrated_gradients": ig_batch, "occlusion": windows * args.batch, "deeplift": 2 * args.batch}
+    fixed_sizes = {
+        "occlusion": [2, 4, 8, 16, 32, 64],
+        "integrated_gradients": [2, 4, 8, 16, 32, 64],
+        "deeplift": [2, 4, 8, 16],
+    }
 
     print(
-        f"resnet18 (random init), {args.batch} images of {args.size}x{args.size}, one target; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.machine()}; "
-        f"median of {args.repeats}, alternating"
+        f"resnet18 (random init), {n} images of {args.size}x{args.size}, one target; occlusion {w}/{w}, "
+        f"IG {args.ig_steps} steps; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, {platform.machine()}"
     )
-    print("| method | captum (s) | explain (s) | explain / captum |\n|---|---:|---:|---:|")
-    for method, run_captum in captum.items():
-        t_captum, t_ours = paired(
-            run_captum,
-            lambda m=method: explain(
-                model, x, methods={m: params.get(m, {})}, targets=[target], batch_size=batch_size.get(m, args.batch)
-            ),
-            args.repeats,
+    print(
+        "| method | best fixed: images/pass, s | captum best: setting, s | auto first call s | auto steady s "
+        "| auto images/pass | steady / fixed | steady / captum | first / fixed |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for method in args.methods:
+        p = params.get(method, {})
+
+        def ours(batch_size, net=model, m=method, p=p):
+            return explain(net, x, methods={m: p}, targets=[target], batch_size=batch_size)
+
+        sizes = fixed_sizes.get(method, [1, 2, 4, 8])
+        ours(sizes[-1])  # warm-up: rewrites, probes, allocator
+        fixed = {s: timed(lambda s=s: ours(s)) for s in sizes}
+        best_fixed = min(fixed, key=fixed.get)
+
+        name, values, _ = captum_settings.get(method, ("plain call", [None], None))
+        call = captum_calls[method]
+        call(values[-1])  # warm-up
+        theirs = {v: timed(lambda v=v, call=call: call(v)) for v in values}
+        best_captum = min(theirs, key=theirs.get)
+
+        fresh = copy.deepcopy(model)  # nothing tuned, probed or rewritten for it yet
+        first = timed(lambda fresh=fresh: ours("auto", net=fresh))
+        for _ in range(3):  # later calls: tuning goes on until it has measured its candidates
+            ours("auto", net=fresh)
+        steady, fixed_again = paired(
+            lambda fresh=fresh: ours("auto", net=fresh), lambda best=best_fixed: ours(best), args.repeats
         )
-        print(f"| {method} | {t_captum:.3f} | {t_ours:.3f} | {t_ours / t_captum:.3f} |")
+        chosen = ours("auto", net=fresh)[method].attrs["images_per_pass"]
+        captum_again = statistics.median(
+            timed(lambda call=call, best=best_captum: call(best)) for _ in range(args.repeats)
+        )
+        setting = "plain" if best_captum is None else f"{name}={best_captum}"
+        print(
+            f"| {method} | {best_fixed}, {fixed_again:.2f} | {setting}, {captum_again:.2f} | {first:.2f} | "
+            f"{steady:.2f} | {chosen} | {steady / fixed_again:.3f} | "
+            f"{steady / captum_again:.3f} | {first / fixed_again:.3f} |",
+            flush=True,
+        )
+        print(
+            "    fixed sweep: " + ", ".join(f"{s}: {t:.2f}" for s, t in fixed.items())
+            + "; captum sweep: " + ", ".join(f"{v}: {t:.2f}" for v, t in theirs.items()),
+            flush=True,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
