@@ -123,7 +123,7 @@ def main() -> None:
 
         fresh = copy.deepcopy(model)  # nothing tuned, probed or rewritten for it yet
         first = timed(lambda fresh=fresh: ours("auto", net=fresh))
-        for _ in range(3):  # later calls: tuning goes on until it has measured its candidates
+        for _ in range(6):  # later calls: tuning goes on until it has measured its candidates (at most 6 here)
             ours("auto", net=fresh)
         steady, fixed_again = paired(
             lambda fresh=fresh: ours("auto", net=fresh), lambda best=best_fixed: ours(best), args.repeats

@@ -24,7 +24,7 @@ from ..plugins.manager import plugin_info
 from ..storage.datasets import build_dataset
 from ..storage.zarr_io import save_maps
 from .preflight import check_inputs, check_outputs, eval_mode, probe
-from .targets import Task, check_labels, check_max_targets, check_task, resolve_targets, slot_width, warn_wide
+from .targets import Resolved, Task, check_labels, check_max_targets, check_task, resolve_targets, slot_width, warn_wide
 
 MethodsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 
@@ -206,7 +206,7 @@ def explain(
             model,
             task=task,
             threshold=float(threshold),
-            targets=targets if isinstance(targets, str) else to_json(resolved.table.index.tolist()),
+            targets=_describe_targets(targets, resolved),
             batch_size=fixed if fixed is not None else "auto",
             memory_budget=budget,
             methods=to_json([entry.id for entry, _ in specs]),
@@ -223,6 +223,15 @@ def explain(
     if store is not None:
         save_maps(ds, store)
     return ds
+
+
+def _describe_targets(targets: object, resolved: Resolved) -> str:
+    """``targets`` for provenance: the keyword, the shared classes, or where the per-sample ones are."""
+    if isinstance(targets, str):
+        return targets
+    if resolved.table.layout == "dense":
+        return to_json(resolved.table.index[0].tolist())
+    return "per-sample: see the target_index coordinate"
 
 
 def _method_attrs(entry: registry.Entry, attributor: Attributor, surgery: tuple[str, ...]) -> dict[str, Any]:

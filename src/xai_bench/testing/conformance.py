@@ -143,6 +143,24 @@ def check_model_untouched(method_id: str, params=None, model=None, inputs=None) 
     model.eval()
 
 
+def check_per_sample_targets(method_id: str, params=None, model=None, inputs=None) -> None:
+    """Classes given per sample (captum's ``target=y``) give the maps of those classes given to all samples."""
+    model, inputs = (model, inputs) if model is not None else default_case()
+    n = inputs.shape[0]
+    classes = torch.arange(n) % 3
+    slots = explain(model, inputs, methods={method_id: dict(params or {})}, targets=classes, batch_size=2)
+    dense = explain(model, inputs, methods={method_id: dict(params or {})}, targets=[0, 1, 2], batch_size=2)
+    var = slots[method_id]
+    if var.dims != ("sample", "slot", "channel", "y", "x") or var.shape[1] != 1:
+        raise AssertionError(f"{method_id}: per-sample targets gave dims {var.dims} and shape {var.shape}")
+    expected = dense[method_id].values[np.arange(n), classes.numpy()]
+    if not np.allclose(var.values[:, 0], expected, rtol=1e-7, atol=1e-9, equal_nan=True):
+        raise AssertionError(
+            f"{method_id}: per-sample targets differ from the same classes explained for every sample "
+            f"by up to {np.nanmax(np.abs(var.values[:, 0] - expected))}"
+        )
+
+
 class _Boom(RuntimeError):
     pass
 
@@ -178,6 +196,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "shape": check_shape,
     "determinism": check_determinism,
     "batch_invariance": check_batch_invariance,
+    "per_sample_targets": check_per_sample_targets,
     "model_untouched": check_model_untouched,
     "cleanup_after_error": check_cleanup_after_error,
 }
