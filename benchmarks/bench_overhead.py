@@ -5,8 +5,9 @@ captum called directly at each of its batching settings (occlusion's ``perturbat
 IG's ``internal_batch_size``; the plain call for the others), and ``batch_size="auto"`` twice:
 its first call on a model it has not seen (tuning included) and its steady state (later calls,
 which use the size tuning chose). The steady state and the best fixed size are then timed again
-alternately, so that drifts in machine load hit both alike. Targets: steady state within 5% of
-the best fixed size and of captum's best.
+in turn with captum's best, all on the same copy of the model, enough rounds for a few seconds
+each, so that drifts in machine load hit all three alike. Targets: steady state within 5% of the
+best fixed size and of captum's best.
 
 captum cannot run DeepLIFT on an unmodified torchvision ResNet (re-used ReLU modules), so its
 DeepLIFT and guided backprop run on a view where every ReLU call site is a distinct module.
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import math
 import os
 import platform
 import statistics
@@ -40,13 +43,13 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def paired(first, second, repeats: int) -> tuple[float, float]:
-    """Median times of two callables, run alternately."""
-    a, b = [], []
-    for _ in range(repeats):
-        a.append(timed(first))
-        b.append(timed(second))
-    return statistics.median(a), statistics.median(b)
+def round_robin(calls, rounds: int) -> list[float]:
+    """Median time of each callable, run in turn ``rounds`` times so drifts in load hit all alike."""
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for fn, kept in zip(calls, times, strict=True):
+            kept.append(timed(fn))
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -61,7 +64,6 @@ def main() -> None:
     warnings.simplefilter("ignore")  # captum announces the hooks it sets; not what is measured
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
-    plain, _ = rewrite(model, PLAIN)
     n = args.images
     x = torch.rand(n, 3, args.size, args.size)
     target = 7
@@ -77,14 +79,16 @@ def main() -> None:
         "integrated_gradients": ("internal_batch_size", [8, 16, 32, 64, 128], lambda v: v),
     }
     captum_calls = {
-        "saliency": lambda v: Saliency(model).attribute(leaf(), target=target),
-        "input_x_gradient": lambda v: InputXGradient(model).attribute(leaf(), target=target),
-        "guided_backprop": lambda v: GuidedBackprop(plain).attribute(leaf(), target=target),
-        "deeplift": lambda v: DeepLift(plain).attribute(leaf(), target=target, return_convergence_delta=True),
-        "integrated_gradients": lambda v: IntegratedGradients(model).attribute(
+        "saliency": lambda v, net, plain: Saliency(net).attribute(leaf(), target=target),
+        "input_x_gradient": lambda v, net, plain: InputXGradient(net).attribute(leaf(), target=target),
+        "guided_backprop": lambda v, net, plain: GuidedBackprop(plain).attribute(leaf(), target=target),
+        "deeplift": lambda v, net, plain: DeepLift(plain).attribute(
+            leaf(), target=target, return_convergence_delta=True
+        ),
+        "integrated_gradients": lambda v, net, plain: IntegratedGradients(net).attribute(
             leaf(), target=target, n_steps=args.ig_steps, internal_batch_size=v, return_convergence_delta=True
         ),
-        "occlusion": lambda v: Occlusion(model).attribute(
+        "occlusion": lambda v, net, plain: Occlusion(net).attribute(
             x, sliding_window_shapes=(3, w, w), strides=(3, w, w), target=target, perturbations_per_eval=v
         ),
     }
@@ -106,31 +110,34 @@ def main() -> None:
     )
     for method in args.methods:
         p = params.get(method, {})
+        # Every call of this method runs on one copy of the model, so that all three sides find its
+        # weights equally warm in the caches; the copy has nothing tuned, probed or rewritten yet.
+        net = copy.deepcopy(model)
+        plain, _ = rewrite(net, PLAIN)
 
-        def ours(batch_size, net=model, m=method, p=p):
+        def ours(batch_size, net=net, m=method, p=p):
             return explain(net, x, methods={m: p}, targets=[target], batch_size=batch_size)
 
+        first = timed(lambda: ours("auto"))
+        for _ in range(6):  # later calls: tuning goes on until it has measured its candidates (at most 6 here)
+            ours("auto")
+        chosen = ours("auto")[method].attrs["images_per_pass"]
+
         sizes = fixed_sizes.get(method, [1, 2, 4, 8])
-        ours(sizes[-1])  # warm-up: rewrites, probes, allocator
         fixed = {s: timed(lambda s=s: ours(s)) for s in sizes}
         best_fixed = min(fixed, key=fixed.get)
 
         name, values, _ = captum_settings.get(method, ("plain call", [None], None))
-        call = captum_calls[method]
+        call = functools.partial(captum_calls[method], net=net, plain=plain)
         call(values[-1])  # warm-up
         theirs = {v: timed(lambda v=v, call=call: call(v)) for v in values}
         best_captum = min(theirs, key=theirs.get)
 
-        fresh = copy.deepcopy(model)  # nothing tuned, probed or rewritten for it yet
-        first = timed(lambda fresh=fresh: ours("auto", net=fresh))
-        for _ in range(6):  # later calls: tuning goes on until it has measured its candidates (at most 6 here)
-            ours("auto", net=fresh)
-        steady, fixed_again = paired(
-            lambda fresh=fresh: ours("auto", net=fresh), lambda best=best_fixed: ours(best), args.repeats
-        )
-        chosen = ours("auto", net=fresh)[method].attrs["images_per_pass"]
-        captum_again = statistics.median(
-            timed(lambda call=call, best=best_captum: call(best)) for _ in range(args.repeats)
+        # Round robin over the three, enough rounds for a few seconds each: short calls are noisy.
+        rounds = max(args.repeats, math.ceil(4.0 / fixed[best_fixed]))
+        steady, fixed_again, captum_again = round_robin(
+            [lambda: ours("auto"), lambda best=best_fixed: ours(best), lambda best=best_captum, call=call: call(best)],
+            rounds,
         )
         setting = "plain" if best_captum is None else f"{name}={best_captum}"
         print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import matplotlib
@@ -28,8 +27,6 @@ def main() -> None:
     model = torchvision.models.resnet18(weights=args.weights)
     images = torch.rand(2, 3, args.size, args.size)
     store = out / "maps.zarr"
-    if store.exists():
-        shutil.rmtree(store)  # explain refuses to overwrite a store
     ds = explain(
         model,
         images,
@@ -44,6 +41,7 @@ def main() -> None:
         },
         sample_ids=["first", "second"],
         store=store,
+        overwrite=True,  # a rerun replaces the last run's maps
         progress=True,
     )
     print(ds)

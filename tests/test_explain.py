@@ -155,7 +155,11 @@ def test_training_mode_warns_runs_in_eval_and_is_restored(case):
         ),
         (lambda x: x.clone().fill_(float("inf")), InvalidInputError, "NaN or Inf"),
         (lambda x: x[0], InvalidInputError, r"4 dimensions.*x.unsqueeze\(0\)"),
-        (lambda x: x[:, :1], InvalidInputError, "1 channels but the model's first convolution expects 3"),
+        (
+            lambda x: x[:, :1],
+            InvalidInputError,
+            r"failed on inputs of shape \(1, 1, 12, 12\).*x.expand\(-1, 3, -1, -1\)",
+        ),
         (
             lambda x: x.float(),
             InvalidInputError,

@@ -228,3 +228,22 @@ def test_every_hook_has_a_test():
     tests += Path(__file__).read_text().split("def _hook_names")[0]
     for name in _hook_names():
         assert f"def {name}" in tests, f"no test implements the {name} hook"
+
+
+def test_two_distributions_declaring_one_plugin_name_is_an_error_naming_both(monkeypatch, fresh_plugins):
+    _fake_plugin("fake_real_plugin", "doubled", monkeypatch)
+    _fake_plugin("fake_impostor_plugin", "doubled", monkeypatch)
+    _install(
+        monkeypatch,
+        _Dist("xai-bench-real", "1.0", [_EntryPoint("gradcam", "fake_real_plugin")]),
+        _Dist("impostor", "6.6", [_EntryPoint("gradcam", "fake_impostor_plugin")]),
+    )
+    monkeypatch.setenv("XAI_BENCH_LOAD_PLUGINS", "gradcam")
+    with pytest.raises(PluginError, match=r"'gradcam' is declared by xai-bench-real 1.0 .* and impostor 6.6"):
+        xai_bench.methods()
+    # Naming the distribution as well picks the one meant.
+    from xai_bench.plugins.manager import reset_plugin_manager
+
+    reset_plugin_manager()
+    monkeypatch.setenv("XAI_BENCH_LOAD_PLUGINS", "xai-bench-real:gradcam")
+    assert [p.distribution for p in list_plugins() if p.name == "gradcam"] == ["xai-bench-real"]

@@ -28,6 +28,8 @@ from .core.errors import (
     InvalidTargetError,
     ModelOutputError,
     PluginError,
+    StoreDamagedError,
+    StoreExistsError,
     StoreMismatchError,
     SurgeryError,
     UnknownMethodError,
@@ -40,7 +42,7 @@ from .plugins.manager import get_plugin_manager, list_plugins
 from .profilers.base import GlobalProfiler
 from .scale.dataset_run import RunSummary, run
 from .storage.datasets import select_map
-from .storage.zarr_io import open_maps, save_maps
+from .storage.zarr_io import StoreReport, open_maps, save_maps, verify_store
 
 __all__ = [
     "Attribution",
@@ -57,6 +59,8 @@ __all__ = [
     "OneTarget",
     "PluginError",
     "RunSummary",
+    "StoreDamagedError",
+    "StoreExistsError",
     "StoreMismatchError",
     "Prepared",
     "SurgeryError",
@@ -75,5 +79,7 @@ __all__ = [
     "run",
     "save_maps",
     "select_map",
+    "StoreReport",
+    "verify_store",
     "study_layers",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,17 +13,19 @@ import xarray as xr
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..attributors.base import Attributor
+from ..attributors.base import Attributor, Cost, Prepared
 from ..core.checks import batch_size_arg, to_json
-from ..core.errors import InvalidInputError
+from ..core.errors import InvalidInputError, SurgeryError
 from ..core.provenance import result_attrs
-from ..engine.attribution import attribute_all, work_samples
+from ..engine.attribution import MethodResult, attribute_all, work_samples
 from ..engine.memory import is_out_of_memory, parse_budget
-from ..engine.runner import plan_sizer, run_passes
+from ..engine.runner import plan_forward, plan_sizer, run_passes
+from ..engine.tuning import PassSizer
 from ..plugins import registry
 from ..plugins.manager import plugin_info
 from ..storage.datasets import build_dataset
 from ..storage.zarr_io import save_maps
+from ..surgery import forget as forget_rewrites
 from .preflight import check_inputs, check_outputs, eval_mode, probe
 from .targets import Resolved, Task, check_labels, check_max_targets, check_task, resolve_targets, slot_width, warn_wide
 
@@ -53,17 +56,8 @@ def forward_logits(
 ) -> Tensor:
     """Logits of ``inputs[rows]`` without autograd, in passes sized like every other pass."""
     out: list[Tensor] = []
-    sizer = plan_sizer(
-        owner=owner,
-        key=("forward", tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device), budget),
-        model=model,
-        example=inputs,
-        images_per_item=1,
-        backward=False,
-        fixed_images=fixed,
-        budget=budget,
-        total=len(rows),
-        name="scores",
+    sizer = plan_forward(
+        owner=owner, name="scores", model=model, example=inputs, fixed_images=fixed, budget=budget, total=len(rows)
     )
 
     def do_pass(start: int, size: int) -> None:
@@ -79,6 +73,73 @@ def forward_logits(
 
     run_passes(len(rows), sizer, do_pass, inputs.device)
     return torch.cat(out) if out else inputs.new_zeros((0, 0))
+
+
+@dataclass(frozen=True)
+class _MethodRun:
+    prepared: Prepared
+    cost: Cost
+    sizer: PassSizer
+    result: MethodResult
+
+
+def _run_method(
+    entry: registry.Entry,
+    attributor: Attributor,
+    model: nn.Module,
+    inputs: Tensor,
+    index: Tensor,
+    mask: Tensor,
+    fixed: int | None,
+    budget: int,
+    work: int,
+    bar: tqdm,
+) -> _MethodRun:
+    """Prepare ``attributor``'s model, size its passes and run them over every masked pair."""
+    prepared = attributor.prepare(model, inputs[:1])
+    cost = attributor.cost(tuple(inputs.shape[1:]))
+    sizer = plan_sizer(
+        owner=model,
+        key=(entry.id, to_json(attributor.params()), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device),
+             budget, index.shape[1]),
+        model=prepared.model,
+        example=inputs,
+        images_per_item=cost.images,
+        backward=cost.backward,
+        fixed_images=fixed,
+        budget=budget,
+        total=work * cost.items,
+        name=entry.id,
+    )  # fmt: skip
+    result = attribute_all(attributor, prepared.model, inputs, index, mask, sizer, on_samples=bar.update)
+    return _MethodRun(prepared, cost, sizer, result)
+
+
+class _ViewCheck:
+    """Compares the logits a rewritten view reported with the model's own, on one sample per call."""
+
+    def __init__(self, model: nn.Module, inputs: Tensor) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.reference: dict[int, Tensor] = {}
+        self.difference = 0.0
+
+    def agrees(self, run: _MethodRun) -> bool:
+        outputs = run.result.outputs
+        if run.prepared.model is self.model or outputs is None:
+            return True
+        known = (~torch.isnan(outputs).any(1)).nonzero().flatten()
+        if not len(known):
+            return True
+        row = int(known[0])
+        if row not in self.reference:
+            with torch.no_grad():
+                self.reference[row] = self.model(self.inputs[row : row + 1])[0]
+        expected, got = self.reference[row], outputs[row].to(self.reference[row].dtype)
+        # Loose enough for the rounding of another batch size, far tighter than a changed forward.
+        rtol = 1e3 * torch.finfo(expected.dtype).eps
+        self.difference = float((got - expected).abs().max())
+        return self.difference <= rtol * (1.0 + float(expected.abs().max()))
 
 
 class _Scores:
@@ -120,6 +181,7 @@ def explain(
     memory_budget: int | str | None = None,
     sample_ids: Sequence[Any] | None = None,
     store: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> xr.Dataset:
     """Explain ``model``'s outputs for ``inputs`` (N, C, H, W) with each of ``methods``.
@@ -135,7 +197,8 @@ def explain(
     under the cap, halving it if an allocation still fails. Results do not depend on it beyond
     rounding. Returns a Dataset with one map variable per method, the target logits as ``score``,
     ``<method>_delta`` where the method has a completeness delta, and provenance in attrs. With
-    ``store``, the Dataset is also written there as zarr.
+    ``store``, the Dataset is also written there as zarr (all at once, under a temporary name
+    renamed into place; an existing store is an error unless ``overwrite=True``).
     """
     specs = resolve_methods(methods)
     fixed = batch_size_arg(batch_size)
@@ -161,46 +224,46 @@ def explain(
         )  # fmt: skip
         index = resolved.index.to(inputs.device)
         mask = resolved.mask.to(inputs.device)
-        dtype = np.float64 if inputs.dtype == torch.float64 else np.float32
+        # Stored as float32 (float64 inputs stay float64): numpy has no bfloat16, and half precision
+        # would round maps that were computed in it once more.
+        stored = torch.float64 if inputs.dtype == torch.float64 else torch.float32
         maps: dict[str, np.ndarray] = {}
         deltas: dict[str, np.ndarray] = {}
         method_attrs: dict[str, dict[str, Any]] = {}
         work = len(work_samples(resolved.mask))
         bar = tqdm(total=len(specs) * work, desc="explain", unit="map", disable=not progress)
+        view_check = _ViewCheck(model, inputs)
         for entry, attributor in specs:
             bar.set_postfix_str(entry.id)
-            prepared = attributor.prepare(model, inputs[:1])
-            cost = attributor.cost(tuple(inputs.shape[1:]))
-            sizer = plan_sizer(
-                owner=model,
-                key=(entry.id, to_json(attributor.params()), tuple(inputs.shape[1:]), inputs.dtype,
-                     str(inputs.device), budget, index.shape[1]),
-                model=prepared.model,
-                example=inputs,
-                images_per_item=cost.images,
-                backward=cost.backward,
-                fixed_images=fixed,
-                budget=budget,
-                total=work * cost.items,
-                name=entry.id,
-            )  # fmt: skip
-            result = attribute_all(
-                attributor, prepared.model, inputs, index, mask, sizer, on_samples=lambda k: bar.update(k)
-            )
-            maps[entry.id] = result.maps.cpu().numpy().astype(dtype, copy=False)
-            if result.delta is not None:
-                deltas[entry.id] = result.delta.cpu().numpy().astype(dtype, copy=False)
-            scores.offer(result.outputs)
+            done_before = bar.n
+            run = _run_method(entry, attributor, model, inputs, index, mask, fixed, budget, work, bar)
+            if not view_check.agrees(run):
+                # A rewrite cached from an earlier call no longer computes what the model computes
+                # (a flag or a forward changed that torch.fx had specialised on): trace it again.
+                forget_rewrites(model)
+                bar.n = done_before
+                run = _run_method(entry, attributor, model, inputs, index, mask, fixed, budget, work, bar)
+                if not view_check.agrees(run):
+                    raise SurgeryError(
+                        f"{entry.id}: the rewritten model's logits differ from the model's own by up to "
+                        f"{view_check.difference:.3g}; its forward depends on something torch.fx cannot follow "
+                        "(Python control flow on tensor values or on state that changes between calls). Make "
+                        "the forward traceable, or use a gradient method or occlusion."
+                    )
+            maps[entry.id] = run.result.maps.to(stored).cpu().numpy()
+            if run.result.delta is not None:
+                deltas[entry.id] = run.result.delta.to(stored).cpu().numpy()
+            scores.offer(run.result.outputs)
             method_attrs[entry.id] = {
-                **_method_attrs(entry, attributor, prepared.surgery),
-                "images_per_pass": sizer.settled * cost.images,
-                "max_images_per_pass": sizer.cap * cost.images,
+                **_method_attrs(entry, attributor, run.prepared.surgery),
+                "images_per_pass": run.sizer.settled * run.cost.images,
+                "max_images_per_pass": run.sizer.cap * run.cost.images,
             }
         bar.close()
         missing = scores.missing()
         if len(missing):
             scores.fill(missing, forward_logits(model, model, inputs, fixed, budget, missing))
-        picked = scores.values.gather(1, index).detach().cpu().numpy().astype(dtype)
+        picked = scores.values.gather(1, index).detach().to(stored).cpu().numpy()
         picked[~resolved.mask.numpy()] = np.nan
         attrs = result_attrs(
             model,
@@ -221,7 +284,7 @@ def explain(
         attrs=attrs,
     )
     if store is not None:
-        save_maps(ds, store)
+        save_maps(ds, store, overwrite=overwrite)
     return ds
 
 

@@ -24,11 +24,30 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             stacklevel=3,
         )
     model.eval()
+    _warn_batch_statistics(model)
     try:
         yield model
     finally:
         for module, training in flags:
             module.training = training
+
+
+def _warn_batch_statistics(model: nn.Module) -> None:
+    """Batch norms without running statistics normalise by the batch even in eval mode."""
+    norms = [
+        name or type(model).__name__
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (not m.track_running_stats or m.running_mean is None)
+    ]
+    if norms:
+        warnings.warn(
+            f"{', '.join(map(repr, norms[:5]))}{' and more' if len(norms) > 5 else ''}: batch norm without running "
+            "statistics (track_running_stats=False) normalises each pass by its own batch, so maps and scores "
+            "depend on which images share a pass (DeepLIFT also mixes inputs with their references). Give the "
+            "model running statistics, or replace these layers, for results that belong to each image.",
+            XaiBenchWarning,
+            stacklevel=4,
+        )
 
 
 def check_inputs(model: nn.Module, inputs: object) -> Tensor:
@@ -58,12 +77,6 @@ def check_inputs(model: nn.Module, inputs: object) -> Tensor:
     if bad.any():
         samples = sorted(set(bad.flatten(1).any(1).nonzero().flatten().tolist()))
         raise InvalidInputError(f"inputs contain NaN or Inf values (samples {samples[:10]}); clean or drop them first.")
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if conv is not None and conv.in_channels != inputs.shape[1]:
-        raise InvalidInputError(
-            f"inputs have {inputs.shape[1]} channels but the model's first convolution expects "
-            f"{conv.in_channels}; for grayscale images on an RGB model use x.expand(-1, 3, -1, -1)."
-        )
     return inputs
 
 
@@ -95,5 +108,12 @@ def probe(model: nn.Module, inputs: Tensor) -> int:
     try:
         cost = image_cost(model, inputs)
     except RuntimeError as exc:
-        raise InvalidInputError(f"the model failed on inputs of shape {tuple(inputs[:1].shape)}: {exc}") from exc
+        # Which layer an input reaches first is only known by running it: the model's own error
+        # names it (a stem registered after the head, a model that expands grey to RGB inside).
+        hint = (
+            " For grayscale images on an RGB model use x.expand(-1, 3, -1, -1)."
+            if "channels" in str(exc) and inputs.shape[1] == 1
+            else ""
+        )
+        raise InvalidInputError(f"the model failed on inputs of shape {tuple(inputs[:1].shape)}: {exc}.{hint}") from exc
     return check_outputs(cost.output, 1).shape[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -13,10 +14,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..core.checks import batch_size_arg, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError
+from ..core.errors import InvalidInputError, InvalidParameterError, XaiBenchWarning
 from ..core.provenance import result_attrs
 from ..engine.memory import parse_budget
-from ..engine.runner import plan_sizer, run_passes
+from ..engine.runner import plan_forward, run_passes
 from ..plugins import registry
 from ..profilers.base import INPUT, GlobalProfiler
 from ..storage.zarr_io import save_maps
@@ -96,6 +97,7 @@ def profile(
     batch_size: int | str = "auto",
     memory_budget: int | str | None = None,
     store: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> xr.Dataset:
     """Stream ``data`` through ``model`` and return global profiles of ``layers``.
@@ -118,8 +120,13 @@ def profile(
         names = [str(i) for i in range(g.shape[1] if g.dim() == 2 else int(g.max()) + 1)]
     if names is None:
         raise InvalidParameterError("pass group_names=[...] so profiles can be labelled by group.")
+    as_text = [str(name) for name in names]
+    if len(set(as_text)) != len(as_text):
+        twice = sorted({t for t in as_text if as_text.count(t) > 1})
+        raise InvalidParameterError(f"group_names must be unique (also as text); these repeat: {twice}.")
     instances = resolve_profilers(profilers, layers={t.label: t.module for t in taps}, groups=names)
     captured: dict[str, Tensor] = {}
+    left_out: dict[str, list[int]] = {}
     n_samples = 0
     with eval_mode(model), torch.no_grad():
         handles = [_tap(model, tap, captured) for tap in taps if tap.module != INPUT]
@@ -137,7 +144,7 @@ def profile(
                     raise InvalidInputError(f"groups cover {len(membership)} samples of a batch of {len(images)}.")
                 budget = parse_budget(memory_budget, images.device) if budget is None else budget
 
-                def do_pass(start: int, size: int, images=images, membership=membership) -> None:
+                def do_pass(start: int, size: int, images=images, membership=membership, seen=n_samples) -> None:
                     chunk = images[start : start + size]
                     captured.clear()
                     model(chunk)
@@ -146,28 +153,29 @@ def profile(
                             captured[tap.label] = tap.transform(chunk) if tap.transform else chunk
                         elif tap.label not in captured:
                             raise InvalidParameterError(f"module {tap.module!r} was not called in the forward pass.")
-                    for p in instances:
-                        p.update(captured, membership[start : start + size])
+                    members = membership[start : start + size]
+                    finite = _finite_samples(captured, seen + start, left_out)
+                    if finite is not None:  # profiles of the finite samples stay exact
+                        chosen = {k: v[finite.to(v.device)] for k, v in captured.items()}
+                        captured.clear()
+                        captured.update(chosen)
+                        members = members[finite.to(members.device)]
+                    if len(members):
+                        for p in instances:
+                            p.update(captured, members)
                     bar.update(len(chunk))
 
-                sizer = plan_sizer(
-                    owner=model,
-                    key=("profile", tuple(images.shape[1:]), images.dtype, str(images.device), budget),
-                    model=model,
-                    example=images,
-                    images_per_item=1,
-                    backward=False,
-                    fixed_images=fixed,
-                    budget=budget,
+                sizer = plan_forward(
+                    owner=model, name="profile", model=model, example=images, fixed_images=fixed, budget=budget,
                     total=len(images),
-                    name="profile",
-                )
+                )  # fmt: skip
                 run_passes(len(images), sizer, do_pass, images.device)
                 n_samples += len(images)
             bar.close()
         finally:
             for h in handles:
                 h.remove()
+    _warn_left_out(left_out)
     if n_samples == 0:
         raise InvalidInputError("data held no samples.")
     ds = xr.merge([p.result() for p in instances], compat="no_conflicts", combine_attrs="drop_conflicts")
@@ -182,14 +190,46 @@ def profile(
         )
     )
     if store is not None:
-        save_maps(ds, store)
+        save_maps(ds, store, overwrite=overwrite)
     return ds
+
+
+def _finite_samples(captured: dict[str, Tensor], offset: int, left_out: dict[str, list[int]]) -> Tensor | None:
+    """None when every activation is finite; else note the others in ``left_out`` and return the finite mask."""
+    bad = {label: ~torch.isfinite(act.flatten(1)).all(1).cpu() for label, act in captured.items()}
+    if not any(b.any() for b in bad.values()):
+        return None
+    for label, b in bad.items():
+        left_out.setdefault(label, []).extend((b.nonzero().flatten() + offset).tolist())
+    return ~torch.stack(list(bad.values())).any(0)
+
+
+def _warn_left_out(left_out: dict[str, list[int]]) -> None:
+    for label, samples in left_out.items():
+        if samples:
+            warnings.warn(
+                f"layer {label!r} produced NaN or Inf activations for samples {samples[:10]}"
+                f"{' and more' if len(samples) > 10 else ''}; those samples are left out of every profile.",
+                XaiBenchWarning,
+                stacklevel=3,
+            )
 
 
 def _tap(model: nn.Module, tap: Layer, captured: dict[str, Tensor]):
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         if not isinstance(output, Tensor):
             raise InvalidParameterError(f"module {tap.module!r} returns {type(output).__name__}, not a tensor.")
-        captured[tap.label] = tap.transform(output) if tap.transform else output
+        if tap.label in captured:
+            raise InvalidParameterError(
+                f"module {tap.module!r} is called more than once in one forward pass (a shared module, such as "
+                "the relu of a torchvision ResNet block), so its output is ambiguous. Tap the module before each "
+                "call instead, e.g. layers={'bn1': ('layer1.0.bn1', 'relu')}."
+            )
+        value = tap.transform(output) if tap.transform else output
+        # Copy now: a later in-place op (the ReLU(inplace=True) after a BatchNorm) would rewrite the
+        # tensor before the profilers read it at the end of the pass.
+        if value.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
+            value = value.clone()
+        captured[tap.label] = value
 
     return model.get_submodule(tap.module).register_forward_hook(hook)

@@ -76,10 +76,6 @@ def run_demo(
     with torch.no_grad():
         accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
     store = out / "maps.zarr"
-    if store.exists():
-        import shutil
-
-        shutil.rmtree(store)
     ds = explain(
         model,
         x_test[:n_explain],
@@ -95,6 +91,7 @@ def run_demo(
         labels=list(CLASSES),
         sample_ids=[f"shape-{i}" for i in range(n_explain)],
         store=store,
+        overwrite=True,  # each demo run replaces the last one's maps
         progress=True,
     )
     inside: dict[str, float] = {}

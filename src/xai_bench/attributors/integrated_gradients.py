@@ -19,6 +19,9 @@ _METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right
 class IntegratedGradients(Attributor):
     """Path integral of gradients from a baseline to the input; ``n_steps`` points on the path.
 
+    ``method`` is captum's quadrature rule; every rule's weights add up to one (captum's
+    ``riemann_trapezoid`` weights add up to (n-1)/n: here they are the trapezoid rule's).
+
     The expansion axis holds the ``n_steps`` path points and then the input and the baseline
     themselves, whose forward passes give the completeness delta and the model's scores.
     """
@@ -35,9 +38,19 @@ class IntegratedGradients(Attributor):
             raise InvalidParameterError(
                 f"integrated_gradients: method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}."
             )
+        if method.startswith("riemann") and self.n_steps < 2:
+            raise InvalidParameterError(
+                f"integrated_gradients: method {method!r} needs n_steps >= 2, got {self.n_steps}; "
+                "use more steps, or method='gausslegendre', which works from one."
+            )
         self.method = method
         self.baseline = check_baseline(self.id, baseline)
         step_sizes, alphas = (f(self.n_steps) for f in approximation_parameters(self.method))
+        if method == "riemann_trapezoid":
+            # captum weighs n points spaced 1/(n-1) apart by 1/n, so the weights add up to (n-1)/n and
+            # even a linear model misses completeness by 1/n; the trapezoid rule's weights are 1/(n-1).
+            step_sizes = [1 / (self.n_steps - 1)] * self.n_steps
+            step_sizes[0] = step_sizes[-1] = 0.5 / (self.n_steps - 1)
         # Items n_steps and n_steps + 1 are the input (alpha 1) and the baseline (alpha 0), weight 0.
         self._alpha = torch.tensor([*alphas, 1.0, 0.0], dtype=torch.float64)
         self._weight = torch.tensor([*step_sizes, 0.0, 0.0], dtype=torch.float64)

@@ -83,6 +83,14 @@ class StoreMismatchError(XaiBenchError, ValueError):
     """An existing store was written by a different run (methods, parameters, model, targets or data)."""
 
 
+class StoreExistsError(XaiBenchError, FileExistsError):
+    """A store would be written where one exists already."""
+
+
+class StoreDamagedError(XaiBenchError, ValueError):
+    """Chunks of a store are missing or fail their checksums."""
+
+
 class PluginError(XaiBenchError, RuntimeError):
     """A plugin failed to load or registered something invalid."""
 
@@ -95,6 +103,8 @@ __all__ = [
     "InvalidTargetError",
     "ModelOutputError",
     "PluginError",
+    "StoreDamagedError",
+    "StoreExistsError",
     "StoreMismatchError",
     "SurgeryError",
     "UnknownMethodError",

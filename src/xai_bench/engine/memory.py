@@ -40,8 +40,8 @@ def parse_budget(budget: int | float | str | None, device: torch.device) -> int:
         raise InvalidParameterError(
             f"memory_budget must be bytes or a string like '4GiB', got {type(budget).__name__}."
         )
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidParameterError(f"memory_budget must be positive, got {budget!r}.")
+    if not math.isfinite(value) or value < 1:
+        raise InvalidParameterError(f"memory_budget must be at least one byte, got {budget!r}.")
     return int(value)
 
 
@@ -141,12 +141,21 @@ def _never_unpacked(packed: None) -> Tensor:
 CPU_PASS_BYTES = 2**30
 
 
+def bytes_per_image(cost: ImageCost, *, backward: bool) -> int:
+    """What one more image in a pass costs: activations kept (or the forward peak) plus the input twice."""
+    return max(1, (cost.saved if backward else cost.forward_peak) + 2 * cost.input)
+
+
+def images_within(cost: ImageCost, budget: int, *, backward: bool) -> int:
+    """How many images ``budget`` bytes hold (may be 0)."""
+    return budget // bytes_per_image(cost, backward=backward)
+
+
 def images_per_pass(cost: ImageCost, budget: int, *, backward: bool, device: torch.device | None = None) -> int:
     """How many images one pass may hold within ``budget`` bytes (at least one)."""
-    per_image = (cost.saved if backward else cost.forward_peak) + 2 * cost.input
     if device is not None and device.type == "cpu":
         budget = min(budget, CPU_PASS_BYTES)
-    return max(1, budget // max(1, per_image))
+    return max(1, images_within(cost, budget, backward=backward))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

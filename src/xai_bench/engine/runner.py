@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..core.errors import XaiBenchWarning
 from . import planner
-from .memory import image_cost, images_per_pass, is_out_of_memory
+from .memory import bytes_per_image, image_cost, images_per_pass, images_within, is_out_of_memory
 from .tuning import CPU_START_IMAGES, PassSizer, measurements
 
 
@@ -45,11 +45,13 @@ def plan_sizer(
         return PassSizer(cap=fixed, fixed=fixed, total=total, known=measurements(owner, key), start=fixed)
     measured = image_cost(model, example, images=images_per_item)
     cap_images = images_per_pass(measured, budget, backward=backward, device=device)
-    if cap_images < images_per_item:
-        need = images_per_item * ((measured.saved if backward else measured.forward_peak) + 2 * measured.input)
+    # One rule for every method: warn when the budget cannot hold the smallest pass (one item).
+    if images_within(measured, budget, backward=backward) < images_per_item:
+        need = images_per_item * bytes_per_image(measured, backward=backward)
         warnings.warn(
-            f"{name}: its smallest pass ({images_per_item} images, about {need / 2**30:.1f} GiB) is larger "
-            f"than memory_budget ({budget / 2**30:.1f} GiB); running it anyway. Raise the budget or use smaller "
+            f"{name}: its smallest pass ({images_per_item} image{'s' if images_per_item > 1 else ''}, about "
+            f"{need / 2**20:.1f} MiB) is larger "
+            f"than memory_budget ({budget / 2**20:.1f} MiB); running it anyway. Raise the budget or use smaller "
             "images to stay within it.",
             XaiBenchWarning,
             stacklevel=5,
@@ -57,6 +59,24 @@ def plan_sizer(
     cap = planner.pairs_per_pass(cap_images, images_per_item)
     start = planner.pairs_per_pass(CPU_START_IMAGES, images_per_item) if device.type == "cpu" else cap
     return PassSizer(cap=cap, fixed=None, total=total, known=measurements(owner, key), start=start)
+
+
+def plan_forward(
+    *,
+    owner: nn.Module,
+    name: str,
+    model: nn.Module,
+    example: Tensor,
+    fixed_images: int | None,
+    budget: int,
+    total: int,
+) -> PassSizer:
+    """A :class:`PassSizer` for ``total`` forward-only passes of one image each (scores, profiles)."""
+    key = (name, tuple(example.shape[1:]), example.dtype, str(example.device), budget)
+    return plan_sizer(
+        owner=owner, key=key, model=model, example=example, images_per_item=1, backward=False,
+        fixed_images=fixed_images, budget=budget, total=total, name=name,
+    )  # fmt: skip
 
 
 def run_passes(total: int, sizer: PassSizer, do_pass: Callable[[int, int], None], device: torch.device) -> None:

@@ -60,28 +60,20 @@ def next_probe(sizes: list[int], start: int, known: Measurements) -> tuple[int, 
     Climbs up from ``start`` while each larger size is faster; if the first step up is not,
     climbs down instead. Sizes not measured yet are probed in that order.
     """
-    i0 = sizes.index(start)
-    best = start
     if known.best(start) is None:
         return start, False
-    for size in sizes[i0 + 1 :]:
-        t = known.best(size)
-        if t is None:
-            return size, False
-        if t < known.best(best) * (1 - TOLERANCE):
+    i0 = sizes.index(start)
+    best = start
+    for direction in (sizes[i0 + 1 :], sizes[:i0][::-1]):
+        for size in direction:
+            t = known.best(size)
+            if t is None:
+                return size, False
+            if t >= known.best(best) * (1 - TOLERANCE):
+                break
             best = size
-        else:
-            break
-    if best != start:
-        return best, True
-    for size in reversed(sizes[:i0]):
-        t = known.best(size)
-        if t is None:
-            return size, False
-        if t < known.best(best) * (1 - TOLERANCE):
-            best = size
-        else:
-            break
+        if best != start:
+            break  # the climb up paid off: no need to look down
     return best, True
 
 

@@ -42,35 +42,54 @@ _generation = 0
 
 
 def _allowed_names() -> set[str] | None:
-    """Names from ``XAI_BENCH_LOAD_PLUGINS``: ``None`` when unset (load all), empty set loads none."""
+    """Names from ``XAI_BENCH_LOAD_PLUGINS``: ``None`` when unset (load all), empty set loads none.
+
+    A name is an entry-point name, a distribution name, or ``distribution:entry-point``.
+    """
     raw = os.environ.get(LOAD_PLUGINS_ENV)
     if raw is None:
         return None
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
-def _load_entry_points(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+def _entry_points() -> dict[str, list[tuple[str, str | None, importlib.metadata.EntryPoint]]]:
+    """Allowed entry points of the group by name: (distribution, version, entry point) for each provider."""
     allowed = _allowed_names()
-    seen: set[str] = set()
+    found: dict[str, list[tuple[str, str | None, importlib.metadata.EntryPoint]]] = {}
     for dist in importlib.metadata.distributions():
+        dist_name = dist.metadata["name"]
         for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
+            if ep.group != ENTRY_POINT_GROUP:
                 continue
-            dist_name = dist.metadata["name"]
-            if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+            if allowed is not None and not {ep.name, dist_name, f"{dist_name}:{ep.name}"} & allowed:
                 continue
-            seen.add(ep.name)
-            try:
-                plugin = ep.load()
-            except Exception as exc:
-                raise PluginError(
-                    f"Plugin {ep.name!r} from distribution {dist_name!r} failed to load: {exc}. "
-                    f"Fix or uninstall it, or exclude it with {LOAD_PLUGINS_ENV}."
-                ) from exc
-            if pm.is_registered(plugin):
-                continue
-            pm.register(plugin, name=ep.name)
-            infos[ep.name] = PluginInfo(ep.name, dist_name, dist.version, builtin=False)
+            providers = found.setdefault(ep.name, [])
+            # The same distribution can be seen twice (two paths on sys.path): one provider.
+            if not any(d == dist_name and e.value == ep.value for d, _, e in providers):
+                providers.append((dist_name, dist.version, ep))
+    return found
+
+
+def _load_entry_points(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    for name, providers in _entry_points().items():
+        if len(providers) > 1:
+            listed = " and ".join(f"{d} {v} ({e.value})" for d, v, e in providers)
+            raise PluginError(
+                f"Plugin name {name!r} is declared by {listed}; loading either would be a guess. Uninstall one, "
+                f"or choose with {LOAD_PLUGINS_ENV}='<distribution>:{name}'."
+            )
+        dist_name, version, ep = providers[0]
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"Plugin {ep.name!r} from distribution {dist_name!r} failed to load: {exc}. "
+                f"Fix or uninstall it, or exclude it with {LOAD_PLUGINS_ENV}."
+            ) from exc
+        if pm.is_registered(plugin):
+            continue
+        pm.register(plugin, name=ep.name)
+        infos[ep.name] = PluginInfo(ep.name, dist_name, version, builtin=False)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

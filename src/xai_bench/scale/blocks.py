@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from ..api.explaining import explain
 from ..api.targets import take_samples
 from ..core.errors import InvalidInputError
+from ..core.provenance import image_checksum
+from ..storage.sample_store import INPUTS
 
 
 def item_of(dataset: Any, index: int) -> tuple[Tensor, Any]:
@@ -51,12 +53,19 @@ def load(dataset: Any, indices: Sequence[int], ids: Sequence[Any]) -> Tensor:
     return torch.stack(images)
 
 
+def checksums(dataset: Any, indices: Sequence[int], ids: Sequence[Any]) -> list[int]:
+    """The input checksum of each sample at ``indices``, as stored beside its maps."""
+    return [image_checksum(image) for image in load(dataset, indices, ids)]
+
+
 def explain_block(
     net: nn.Module, dataset: Any, block: Sequence[int], ids: Sequence[Any], explain_args: dict, device: Any
 ) -> xr.Dataset:
-    """Explain the samples at ``block``; per-sample targets are cut to the block."""
+    """Explain the samples at ``block`` (per-sample targets are cut to the block), with their input checksums."""
     x = load(dataset, block, ids)
+    sums = [image_checksum(image) for image in x]
     if device is not None:
         x = x.to(device)
     args = {**explain_args, "targets": take_samples(explain_args["targets"], block)}
-    return explain(net, x, sample_ids=[ids[i] for i in block], **args)
+    ds = explain(net, x, sample_ids=[ids[i] for i in block], **args)
+    return ds.assign({INPUTS: ("sample", np.asarray(sums, dtype=np.int64))})

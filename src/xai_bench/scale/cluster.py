@@ -24,17 +24,16 @@ def explain_shard(
     factory: Any, dataset: Any, block: Sequence[int], ids: Sequence[Any], explain_args: dict, store: str, device: Any
 ) -> int:
     """Explain the samples of ``block`` not yet done (a retried task skips finished ones); return how many."""
-    import zarr
-
-    from ..storage.sample_store import DONE, write_block
+    from ..storage.sample_store import SampleStore
     from .blocks import explain_block
 
-    done = np.asarray(zarr.open_group(store, mode="r")[DONE].oindex[(np.asarray(block),)], dtype=bool)
+    target = SampleStore(store)
+    done = target.done()[np.asarray(block)]
     todo = [i for i, finished in zip(block, done, strict=True) if not finished]
     if not todo:
         return 0
     net = _worker_model(factory, device)
-    write_block(store, explain_block(net, dataset, todo, ids, explain_args, device), todo)
+    target.write(explain_block(net, dataset, todo, ids, explain_args, device), todo)
     return len(todo)
 
 

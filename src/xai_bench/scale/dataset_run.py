@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,11 @@ from ..api.explaining import MethodsArg, resolve_methods
 from ..api.preflight import eval_mode
 from ..api.targets import Task, check_max_targets, per_sample, row_width
 from ..core.checks import json_safe, positive_int, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError
+from ..core.errors import InvalidInputError, InvalidParameterError, XaiBenchWarning
 from ..core.provenance import model_fingerprint
-from ..storage.sample_store import check_run, create_template, write_block
+from ..storage.sample_store import SampleStore
 from ..storage.zarr_io import open_maps
-from .blocks import explain_block, load, sample_ids_of
+from .blocks import checksums, explain_block, load, sample_ids_of
 from .factories import ModelArg, build_model
 
 
@@ -67,6 +68,7 @@ def run(
     samples_per_block: int = 8,
     device: str | torch.device | None = None,
     client: Any = None,
+    verify: bool = False,
     progress: bool = True,
 ) -> RunSummary:
     """Explain every sample of ``dataset`` into the zarr ``store``, resuming where a previous run stopped.
@@ -76,9 +78,12 @@ def run(
     its ``sample_ids`` attribute, if any, names the samples. Samples are explained
     ``samples_per_block`` at a time and marked done once on disk, so memory does not grow with
     the data set and a killed run, started again with the same arguments, recomputes nothing it
-    finished. A store written with other methods, parameters, weights, targets or data is refused.
-    With a dask ``client``, ``model`` must be a factory (a callable or ``"module:function"``)
-    that each worker calls; workers write their samples' regions of the same store.
+    finished. A store written with other methods, parameters, weights, targets or sample ids is
+    refused. On a resume, done samples whose chunks are missing (or, with ``verify=True``, fail
+    their checksums) and done samples whose input image changed since (each sample's checksum is
+    stored) are recomputed, with a warning that names them. With a dask ``client``, ``model``
+    must be a factory (a callable or ``"module:function"``) that each worker calls; workers write
+    their samples' regions of the same store.
     """
     dataset = getattr(dataset, "dataset", dataset) if isinstance(dataset, torch.utils.data.DataLoader) else dataset
     if client is not None and isinstance(model, nn.Module):
@@ -116,22 +121,23 @@ def run(
     with eval_mode(net):
         fingerprint = _fingerprint(net, specs_json, options, ids, tuple(first_image.shape[1:]))
     store = Path(store)
-    if store.exists():
-        skipped = int(check_run(store, fingerprint, len(ids)).sum())
+    target = SampleStore(store)
+    if target.exists():
+        target.check(fingerprint, len(ids))
+        _repair(target, dataset, ids, verify=verify)
+        skipped = int(target.done().sum())
     else:
         skipped = 0
         block = list(range(min(samples_per_block, len(ids))))
         first = explain_block(net, dataset, block, ids, explain_args, device)
-        create_template(store, first, ids, fingerprint)
-        write_block(store, first, block)
-    done = check_run(store, fingerprint, len(ids))
+        target.create(first, block, ids, fingerprint)
+    done = target.done()
     pending = np.flatnonzero(~done)
     blocks = [pending[i : i + samples_per_block].tolist() for i in range(0, len(pending), samples_per_block)]
     bar = tqdm(total=len(ids), initial=int(done.sum()), desc="run", unit="sample", disable=not progress)
     if client is None:
         for block in blocks:
-            ds = explain_block(net, dataset, block, ids, explain_args, device)
-            write_block(store, ds, block)
+            target.write(explain_block(net, dataset, block, ids, explain_args, device), block)
             bar.update(len(block))
     else:
         from .cluster import run_on_cluster
@@ -140,10 +146,30 @@ def run(
             bar.update(n_done)
     bar.close()
     # Counted from the flags: a task whose worker died after writing still finished its samples.
-    finished = int(check_run(store, fingerprint, len(ids)).sum())
+    finished = int(target.done().sum())
     if finished != len(ids):
         raise RuntimeError(f"{len(ids) - finished} samples of {os.fspath(store)!r} are not done; run again to finish.")
     return RunSummary(store, finished - skipped, skipped)
+
+
+def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bool) -> None:
+    """Mark undone the done samples whose chunks are damaged or whose input image changed since."""
+    damaged = target.damaged(read=verify)
+    done = target.done()
+    done[damaged] = False
+    positions = np.flatnonzero(done)
+    stored = target.input_checksums()[positions]
+    changed = [int(p) for p, old in zip(positions, stored, strict=True) if checksums(dataset, [int(p)], ids)[0] != old]
+    for what, found in (("have missing or damaged chunks", damaged), ("changed since they were explained", changed)):
+        if found:
+            names = [str(ids[i]) for i in found]
+            warnings.warn(
+                f"{len(found)} samples of {os.fspath(target.path)!r} {what}; recomputing them: "
+                f"{names[:10]}{' ...' if len(names) > 10 else ''}",
+                XaiBenchWarning,
+                stacklevel=3,
+            )
+    target.mark_undone([*damaged, *changed])
 
 
 def _listed(targets: object) -> object:

@@ -1,9 +1,20 @@
-"""A zarr store filled sample by sample: template, region writes, ``done`` flags, resume."""
+"""One store class for results written block by block: ``run``, its dask workers, and resumes.
+
+The pattern is xarray-beam's: a template sized for every sample is written once, then blocks of
+samples fill their own regions (one chunk per sample, so parallel writers never share one),
+each region checked against the template before it is written, and each sample's ``done`` flag
+written last. The template is built in a hidden sibling folder and renamed into place, with the
+first block and its flags already in it, so a crash at any point leaves either no store or a
+store whose ``done`` flags tell exactly what is on disk. Provenance is written once, with the
+template.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,59 +23,133 @@ import zarr
 
 from ..core.errors import StoreMismatchError
 from .datasets import string_coordinate
-from .zarr_io import consolidate, quiet_consolidation, sample_chunks
+from .zarr_io import (
+    DONE,
+    consolidate,
+    damaged_positions,
+    move_into_place,
+    partial_name,
+    quiet_consolidation,
+    sample_chunks,
+)
 
-DONE = "done"
 RUN_KEY = "run_fingerprint"
+#: per-sample checksum of the input image the maps were computed from (0: unknown)
+INPUTS = "input_checksum"
+#: environment variable naming a write step at which the process kills itself (tests of crash safety)
+KILL_AT = "XAI_BENCH_KILL_AT"
 
 
-def create_template(
-    store: str | os.PathLike[str], first: xr.Dataset, sample_ids: Sequence[Any], fingerprint: str
-) -> None:
-    """Write ``first`` (a block of samples at the start of the data) and size every array for all samples.
-
-    Unwritten samples read as NaN, and their ``done`` flag as False, until a block fills them.
-    """
-    n_block = first.sizes["sample"]
-    ds = first.assign({DONE: ("sample", np.zeros(n_block, dtype=bool))})
-    ds[DONE].attrs["description"] = "True once the sample's maps are on disk"
-    ds.attrs[RUN_KEY] = fingerprint
-    with quiet_consolidation():
-        ds.to_zarr(
-            store, mode="w-", consolidated=False, zarr_format=3, encoding=sample_chunks(ds, n_samples=len(sample_ids))
-        )
-    group = zarr.open_group(store, mode="r+")
-    for name, var in ds.variables.items():
-        if var.dims and var.dims[0] == "sample":
-            group[name].resize((len(sample_ids), *var.shape[1:]))
-    group["sample"][:] = string_coordinate(sample_ids)
-    consolidate(store)
+def kill_point(step: str) -> None:
+    """Die here, as a crash would, when ``XAI_BENCH_KILL_AT`` names ``step`` (a test hook; off by default)."""
+    if os.environ.get(KILL_AT) == step:
+        os.kill(os.getpid(), 9)
 
 
-def check_run(store: str | os.PathLike[str], fingerprint: str, n: int) -> np.ndarray:
-    """Return the ``done`` flags of an existing store after checking it belongs to this run."""
-    try:
-        group = zarr.open_group(store, mode="r")
-    except Exception as exc:  # zarr raises several kinds for folders that are not groups
-        raise StoreMismatchError(
-            f"{os.fspath(store)!r} exists but is not a zarr store written by xai_bench.run ({exc}); "
-            "choose another path."
-        ) from exc
-    found = group.attrs.get(RUN_KEY)
-    if found != fingerprint or DONE not in group or group[DONE].shape != (n,):
-        raise StoreMismatchError(
-            f"{os.fspath(store)!r} holds a different run (methods, parameters, model weights, targets or "
-            "data differ), so resuming would mix results. Write to a new store, or delete this one to start over."
-        )
-    return np.asarray(group[DONE][:], dtype=bool)
+class SampleStore:
+    """A zarr store of per-sample results with ``done`` flags, input checksums and a run fingerprint."""
 
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
 
-def write_block(store: str | os.PathLike[str], block: xr.Dataset, indices: Sequence[int]) -> None:
-    """Write a block's samples at ``indices``, then mark them done (maps first: a crash leaves them undone)."""
-    group = zarr.open_group(store, mode="r+")
-    index = np.asarray(indices)
-    # Per-sample coordinates too: in the slot layout each sample names its own targets.
-    for name, var in block.variables.items():
-        if name != "sample" and var.dims and var.dims[0] == "sample":
-            group[name].oindex[(index,)] = var.values
-    group[DONE].oindex[(index,)] = np.ones(len(index), dtype=bool)
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def _group(self, mode: str = "r") -> zarr.Group:
+        return zarr.open_group(os.fspath(self.path), mode=mode)
+
+    def create(self, first: xr.Dataset, positions: Sequence[int], sample_ids: Sequence[Any], fingerprint: str) -> None:
+        """Write the template for ``sample_ids`` with the block ``first`` (at ``positions``) already in it."""
+        n = len(sample_ids)
+        template = first.isel(sample=[0]).assign({DONE: ("sample", np.zeros(1, dtype=bool))})
+        template[DONE].attrs["description"] = "True once the sample's results are on disk"
+        template.attrs[RUN_KEY] = fingerprint
+        temporary = partial_name(self.path)
+        try:
+            with quiet_consolidation():
+                template.to_zarr(
+                    temporary,
+                    mode="w-",
+                    consolidated=False,
+                    zarr_format=3,
+                    encoding=sample_chunks(template, n_samples=n),
+                    write_empty_chunks=True,
+                )
+            kill_point("template")
+            group = zarr.open_group(os.fspath(temporary), mode="r+")
+            for name, var in template.variables.items():
+                if var.dims and var.dims[0] == "sample":
+                    group[name].resize((n, *var.shape[1:]))
+            group["sample"][:] = string_coordinate(sample_ids)
+            group[DONE][:] = False
+            consolidate(temporary)
+            SampleStore(temporary).write(first, positions)
+            kill_point("rename")
+            move_into_place(temporary, self.path)
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary)
+
+    def check(self, fingerprint: str, n: int) -> None:
+        """Refuse a path that is no store of this run (other methods, parameters, weights, targets or samples)."""
+        try:
+            group = self._group()
+        except Exception as exc:  # zarr raises several kinds for folders that are not groups
+            raise StoreMismatchError(
+                f"{os.fspath(self.path)!r} exists but is not a zarr store written by xai_bench.run ({exc}); "
+                "choose another path."
+            ) from exc
+        found = group.attrs.get(RUN_KEY)
+        if found != fingerprint or DONE not in group or group[DONE].shape != (n,):
+            raise StoreMismatchError(
+                f"{os.fspath(self.path)!r} holds a different run (methods, parameters, model weights, targets or "
+                "sample ids differ), so resuming would mix results. Write to a new store, or delete this one to "
+                "start over."
+            )
+
+    def done(self) -> np.ndarray:
+        """The ``done`` flag of every sample."""
+        return np.asarray(self._group()[DONE][:], dtype=bool)
+
+    def damaged(self, *, read: bool = False) -> list[int]:
+        """Positions of done samples with a missing chunk (or, with ``read``, one that fails its checksum)."""
+        return sorted(damaged_positions(self._group(), self.done(), read=read))
+
+    def input_checksums(self) -> np.ndarray:
+        return np.asarray(self._group()[INPUTS][:], dtype=np.int64)
+
+    def mark_undone(self, positions: Sequence[int]) -> None:
+        if len(positions):
+            self._group("r+")[DONE].oindex[(np.asarray(positions),)] = False
+
+    def write(self, block: xr.Dataset, positions: Sequence[int]) -> None:
+        """Write a block's samples at ``positions`` after checking it fits, then mark them done."""
+        group = self._group("r+")
+        index = np.asarray(positions)
+        self._check_region(group, block, index)
+        for name, var in block.variables.items():
+            if name != "sample" and var.dims and var.dims[0] == "sample":
+                array = group[name].with_config({"write_empty_chunks": True})
+                array.oindex[(index,)] = var.values
+                kill_point("region")
+        # The flags go last: a crash before this line leaves the samples to be recomputed.
+        group[DONE].oindex[(index,)] = np.ones(len(index), dtype=bool)
+
+    def _check_region(self, group: zarr.Group, block: xr.Dataset, index: np.ndarray) -> None:
+        where = os.fspath(self.path)
+        ids = np.asarray(group["sample"].oindex[(index,)]).tolist()
+        if [str(i) for i in ids] != [str(i) for i in block["sample"].values.tolist()]:
+            raise StoreMismatchError(f"{where}: a block's sample ids do not match the store's at its positions.")
+        for name, var in block.variables.items():
+            if name == "sample" or not var.dims or var.dims[0] != "sample":
+                continue
+            if name not in group or tuple(group[name].shape[1:]) != var.shape[1:]:
+                raise StoreMismatchError(
+                    f"{where}: variable {name!r} of shape {var.shape[1:]} per sample does not fit the store's "
+                    f"template ({tuple(group[name].shape[1:]) if name in group else 'missing'})."
+                )
+        for name in ("target", "target_index", "channel", "y", "x"):
+            if name in block.coords and block[name].dims[:1] != ("sample",):
+                stored = np.asarray(group[name][:]).tolist()
+                if [str(v) for v in stored] != [str(v) for v in block[name].values.tolist()]:
+                    raise StoreMismatchError(f"{where}: coordinate {name!r} of a block differs from the store's.")

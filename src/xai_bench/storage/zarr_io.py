@@ -1,31 +1,54 @@
-"""Write and read result Datasets as zarr (format 3): one chunk per sample, consolidated metadata."""
+"""Write and read result Datasets as zarr (format 3): one chunk per sample, each with a checksum.
+
+Every chunk is compressed with zstd and then carries a crc32c checksum (zarr v3's ``crc32c``
+codec), so a damaged chunk raises an error when read instead of returning wrong values; chunks
+are written even where they hold only the fill value, so a missing chunk always means a lost
+one. Stores carry consolidated metadata, so plain ``xarray.open_zarr`` opens them too.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from ..core.errors import StoreDamagedError, StoreExistsError, XaiBenchWarning
+
+#: per-sample ``done`` flags of stores filled block by block
+DONE = "done"
 
 
-def sample_chunks(ds: xr.Dataset, *, n_samples: int | None = None) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Encoding that gives every variable with a leading ``sample`` dim one chunk per sample.
+def compressors() -> list[Any]:
+    """zstd, then a crc32c checksum of the compressed bytes of every chunk."""
+    return [ZstdCodec(level=3), Crc32cCodec()]
+
+
+def sample_chunks(ds: xr.Dataset, *, n_samples: int | None = None) -> dict[str, dict[str, Any]]:
+    """Encoding: checksummed chunks, one per sample for every variable with a leading ``sample`` dim.
 
     Parallel writers (dask workers, resumed runs) then never share a chunk. The ``sample``
     coordinate itself is one chunk of ``n_samples`` (default: its length).
     """
-    encoding = {}
+    encoding: dict[str, dict[str, Any]] = {}
     for name, var in ds.variables.items():
+        encoding[name] = {"compressors": compressors()}
         if not var.dims or var.dims[0] != "sample":
             continue
         if name == "sample":
-            encoding[name] = {"chunks": (n_samples or var.shape[0],)}
+            encoding[name]["chunks"] = (n_samples or var.shape[0],)
         else:
-            encoding[name] = {"chunks": (1, *var.shape[1:])}
+            encoding[name]["chunks"] = (1, *var.shape[1:])
     return encoding
 
 
@@ -44,19 +67,159 @@ def consolidate(store: str | os.PathLike[str]) -> None:
         zarr.consolidate_metadata(os.fspath(store))
 
 
-def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, mode: str = "w-") -> None:
-    """Write ``ds`` to a zarr store (format 3), one chunk per sample for every map."""
-    with quiet_consolidation():
-        ds.to_zarr(store, mode=mode, encoding=sample_chunks(ds), consolidated=True, zarr_format=3)
+def partial_name(target: Path, kind: str = "partial") -> Path:
+    """A hidden sibling of ``target`` to write into before renaming it into place."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.{kind}")
 
 
-def open_maps(store: str | os.PathLike[str]) -> xr.Dataset:
-    """Open a store written by xai_bench lazily, with coordinates and provenance.
+def move_into_place(temporary: Path, target: Path, *, overwrite: bool = False) -> None:
+    """Rename a finished ``temporary`` store to ``target`` (replacing it with ``overwrite``)."""
+    if overwrite and target.exists():
+        retired = partial_name(target, "old")
+        target.rename(retired)
+        shutil.rmtree(retired)
+    try:
+        temporary.rename(target)
+    except OSError as exc:  # another writer finished first
+        raise StoreExistsError(
+            f"{os.fspath(target)!r} was created by another writer while this one wrote; write to a new path."
+        ) from exc
 
-    String coordinates (sample ids, target names) come back as ordinary numpy strings.
+
+def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Write ``ds`` to a zarr store (format 3), one checksummed chunk per sample for every map.
+
+    The store is written under a temporary name beside ``store`` and renamed into place once
+    complete, so a crash leaves no store that looks finished, and two writers cannot mix.
+    """
+    target = Path(store)
+    if target.exists() and not overwrite:
+        raise StoreExistsError(
+            f"{os.fspath(store)!r} exists already. Pass overwrite=True to replace it, write to a new path, "
+            "or use xai_bench.run(...) to resume a store it wrote."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = partial_name(target)
+    try:
+        with quiet_consolidation():
+            ds.to_zarr(
+                temporary,
+                mode="w-",
+                encoding=sample_chunks(ds),
+                consolidated=True,
+                zarr_format=3,
+                write_empty_chunks=True,
+            )
+        move_into_place(temporary, target, overwrite=overwrite)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)
+
+
+@dataclass(frozen=True)
+class StoreReport:
+    """What :func:`verify_store` found: samples done, and the damaged ones with their damaged variables."""
+
+    path: str
+    samples: int
+    done: int
+    damaged: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.samples
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and not self.damaged
+
+    def summary(self) -> str:
+        lines = [f"{self.path}: {self.done} of {self.samples} samples done"]
+        if self.damaged:
+            lines.append(f"{len(self.damaged)} damaged samples (missing or corrupt chunks):")
+            lines += [f"  {sample}: {', '.join(names)}" for sample, names in list(self.damaged.items())[:20]]
+            if len(self.damaged) > 20:
+                lines.append(f"  ... and {len(self.damaged) - 20} more")
+        return "\n".join(lines)
+
+
+def damaged_positions(group: zarr.Group, done: np.ndarray, *, read: bool) -> dict[int, list[str]]:
+    """Positions of done samples whose chunks are missing (or, with ``read``, fail to decode)."""
+    found: dict[int, list[str]] = {}
+    positions = np.flatnonzero(done)
+    for name, array in group.arrays():
+        if name in ("sample", DONE) or array.ndim == 0 or "sample" not in _dims(array)[:1]:
+            continue
+        present = _chunk_rows(group, name, array)
+        for i in positions:
+            ok = int(i) in present
+            if ok and read:
+                try:
+                    array[int(i)]
+                except Exception:  # zarr raises several kinds for checksum, codec and truncation errors
+                    ok = False
+            if not ok:
+                found.setdefault(int(i), []).append(name)
+    return found
+
+
+def _dims(array: zarr.Array) -> tuple[str, ...]:
+    return tuple(array.metadata.dimension_names or ())
+
+
+def _chunk_rows(group: zarr.Group, name: str, array: zarr.Array) -> set[int]:
+    """Sample positions whose chunk of ``name`` exists on disk (chunk keys ``c/<sample>/0/...``)."""
+    root = Path(str(group.store.root)) / group.path / name / "c"
+    if not root.is_dir():
+        return set()
+    rows = set()
+    for entry in os.scandir(root):
+        if entry.name.isdigit():
+            rows.add(int(entry.name))
+    return rows
+
+
+def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreReport:
+    """Check a store: which samples are done, and which done samples have missing or corrupt chunks.
+
+    ``read=False`` only checks that every chunk exists (a directory listing); ``read=True``
+    also reads every chunk of every done sample, so each checksum is tested.
     """
     if not os.path.exists(store):
         raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
+    group = zarr.open_group(os.fspath(store), mode="r")
+    ids = np.asarray(group["sample"][:]).tolist() if "sample" in group else []
+    done = np.asarray(group[DONE][:], dtype=bool) if DONE in group else np.ones(len(ids), dtype=bool)
+    damaged = damaged_positions(group, done, read=read) if ids else {}
+    return StoreReport(
+        path=os.fspath(store),
+        samples=len(ids),
+        done=int(done.sum()) - len(damaged),
+        damaged={str(ids[i]): names for i, names in sorted(damaged.items())},
+    )
+
+
+def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Dataset:
+    """Open a store written by xai_bench lazily, with coordinates and provenance.
+
+    Every chunk of a done sample must exist (a missing one raises :class:`StoreDamagedError`);
+    ``verify=True`` also reads them all, testing their checksums (a damaged chunk read
+    later raises zarr's checksum error either way). A store that a run has not finished opens
+    with a warning that says how many samples are done. String coordinates (sample ids,
+    target names) come back as ordinary numpy strings.
+    """
+    report = verify_store(store, read=verify)
+    if report.damaged:
+        raise StoreDamagedError(
+            f"{report.summary()}\nRun the same xai_bench.run(...) again to recompute them, or write a new store."
+        )
+    if not report.complete:
+        warnings.warn(
+            f"{os.fspath(store)!r} is incomplete: {report.done} of {report.samples} samples done; the others "
+            "read as NaN. Run the same xai_bench.run(...) again to finish it.",
+            XaiBenchWarning,
+            stacklevel=2,
+        )
     ds = xr.open_zarr(store)
     return ds.assign_coords({name: _plain_strings(ds[name]) for name in ds.coords if _is_string(ds[name])})
 

@@ -3,7 +3,7 @@
 Part of the methods layer: may import ``xai_bench.core`` only.
 """
 
-from .rewrite import PLAIN, RuleSet, SurgeryReport, dry_run_sites, rewrite, trace
+from .rewrite import PLAIN, RuleSet, SurgeryReport, dry_run_sites, forget, rewrite, trace
 from .rules import GuidedReLU, Rescale, RescaleMaxPool, RescaleReLU
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "RuleSet",
     "SurgeryReport",
     "dry_run_sites",
+    "forget",
     "rewrite",
     "trace",
 ]

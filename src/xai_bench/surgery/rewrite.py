@@ -64,6 +64,12 @@ _rewrites: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple[int, ...],
 )
 
 
+def forget(model: nn.Module) -> None:
+    """Drop the traced graph and rewritten views of ``model``, so the next use traces it again."""
+    _traces.pop(model, None)
+    _rewrites.pop(model, None)
+
+
 def _untraceable(model: nn.Module, exc: Exception, example: torch.Tensor | None) -> SurgeryError:
     found = dry_run_sites(model, example) if example is not None else []
     listing = "".join(f"\n  - {s}" for s in found[:10])
