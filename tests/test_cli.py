@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
+import pytest
 
 from xai_bench import open_maps
 from xai_bench.app.cli import main
@@ -178,3 +179,48 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err, (argv, err)
         assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_more_command_line_errors_are_one_line(tmp_path, capsys):
+    import torch
+
+    from xai_bench.testing.models import tiny_cnn32
+
+    images = _images(tmp_path / "images", n=2)
+    wrong = tiny_cnn32()
+    wrong.fc = torch.nn.Linear(6, 7)  # a head of another size
+    torch.save(wrong.state_dict(), tmp_path / "shapes.pt")
+    checkpoint = [*RUN, "--images", str(images), "--store", str(tmp_path / "c.zarr"), "--checkpoint"]
+    assert main([*checkpoint, str(tmp_path / "shapes.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not fit ReluNet: size mismatch for fc.weight" in err and len(err.splitlines()) == 1
+
+    store = tmp_path / "maps.zarr"
+    assert main([*RUN, "--images", str(images), "--store", str(store)]) == 0
+    capsys.readouterr()
+    files = [p for p in (store / "saliency" / "c" / "1").rglob("*") if p.is_file()]
+    data = files[0].read_bytes()
+    files[0].write_bytes(data[:-3] + bytes([data[-3] ^ 0xFF]) + data[-2:])
+    assert main(["show", str(store), "--sample", "case1.png", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot read sample 'case1.png'" in err and "xai-bench verify" in err and len(err.splitlines()) == 1
+    assert main(["verify", str(store)]) == 1
+    assert "1 damaged samples" in capsys.readouterr().out
+
+
+def test_a_batch_size_that_is_no_number_is_a_usage_error(tmp_path, capsys):
+    images = _images(tmp_path / "images", n=1)
+    with pytest.raises(SystemExit) as exit_:
+        main([*RUN, "--images", str(images), "--store", str(tmp_path / "s.zarr"), "--batch-size", "abc"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--batch-size: expected a positive number of images or 'auto', got 'abc'" in err
+    assert "Traceback" not in err
+
+
+def test_verify_reports_a_sound_store(tmp_path, capsys):
+    images = _images(tmp_path / "images", n=2)
+    assert main([*RUN, "--images", str(images), "--store", str(tmp_path / "ok.zarr")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "ok.zarr")]) == 0
+    assert "2 of 2 samples done" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.errors import XaiBenchError
+from ..core.errors import StoreDamagedError, XaiBenchError
 
 
 def _methods(args: argparse.Namespace) -> int:
@@ -54,6 +54,14 @@ def _targets(text: str):
     return [int(p) if p.lstrip("-").isdigit() else p for p in parts]
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of images or 'auto', got {text!r}")
+    return int(text)
+
+
 def _methods_arg(items: list[str]):
     import json
 
@@ -86,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         targets=_targets(args.targets),
         labels=args.labels.split(",") if args.labels else None,
         task=args.task,
-        batch_size=int(args.batch_size) if args.batch_size != "auto" else "auto",
+        batch_size=args.batch_size,
         memory_budget=args.budget,
         device=args.device,
         client=client,
@@ -124,11 +132,26 @@ def _show(args: argparse.Namespace) -> int:
             return 2
         target = present[targets.index(args.target)]
     methods = [m for m in (args.methods or []) if m] or None
-    fig = plot_maps(ds.sel(sample=[sample]), target=target, methods=methods)
+    try:
+        row = ds.sel(sample=[sample]).load()
+    except Exception as exc:  # zarr raises several kinds for chunks that fail their checksum or codec
+        raise StoreDamagedError(
+            f"cannot read sample {args.sample!r} of {args.store} ({type(exc).__name__}: {exc}); "
+            f"`xai-bench verify {args.store}` lists the damaged samples."
+        ) from exc
+    fig = plot_maps(row, target=target, methods=methods)
     out = args.out or f"{Path(args.sample).stem}.png"
     fig.savefig(out, dpi=120)
     print(out)
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ..storage.zarr_io import verify_store
+
+    report = verify_store(args.store, read=not args.quick)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--task", default="multiclass", choices=("multiclass", "multilabel"))
     runp.add_argument("--store", required=True, help="zarr store to write (or resume)")
     runp.add_argument("--budget", help="memory budget, e.g. 4GiB (default: half the free memory)")
-    runp.add_argument("--batch-size", default="auto", help="images per forward pass, or 'auto'")
+    runp.add_argument("--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto'")
     runp.add_argument("--device", help="e.g. cuda:0 (default: where the model is)")
     runp.add_argument("--scheduler", help="dask scheduler address, to spread the work over a cluster")
     runp.set_defaults(func=_run)
@@ -167,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--methods", nargs="*", help="methods to draw (default: all)")
     show.add_argument("--out", help="PNG path (default: <sample>.png)")
     show.set_defaults(func=_show)
+
+    check = sub.add_parser("verify", help="check every done sample's chunks (checksums); exit 1 if any is damaged")
+    check.add_argument("store")
+    check.add_argument("--quick", action="store_true", help="only check that every chunk exists, read none")
+    check.set_defaults(func=_verify)
     return parser
 
 

@@ -55,9 +55,11 @@ def attribute_all(
         batch = Batch(inputs[rows], targets[rows], mask[rows], part_of.sample, part_of.item)
         part = attributor.attribute(model, batch)
         _check_part(attributor, part, batch)
-        _add(state, "maps", part.maps, rows, n)
+        # One item per sample and every sample in this pass: its results are the totals as they are.
+        whole = items == 1 and len(rows) == n and state["maps"] is None
+        _add(state, "maps", part.maps, rows, n, whole)
         if attributor.has_delta and part.delta is not None:
-            _add(state, "delta", part.delta, rows, n)
+            _add(state, "delta", part.delta, rows, n, whole)
         if part.outputs is not None:
             if state["outputs"] is None:
                 state["outputs"] = part.outputs.new_full((n, part.outputs.shape[1]), float("nan"))
@@ -77,16 +79,26 @@ def attribute_all(
         raise PluginError(
             f"method {attributor.id!r} finished with maps of shape {tuple(final.maps.shape)}, expected {expected}."
         )
-    out_maps = final.maps.detach().to(inputs.dtype).clone()
-    out_maps[~mask] = float("nan")
-    delta = None
-    if attributor.has_delta and final.delta is not None:
-        delta = final.delta.detach().to(inputs.dtype).clone()
-        delta[~mask] = float("nan")
-    return MethodResult(out_maps, delta, state["outputs"])
+    delta = final.delta if attributor.has_delta else None
+    return MethodResult(_blank(final.maps, mask, inputs.dtype), _blank(delta, mask, inputs.dtype), state["outputs"])
 
 
-def _add(state: dict[str, Tensor | None], name: str, part: Tensor, rows: Tensor, n: int) -> None:
+def _blank(values: Tensor | None, mask: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """``values`` in ``dtype``, NaN where no pair was computed (a copy then: the method's tensor stays as it is)."""
+    if values is None:
+        return None
+    values = values.detach().to(dtype)
+    if bool(mask.all()):
+        return values
+    values = values.clone()
+    values[~mask] = float("nan")
+    return values
+
+
+def _add(state: dict[str, Tensor | None], name: str, part: Tensor, rows: Tensor, n: int, whole: bool) -> None:
+    if whole and bool((rows == torch.arange(n, device=rows.device)).all()):
+        state[name] = part.detach()
+        return
     if state[name] is None:
         state[name] = part.new_zeros((n, *part.shape[1:]))
     state[name].index_add_(0, rows, part.detach().to(state[name].dtype))

@@ -23,18 +23,19 @@ def _worker_model(factory: Any, device: Any):
 def explain_shard(
     factory: Any, dataset: Any, block: Sequence[int], ids: Sequence[Any], explain_args: dict, store: str, device: Any
 ) -> int:
-    """Explain the samples of ``block`` not yet done (a retried task skips finished ones); return how many."""
+    """Explain ``block`` unless all of it is done (a retried task skips a finished block); return how many
+    samples were not done before."""
     from ..storage.sample_store import SampleStore
     from .blocks import explain_block
 
     target = SampleStore(store)
-    done = target.done()[np.asarray(block)]
-    todo = [i for i, finished in zip(block, done, strict=True) if not finished]
-    if not todo:
+    missing = int((~target.done()[np.asarray(block)]).sum())
+    if not missing:
         return 0
     net = _worker_model(factory, device)
-    target.write(explain_block(net, dataset, todo, ids, explain_args, device), todo)
-    return len(todo)
+    # The whole block, as in an uninterrupted run: passes hold the same images, so maps are the same.
+    target.write(explain_block(net, dataset, block, ids, explain_args, device), block)
+    return missing
 
 
 def run_on_cluster(

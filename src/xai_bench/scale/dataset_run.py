@@ -32,8 +32,8 @@ class RunSummary:
     """What a call of :func:`run` did."""
 
     store: Path
-    computed: int  # samples explained by this call
-    skipped: int  # samples already done in the store
+    computed: int  # samples explained by this call (whole blocks: with a missing sample, its neighbours too)
+    skipped: int  # samples already done in the store and kept
 
     def open(self):
         return open_maps(self.store)
@@ -125,20 +125,27 @@ def run(
     if target.exists():
         target.check(fingerprint, len(ids))
         _repair(target, dataset, ids, verify=verify)
-        skipped = int(target.done().sum())
+        computed = 0
     else:
-        skipped = 0
         block = list(range(min(samples_per_block, len(ids))))
         first = explain_block(net, dataset, block, ids, explain_args, device)
         target.create(first, block, ids, fingerprint)
-    done = target.done()
-    pending = np.flatnonzero(~done)
-    blocks = [pending[i : i + samples_per_block].tolist() for i in range(0, len(pending), samples_per_block)]
-    bar = tqdm(total=len(ids), initial=int(done.sum()), desc="run", unit="sample", disable=not progress)
+        computed = len(block)
+    # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
+    # all of a block's samples again where any is not done: passes then hold the same images as
+    # they did, so the recomputed maps equal the lost ones bit for bit at a fixed batch_size.
+    undone = np.flatnonzero(~target.done())
+    blocks = [
+        list(range(k * samples_per_block, min((k + 1) * samples_per_block, len(ids))))
+        for k in sorted({int(i) // samples_per_block for i in undone})
+    ]
+    computed += sum(len(b) for b in blocks)
+    bar = tqdm(total=len(ids), initial=len(ids) - len(undone), desc="run", unit="sample", disable=not progress)
     if client is None:
         for block in blocks:
+            fresh = int((~target.done()[block]).sum())
             target.write(explain_block(net, dataset, block, ids, explain_args, device), block)
-            bar.update(len(block))
+            bar.update(fresh)
     else:
         from .cluster import run_on_cluster
 
@@ -149,7 +156,7 @@ def run(
     finished = int(target.done().sum())
     if finished != len(ids):
         raise RuntimeError(f"{len(ids) - finished} samples of {os.fspath(store)!r} are not done; run again to finish.")
-    return RunSummary(store, finished - skipped, skipped)
+    return RunSummary(store, computed, len(ids) - computed)
 
 
 def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bool) -> None:
@@ -169,7 +176,8 @@ def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bo
                 XaiBenchWarning,
                 stacklevel=3,
             )
-    target.mark_undone([*damaged, *changed])
+    target.mark_undone(damaged, discard=True)
+    target.mark_undone(changed)
 
 
 def _listed(targets: object) -> object:

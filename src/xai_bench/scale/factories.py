@@ -55,7 +55,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module
                 state = state[key]
     if not isinstance(state, dict):
         raise InvalidParameterError(f"checkpoint {os.fspath(path)!r} holds {type(state).__name__}, not a state dict.")
-    result = model.load_state_dict(_strip_prefix(state), strict=False)
+    try:
+        result = model.load_state_dict(_strip_prefix(state), strict=False)
+    except RuntimeError as exc:  # shapes that do not match: torch lists every one on its own line
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise InvalidParameterError(
+            f"checkpoint {os.fspath(path)!r} does not fit {type(model).__name__}: {first}"
+        ) from exc
     if result.missing_keys or result.unexpected_keys:
         missing = ", ".join(result.missing_keys[:5]) or "none"
         unexpected = ", ".join(result.unexpected_keys[:5]) or "none"

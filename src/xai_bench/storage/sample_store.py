@@ -27,6 +27,7 @@ from .zarr_io import (
     DONE,
     consolidate,
     damaged_positions,
+    kill_point,
     move_into_place,
     partial_name,
     quiet_consolidation,
@@ -36,14 +37,6 @@ from .zarr_io import (
 RUN_KEY = "run_fingerprint"
 #: per-sample checksum of the input image the maps were computed from (0: unknown)
 INPUTS = "input_checksum"
-#: environment variable naming a write step at which the process kills itself (tests of crash safety)
-KILL_AT = "XAI_BENCH_KILL_AT"
-
-
-def kill_point(step: str) -> None:
-    """Die here, as a crash would, when ``XAI_BENCH_KILL_AT`` names ``step`` (a test hook; off by default)."""
-    if os.environ.get(KILL_AT) == step:
-        os.kill(os.getpid(), 9)
 
 
 class SampleStore:
@@ -118,9 +111,24 @@ class SampleStore:
     def input_checksums(self) -> np.ndarray:
         return np.asarray(self._group()[INPUTS][:], dtype=np.int64)
 
-    def mark_undone(self, positions: Sequence[int]) -> None:
-        if len(positions):
-            self._group("r+")[DONE].oindex[(np.asarray(positions),)] = False
+    def mark_undone(self, positions: Sequence[int], *, discard: bool = False) -> None:
+        """Clear the ``done`` flags at ``positions``; with ``discard``, delete their chunks too.
+
+        Damaged chunks must go: writing a sample's region again may read its old chunk first.
+        """
+        if not len(positions):
+            return
+        group = self._group("r+")
+        group[DONE].oindex[(np.asarray(positions),)] = False
+        if discard:
+            for name, array in group.arrays():
+                if name != "sample" and array.ndim and array.metadata.dimension_names[:1] == ("sample",):
+                    for position in positions:
+                        folder = self.path / name / "c" / str(int(position))
+                        if folder.is_dir():
+                            shutil.rmtree(folder)
+                        elif folder.exists():
+                            folder.unlink()
 
     def write(self, block: xr.Dataset, positions: Sequence[int]) -> None:
         """Write a block's samples at ``positions`` after checking it fits, then mark them done."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,20 @@ from ..core.errors import StoreDamagedError, StoreExistsError, XaiBenchWarning
 
 #: per-sample ``done`` flags of stores filled block by block
 DONE = "done"
+#: names a write step at which the process kills itself, as a crash would: ``step`` or ``step:n``
+#: (the n-th time the step is reached). A fault-injection hook for tests; unset, it does nothing.
+KILL_AT = "XAI_BENCH_KILL_AT"
+_reached: dict[str, int] = {}
+
+
+def kill_point(step: str) -> None:
+    """SIGKILL this process here when ``XAI_BENCH_KILL_AT`` names ``step`` (and the count is reached)."""
+    wanted = os.environ.get(KILL_AT)
+    if not wanted or wanted.partition(":")[0] != step:
+        return
+    _reached[step] = _reached.get(step, 0) + 1
+    if _reached[step] >= int(wanted.partition(":")[2] or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def compressors() -> list[Any]:
@@ -110,6 +125,7 @@ def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool 
                 zarr_format=3,
                 write_empty_chunks=True,
             )
+        kill_point("save")
         move_into_place(temporary, target, overwrite=overwrite)
     finally:
         if temporary.exists():
@@ -168,15 +184,13 @@ def _dims(array: zarr.Array) -> tuple[str, ...]:
 
 
 def _chunk_rows(group: zarr.Group, name: str, array: zarr.Array) -> set[int]:
-    """Sample positions whose chunk of ``name`` exists on disk (chunk keys ``c/<sample>/0/...``)."""
+    """Sample positions whose chunk of ``name`` exists on disk.
+
+    A chunk spans every dimension but ``sample``, so its key is ``c/<sample>/0/0/...``.
+    """
     root = Path(str(group.store.root)) / group.path / name / "c"
-    if not root.is_dir():
-        return set()
-    rows = set()
-    for entry in os.scandir(root):
-        if entry.name.isdigit():
-            rows.add(int(entry.name))
-    return rows
+    rest = ("0",) * (array.ndim - 1)
+    return {i for i in range(array.shape[0]) if root.joinpath(str(i), *rest).is_file()}
 
 
 def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreReport:
@@ -187,7 +201,10 @@ def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreRe
     """
     if not os.path.exists(store):
         raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
-    group = zarr.open_group(os.fspath(store), mode="r")
+    try:
+        group = zarr.open_group(os.fspath(store), mode="r")
+    except Exception as exc:  # zarr raises several kinds for folders that are not stores
+        raise StoreDamagedError(f"{os.fspath(store)!r} is not a readable zarr store: {exc}") from exc
     ids = np.asarray(group["sample"][:]).tolist() if "sample" in group else []
     done = np.asarray(group[DONE][:], dtype=bool) if DONE in group else np.ones(len(ids), dtype=bool)
     damaged = damaged_positions(group, done, read=read) if ids else {}
