@@ -224,3 +224,55 @@ def test_verify_reports_a_sound_store(tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "ok.zarr")]) == 0
     assert "2 of 2 samples done" in capsys.readouterr().out
+
+
+def test_a_model_factory_in_the_current_folder_is_found(tmp_path, capsys, monkeypatch):
+    import sys
+
+    (tmp_path / "my_models.py").write_text(
+        "from xai_bench.testing.models import tiny_cnn32\n\ndef build():\n    return tiny_cnn32()\n"
+    )
+    images = _images(tmp_path / "images", n=1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    argv = ["run", "--model", "my_models:build", "--images", str(images), "--size", "16", "--methods", "saliency",
+            "--targets", "0", "--store", str(tmp_path / "s.zarr")]  # fmt: skip
+    assert main(argv) == 0
+    sys.modules.pop("my_models", None)
+    argv[2] = "no_such_module:build"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot load model factory 'no_such_module:build'" in err and "PYTHONPATH" in err
+
+
+def test_methods_and_parameter_errors_read_plainly(tmp_path, capsys):
+    assert main(["methods"]) == 0
+    assert "``" not in capsys.readouterr().out
+    images = _images(tmp_path / "images", n=1)
+    base = [*RUN[:-2], "--images", str(images), "--store", str(tmp_path / "s.zarr")]
+    methods_at = base.index("--methods")
+    bad_json = [*base[: methods_at + 1], '{"saliency": }', *base[methods_at + 2 :]]
+    assert main(bad_json) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xai-bench: error: --methods is not valid JSON") and len(err.splitlines()) == 1
+
+
+def test_a_missing_required_method_parameter_is_named():
+    from xai_bench import Attribution, InvalidParameterError, OneTarget
+
+    class NeedsLayer(OneTarget):
+        id = "needs_layer"
+
+        def __init__(self, *, layer: str) -> None:
+            self.layer = layer
+
+        def attribute_target(self, model, inputs, target):
+            return Attribution(inputs)
+
+    from xai_bench.plugins import registry
+    from xai_bench.plugins.registry import Entry
+
+    entry = Entry("needs_layer", NeedsLayer, "test")
+    with pytest.raises(InvalidParameterError, match=r"'needs_layer' needs the parameter 'layer'"):
+        entry.create({})
+    assert registry.attributors.get("saliency").create({}).abs is True

@@ -73,3 +73,29 @@ def test_gradcam_plugin_installs_and_works(tmp_path):
         cwd=tmp_path,
     )
     assert listed.stdout.strip() == "False", listed.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_licence_and_the_type_marker(tmp_path):
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("xai_bench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "xai_bench/py.typed" in names
+    assert any(n.endswith("licenses/LICENSE") or n.endswith("/LICENSE") for n in names), names

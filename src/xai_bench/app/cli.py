@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.errors import StoreDamagedError, XaiBenchError
+from ..core.errors import InvalidParameterError, StoreDamagedError, XaiBenchError
 
 
 def _methods(args: argparse.Namespace) -> int:
@@ -18,7 +19,7 @@ def _methods(args: argparse.Namespace) -> int:
         flags = [k for k in ("needs_baseline", "needs_surgery", "multiplies_by_inputs", "has_delta") if info[k]]
         params = ", ".join(f"{k}={v!r}" for k, v in info["parameters"].items())
         print(f"{method_id:<22} {info['provider']:<32} {' '.join(flags) or '-'}")
-        print(f"{'':<22} {info['summary']}")
+        print(f"{'':<22} {info['summary'].replace('``', '')}")
         if params:
             print(f"{'':<22} parameters: {params}")
     return 0
@@ -63,10 +64,11 @@ def _batch_size(text: str) -> int | str:
 
 
 def _methods_arg(items: list[str]):
-    import json
-
     if len(items) == 1 and items[0].lstrip().startswith("{"):
-        return json.loads(items[0])
+        try:
+            return json.loads(items[0])
+        except json.JSONDecodeError as exc:
+            raise InvalidParameterError(f"--methods is not valid JSON ({exc}): {items[0]!r}") from exc
     return [m for item in items for m in item.split(",") if m]
 
 
@@ -128,7 +130,8 @@ def _show(args: argparse.Namespace) -> int:
         present = targets_of(ds, sample)
         targets = [str(t) for t in present]
         if args.target not in targets:
-            print(f"xai-bench: error: no target {args.target!r}; targets: {', '.join(targets)}", file=sys.stderr)
+            listed = ", ".join(targets[:10]) + (f", ... ({len(targets)} in all)" if len(targets) > 10 else "")
+            print(f"xai-bench: error: no target {args.target!r}; targets: {listed}", file=sys.stderr)
             return 2
         target = present[targets.index(args.target)]
     methods = [m for m in (args.methods or []) if m] or None
@@ -199,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Model and data set factories are named 'module:function'; like `python -m`, look for the
+    # module in the current folder first.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

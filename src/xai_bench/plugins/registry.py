@@ -61,11 +61,18 @@ class Entry:
                     f"{self.id!r}: {name!r} is not a parameter of the method; it comes from the call "
                     f"(e.g. profile(..., {name}=...))."
                 )
+        valid = {name: p for name, p in self.parameters().items() if name not in context}
         if not self.accepts_any_keyword():
-            valid = {name: p for name, p in self.parameters().items() if name not in context}
             for name in params:
                 if name not in valid:
                     raise UnknownParameterError(self.id, name, valid)
+        missing = [name for name, p in valid.items() if p.default is p.empty and name not in params]
+        if missing:
+            raise InvalidParameterError(
+                f"{self.id!r} needs the parameter{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: "
+                f"pass it as methods={{{self.id!r}: {{{missing[0]!r}: ...}}}} (on the command line, "
+                f'--methods \'{{"{self.id}": {{"{missing[0]}": ...}}}}\').'
+            )
         return self.cls(**params, **context)
 
 

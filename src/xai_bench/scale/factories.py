@@ -24,7 +24,12 @@ def load_factory(spec: str | Callable[[], nn.Module]) -> Callable[[], nn.Module]
         raise InvalidParameterError(f"model factory {spec!r} must look like 'package.module:function'.")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except ImportError as exc:
+        raise InvalidParameterError(
+            f"cannot load model factory {spec!r}: {exc}. Run from the folder that holds {module_name!r}, or add "
+            "that folder to PYTHONPATH."
+        ) from exc
+    except AttributeError as exc:
         raise InvalidParameterError(f"cannot load model factory {spec!r}: {exc}") from exc
     if not callable(factory):
         raise InvalidParameterError(f"model factory {spec!r} is not callable.")
