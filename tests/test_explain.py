@@ -261,3 +261,16 @@ def test_scores_are_the_model_logits_whichever_method_ran(case, method):
     ds = explain(model, x, targets=[2, 0], methods={method: params}, batch_size=2)
     with torch.no_grad():
         np.testing.assert_allclose(ds["score"].values, model(x)[:, [2, 0]].numpy(), rtol=1e-12)
+
+
+def test_the_progress_bar_counts_maps_and_warnings_point_at_the_callers_line(case, capsys):
+    model, x = case
+    model.train()
+    methods = {"saliency": {}, "occlusion": {"window": 4, "stride": 4}}
+    with pytest.warns(XaiBenchWarning, match="training mode") as caught:
+        explain(model, x, targets=[0, 2], methods=methods, progress=True)
+    model.eval()
+    assert caught[0].filename == __file__
+    err = capsys.readouterr().err
+    # 3 samples x 2 targets x 2 methods = 12 maps.
+    assert "12/12" in err and "map/s" in err

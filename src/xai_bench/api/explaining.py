@@ -111,7 +111,7 @@ def _run_method(
         total=work * cost.items,
         name=entry.id,
     )  # fmt: skip
-    result = attribute_all(attributor, prepared.model, inputs, index, mask, sizer, on_samples=bar.update)
+    result = attribute_all(attributor, prepared.model, inputs, index, mask, sizer, on_pairs=bar.update)
     return _MethodRun(prepared, cost, sizer, result)
 
 
@@ -231,7 +231,9 @@ def explain(
         deltas: dict[str, np.ndarray] = {}
         method_attrs: dict[str, dict[str, Any]] = {}
         work = len(work_samples(resolved.mask))
-        bar = tqdm(total=len(specs) * work, desc="explain", unit="map", disable=not progress)
+        # One unit per (sample, target) map of each method: what the bar says is what it counts.
+        pairs = int(resolved.mask.sum())
+        bar = tqdm(total=len(specs) * pairs, desc="explain", unit="map", disable=not progress)
         view_check = _ViewCheck(model, inputs)
         for entry, attributor in specs:
             bar.set_postfix_str(entry.id)

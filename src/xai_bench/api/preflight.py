@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import DeviceMismatchError, InvalidInputError, ModelOutputError, XaiBenchWarning
+from ..core.errors import DeviceMismatchError, InvalidInputError, ModelOutputError, warn
 
 
 @contextlib.contextmanager
@@ -17,11 +16,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run ``model`` in eval mode and restore every module's ``training`` flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
     if any(training for _, training in flags):
-        warnings.warn(
+        warn(
             f"{type(model).__name__} is in training mode: dropout and batch-norm statistics would make "
             "results depend on the batch. Running it in eval mode; its mode is restored afterwards.",
-            XaiBenchWarning,
-            stacklevel=3,
         )
     model.eval()
     _warn_batch_statistics(model)
@@ -40,13 +37,11 @@ def _warn_batch_statistics(model: nn.Module) -> None:
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and (not m.track_running_stats or m.running_mean is None)
     ]
     if norms:
-        warnings.warn(
+        warn(
             f"{', '.join(map(repr, norms[:5]))}{' and more' if len(norms) > 5 else ''}: batch norm without running "
             "statistics (track_running_stats=False) normalises each pass by its own batch, so maps and scores "
             "depend on which images share a pass (DeepLIFT also mixes inputs with their references). Give the "
             "model running statistics, or replace these layers, for results that belong to each image.",
-            XaiBenchWarning,
-            stacklevel=4,
         )
 
 

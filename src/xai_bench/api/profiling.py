@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..core.checks import batch_size_arg, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError, XaiBenchWarning
+from ..core.errors import InvalidInputError, InvalidParameterError, warn
 from ..core.provenance import result_attrs
 from ..engine.memory import parse_budget
 from ..engine.runner import plan_forward, run_passes
@@ -207,11 +206,9 @@ def _finite_samples(captured: dict[str, Tensor], offset: int, left_out: dict[str
 def _warn_left_out(left_out: dict[str, list[int]]) -> None:
     for label, samples in left_out.items():
         if samples:
-            warnings.warn(
+            warn(
                 f"layer {label!r} produced NaN or Inf activations for samples {samples[:10]}"
                 f"{' and more' if len(samples) > 10 else ''}; those samples are left out of every profile.",
-                XaiBenchWarning,
-                stacklevel=3,
             )
 
 

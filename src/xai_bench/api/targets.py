@@ -14,7 +14,6 @@ resumes agree before any prediction exists):
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.errors import InvalidTargetError, XaiBenchWarning, did_you_mean
+from ..core.errors import InvalidTargetError, did_you_mean, warn
 from ..storage.datasets import UNUSED, TargetTable
 
 Task = Literal["multiclass", "multilabel"]
@@ -252,11 +251,9 @@ def _predicted(scores: Tensor, task: Task, threshold: float, width: int) -> list
         dropped += max(0, len(ranked) - width)
         rows.append(sorted(ranked[:width]))
     if dropped:
-        warnings.warn(
+        warn(
             f"{dropped} predicted labels beyond max_targets={width} per sample were left out (the lowest-scoring); "
             "raise max_targets to keep them.",
-            XaiBenchWarning,
-            stacklevel=4,
         )
     return rows
 
@@ -273,9 +270,7 @@ def warn_wide(targets: object, task: Task, width: int, max_targets: int | None) 
     """Warn when ``"predicted"`` multilabel targets get a slot per class by default on a large model."""
     wide = width > LARGE_SLOT_WIDTH and max_targets is None
     if wide and isinstance(targets, str) and targets == "predicted" and task == "multilabel":
-        warnings.warn(
+        warn(
             f"targets='predicted' with task='multilabel' keeps a slot for each of the {width} classes per "
             "sample; pass max_targets=... to store fewer.",
-            XaiBenchWarning,
-            stacklevel=4,
         )

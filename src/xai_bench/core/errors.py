@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterable
 
 
@@ -12,6 +13,25 @@ class XaiBenchError(Exception):
 
 class XaiBenchWarning(UserWarning):
     """Base class of every warning issued by xai_bench."""
+
+
+def warn(message: str) -> None:
+    """Issue an :class:`XaiBenchWarning` attributed to the caller's code, outside xai_bench.
+
+    The stack level is found by walking out of this package (and contextlib, whose context
+    managers sit between a ``with`` statement and the code in them), so the warning points at
+    the user's call however deep inside the library it was raised.
+    """
+    import sys
+
+    package = __name__.rpartition(".core.")[0] or __name__.split(".")[0]
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not (module == package or module.startswith(package + ".") or module == "contextlib"):
+            break
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, XaiBenchWarning, stacklevel=level + 1)
 
 
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:

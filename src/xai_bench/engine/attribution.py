@@ -37,12 +37,12 @@ def attribute_all(
     mask: Tensor,
     sizer: PassSizer,
     *,
-    on_samples: Callable[[int], None] | None = None,
+    on_pairs: Callable[[int], None] | None = None,
 ) -> MethodResult:
     """Plan ``attributor``'s passes over the masked pairs, run them, add their contributions and finish.
 
-    ``targets`` and ``mask`` are (N, T) on the inputs' device; ``on_samples(k)`` reports k more
-    samples done.
+    ``targets`` and ``mask`` are (N, T) on the inputs' device; ``on_pairs(k)`` reports k more
+    (sample, target) maps done (a sample's maps are done with its last item).
     """
     n, t = targets.shape
     samples = work_samples(mask.cpu())
@@ -65,8 +65,9 @@ def attribute_all(
                 state["outputs"] = part.outputs.new_full((n, part.outputs.shape[1]), float("nan"))
             known = ~torch.isnan(part.outputs).any(1)
             state["outputs"][rows[known]] = part.outputs[known].detach()
-        if on_samples is not None:
-            on_samples(int((part_of.item == items - 1).sum()))
+        if on_pairs is not None:
+            last = part_of.sample[part_of.item == items - 1]
+            on_pairs(int(mask[rows[last.to(rows.device)]].sum()))
 
     run_passes(len(samples) * items, sizer, do_pass, inputs.device)
     maps = state["maps"] if state["maps"] is not None else inputs.new_zeros((n, t, *inputs.shape[1:]))

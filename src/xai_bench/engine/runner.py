@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Hashable
 
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import XaiBenchWarning
+from ..core.errors import warn
 from . import planner
 from .memory import bytes_per_image, image_cost, images_per_pass, images_within, is_out_of_memory
 from .tuning import CPU_START_IMAGES, PassSizer, measurements
@@ -48,13 +47,11 @@ def plan_sizer(
     # One rule for every method: warn when the budget cannot hold the smallest pass (one item).
     if images_within(measured, budget, backward=backward) < images_per_item:
         need = images_per_item * bytes_per_image(measured, backward=backward)
-        warnings.warn(
+        warn(
             f"{name}: its smallest pass ({images_per_item} image{'s' if images_per_item > 1 else ''}, about "
             f"{need / 2**20:.1f} MiB) is larger "
             f"than memory_budget ({budget / 2**20:.1f} MiB); running it anyway. Raise the budget or use smaller "
             "images to stay within it.",
-            XaiBenchWarning,
-            stacklevel=5,
         )
     cap = planner.pairs_per_pass(cap_images, images_per_item)
     start = planner.pairs_per_pass(CPU_START_IMAGES, images_per_item) if device.type == "cpu" else cap

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..api.explaining import MethodsArg, resolve_methods
 from ..api.preflight import eval_mode
 from ..api.targets import Task, check_max_targets, per_sample, row_width
 from ..core.checks import json_safe, positive_int, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError, XaiBenchWarning
+from ..core.errors import InvalidInputError, InvalidParameterError, warn
 from ..core.provenance import model_fingerprint
 from ..storage.sample_store import SampleStore
 from ..storage.zarr_io import open_maps
@@ -170,11 +169,9 @@ def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bo
     for what, found in (("have missing or damaged chunks", damaged), ("changed since they were explained", changed)):
         if found:
             names = [str(ids[i]) for i in found]
-            warnings.warn(
+            warn(
                 f"{len(found)} samples of {os.fspath(target.path)!r} {what}; recomputing them: "
                 f"{names[:10]}{' ...' if len(names) > 10 else ''}",
-                XaiBenchWarning,
-                stacklevel=3,
             )
     target.mark_undone(damaged, discard=True)
     target.mark_undone(changed)

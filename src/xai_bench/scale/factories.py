@@ -85,7 +85,7 @@ def _strip_prefix(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class FactoryWithCheckpoint:
-    """A picklable model factory: ``factory()`` then the checkpoint's weights (for dask workers too)."""
+    """A picklable model factory: ``factory()``, the checkpoint's weights, eval mode (for dask workers too)."""
 
     def __init__(self, factory: Any, checkpoint: str | None) -> None:
         self.factory = factory
@@ -93,7 +93,9 @@ class FactoryWithCheckpoint:
 
     def __call__(self) -> nn.Module:
         model = build_model(self.factory)
-        return load_checkpoint(model, self.checkpoint) if self.checkpoint else model
+        model = load_checkpoint(model, self.checkpoint) if self.checkpoint else model
+        # Whoever names a factory on the command line cannot call .eval() on what it builds.
+        return model.eval()
 
     def __repr__(self) -> str:
         return f"FactoryWithCheckpoint({self.factory!r}, {self.checkpoint!r})"

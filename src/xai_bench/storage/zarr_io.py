@@ -24,7 +24,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from ..core.errors import StoreDamagedError, StoreExistsError, XaiBenchWarning
+from ..core.errors import StoreDamagedError, StoreExistsError, warn
 
 #: per-sample ``done`` flags of stores filled block by block
 DONE = "done"
@@ -231,11 +231,9 @@ def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Data
             f"{report.summary()}\nRun the same xai_bench.run(...) again to recompute them, or write a new store."
         )
     if not report.complete:
-        warnings.warn(
+        warn(
             f"{os.fspath(store)!r} is incomplete: {report.done} of {report.samples} samples done; the others "
             "read as NaN. Run the same xai_bench.run(...) again to finish it.",
-            XaiBenchWarning,
-            stacklevel=2,
         )
     ds = xr.open_zarr(store)
     return ds.assign_coords({name: _plain_strings(ds[name]) for name in ds.coords if _is_string(ds[name])})
