@@ -266,3 +266,54 @@ def test_no_warning_when_the_budget_fits(gen):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         explain(tiny_cnn(), x, methods=["saliency", "deeplift"], targets=[0], memory_budget="1GiB")
+
+
+def test_profile_takes_batches_of_changing_sizes(gen):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    batches = [
+        (torch.rand(2, 3, 16, 16, generator=gen), torch.tensor([0, 1])),
+        (torch.rand(1, 3, 20, 20, generator=gen), torch.tensor([1])),
+    ]
+    ds = profile(model, batches, layers={"relu": "1"}, group_names=["a", "b"], profilers=["dead_feature_maps"])
+    assert ds.attrs["samples"] == 3
+
+
+@pytest.mark.parametrize("method", ["guided_backprop", "deeplift"])
+def test_batch_statistics_warn_but_do_not_break_rule_based_methods(method, gen):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()  # fmt: skip
+    x = torch.rand(3, 3, 8, 8, generator=gen)
+    with pytest.warns(XaiBenchWarning, match="batch norm without running statistics"):
+        ds = explain(model, x, methods=[method], targets=[0])
+    assert np.isfinite(ds[method].values).all()
+
+
+def test_a_stale_rewrite_is_found_in_bfloat16_too(gen):
+    model = Switchable().to(torch.bfloat16).eval()
+    x = torch.rand(3, 3, 8, 8, generator=gen).to(torch.bfloat16)
+    explain(model, x, methods=["deeplift"], targets=[0])
+    model.use_relu = False
+    ds = explain(model, x, methods=["deeplift"], targets=[0])
+    with torch.no_grad():
+        expected = model(x)[:, 0].float().numpy()
+    # The maps come from the graph with tanh: scores equal the model's to bfloat16 rounding.
+    np.testing.assert_allclose(ds["score"].values[:, 0], expected, rtol=2e-2, atol=2e-2)
+    assert "pointwise" in ds["deeplift"].attrs["surgery"] or "tanh" in ds["deeplift"].attrs["surgery"]
+
+
+def test_an_existing_store_is_refused_before_any_work(gen, tmp_path):
+    model = tiny_cnn()
+    x = torch.rand(2, 3, 12, 12, generator=gen, dtype=torch.float64)
+    explain(model, x, methods=["saliency"], targets=[0], store=tmp_path / "m.zarr")
+    calls = []
+    handle = model.fc.register_forward_hook(lambda m, i, o: calls.append(1))
+    try:
+        with pytest.raises(StoreExistsError):
+            explain(model, x, methods=["saliency"], targets=[0], store=tmp_path / "m.zarr")
+        with pytest.raises(StoreExistsError):
+            profile(model, x, layers=["conv1"], groups=torch.tensor([0, 1]), group_names=["a", "b"],
+                    store=tmp_path / "m.zarr")  # fmt: skip
+    finally:
+        handle.remove()
+    assert calls == []

@@ -138,6 +138,12 @@ def test_predicted_multilabel_keeps_the_top_scoring_labels_within_max_targets(ca
     np.testing.assert_array_equal(ds["target_index"].values[:, 0], logits.argmax(1).numpy())
 
 
+def test_predicted_multiclass_has_one_slot_whatever_max_targets_says(case):
+    model, x = case
+    ds = explain(model, x, targets="predicted", methods=["saliency"], max_targets=5)
+    assert ds.sizes["slot"] == 1
+
+
 def test_predicted_on_a_thousand_classes_stores_one_slot_per_sample(gen, tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1000))
@@ -199,7 +205,7 @@ def test_a_slot_store_resumes_to_the_uninterrupted_one(tmp_path):
     run(tiny_cnn(), data, store=resumed, **args)
     group = zarr.open_group(resumed, mode="r+")
     group["done"][2:] = False
-    for name in ("saliency", "target_index"):
+    for name in ("saliency", "deeplift", "deeplift_delta", "score", "target", "target_index"):
         group[name][2:] = group[name].fill_value
     summary = run(tiny_cnn(), data, store=resumed, **args)
     assert (summary.computed, summary.skipped) == (4, 2)

@@ -19,7 +19,7 @@ from ..engine.memory import parse_budget
 from ..engine.runner import plan_forward, run_passes
 from ..plugins import registry
 from ..profilers.base import INPUT, GlobalProfiler
-from ..storage.zarr_io import save_maps
+from ..storage.zarr_io import check_writable, save_maps
 from .layers import Layer, LayersArg, resolve_layers
 from .preflight import check_inputs, eval_mode
 
@@ -112,6 +112,8 @@ def profile(
     running sums per group.
     """
     fixed = batch_size_arg(batch_size)
+    if store is not None:
+        check_writable(store, overwrite=overwrite)
     taps = resolve_layers(model, layers)
     names = list(group_names) if group_names is not None else None
     if isinstance(data, Tensor) and names is None and groups is not None and not callable(groups):
@@ -125,10 +127,11 @@ def profile(
         raise InvalidParameterError(f"group_names must be unique (also as text); these repeat: {twice}.")
     instances = resolve_profilers(profilers, layers={t.label: t.module for t in taps}, groups=names)
     captured: dict[str, Tensor] = {}
+    armed = [True]  # the taps record only the passes of the data, not the memory probe
     left_out: dict[str, list[int]] = {}
     n_samples = 0
     with eval_mode(model), torch.no_grad():
-        handles = [_tap(model, tap, captured) for tap in taps if tap.module != INPUT]
+        handles = [_tap(model, tap, captured, armed) for tap in taps if tap.module != INPUT]
         try:
             bar = tqdm(total=len(data) if isinstance(data, Tensor) else None, desc="profile", unit="sample",
                        disable=not progress)  # fmt: skip
@@ -142,6 +145,13 @@ def profile(
                 if len(membership) != len(images):
                     raise InvalidInputError(f"groups cover {len(membership)} samples of a batch of {len(images)}.")
                 budget = parse_budget(memory_budget, images.device) if budget is None else budget
+                # Measuring the pass size runs the model once: the taps must not record that pass.
+                armed[0] = False
+                sizer = plan_forward(
+                    owner=model, name="profile", model=model, example=images, fixed_images=fixed, budget=budget,
+                    total=len(images),
+                )  # fmt: skip
+                armed[0] = True
 
                 def do_pass(start: int, size: int, images=images, membership=membership, seen=n_samples) -> None:
                     chunk = images[start : start + size]
@@ -164,10 +174,6 @@ def profile(
                             p.update(captured, members)
                     bar.update(len(chunk))
 
-                sizer = plan_forward(
-                    owner=model, name="profile", model=model, example=images, fixed_images=fixed, budget=budget,
-                    total=len(images),
-                )  # fmt: skip
                 run_passes(len(images), sizer, do_pass, images.device)
                 n_samples += len(images)
             bar.close()
@@ -212,8 +218,10 @@ def _warn_left_out(left_out: dict[str, list[int]]) -> None:
             )
 
 
-def _tap(model: nn.Module, tap: Layer, captured: dict[str, Tensor]):
+def _tap(model: nn.Module, tap: Layer, captured: dict[str, Tensor], armed: list[bool]):
     def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if not armed[0]:
+            return
         if not isinstance(output, Tensor):
             raise InvalidParameterError(f"module {tap.module!r} returns {type(output).__name__}, not a tensor.")
         if tap.label in captured:

@@ -171,10 +171,12 @@ def _row(items: Any, labels: list[str] | None, k: int, sample: int) -> list[int]
 
 def slot_width(targets: object, task: Task, num_classes: int, max_targets: int | None) -> int:
     """Slots per sample of per-sample ``targets``, decided from the arguments only."""
+    if isinstance(targets, str) and targets == "predicted":
+        if task == "multiclass":
+            return 1  # one arg-max per sample, whatever max_targets says
+        return max_targets or num_classes
     if max_targets is not None:
         return max_targets
-    if isinstance(targets, str) and targets == "predicted":
-        return 1 if task == "multiclass" else num_classes
     return max(1, row_width(targets) or 0)
 
 

@@ -100,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         memory_budget=args.budget,
         device=args.device,
         client=client,
+        verify=not args.no_verify,
         progress=True,
     )
     print(f"{summary.computed} samples explained, {summary.skipped} already done: {summary.store}")
@@ -184,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto'")
     runp.add_argument("--device", help="e.g. cuda:0 (default: where the model is)")
     runp.add_argument("--scheduler", help="dask scheduler address, to spread the work over a cluster")
+    runp.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="on a resume, skip reading the store's checksums and the done samples' images (missing chunks "
+        "are still found)",
+    )
     runp.set_defaults(func=_run)
 
     show = sub.add_parser("show", help="draw the maps of one sample of a store to PNG")

@@ -36,7 +36,7 @@ def plan_sizer(
     """A :class:`PassSizer` for ``total`` pairs of ``images_per_item`` images each through ``model``.
 
     The memory cap comes from a measured forward pass of ``model`` on ``example``; measurements
-    are remembered on ``owner`` (the user's model) under ``key``.
+    are remembered on ``owner`` (the user's model) under ``key`` and the cap.
     """
     device = example.device
     if fixed_images is not None:
@@ -55,7 +55,9 @@ def plan_sizer(
         )
     cap = planner.pairs_per_pass(cap_images, images_per_item)
     start = planner.pairs_per_pass(CPU_START_IMAGES, images_per_item) if device.type == "cpu" else cap
-    return PassSizer(cap=cap, fixed=None, total=total, known=measurements(owner, key), start=start)
+    # Keyed on the cap the budget gives, not on the budget: the default budget follows free memory,
+    # which moves a little between calls without changing what fits.
+    return PassSizer(cap=cap, fixed=None, total=total, known=measurements(owner, (*key, cap)), start=start)
 
 
 def plan_forward(
@@ -69,7 +71,7 @@ def plan_forward(
     total: int,
 ) -> PassSizer:
     """A :class:`PassSizer` for ``total`` forward-only passes of one image each (scores, profiles)."""
-    key = (name, tuple(example.shape[1:]), example.dtype, str(example.device), budget)
+    key = (name, tuple(example.shape[1:]), example.dtype, str(example.device))
     return plan_sizer(
         owner=owner, key=key, model=model, example=example, images_per_item=1, backward=False,
         fixed_images=fixed_images, budget=budget, total=total, name=name,

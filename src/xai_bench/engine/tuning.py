@@ -4,7 +4,7 @@ On a CPU, images per second peak at small passes (bigger ones miss the caches); 
 grow until the device is saturated. So, as cuDNN's benchmark mode does for its kernels, the
 first passes of a method time a few candidate sizes (powers of two up to the cap), climbing from
 a starting size while a neighbour is faster, and later passes use the fastest. The measurements
-are remembered per model, input shape, dtype, device, method, parameters, targets and budget;
+are remembered per model, input shape, dtype, device, method, parameters, targets and memory cap;
 the passes that measure do real work, so tuning costs only the time they run slower than the best.
 
 Results agree across pass sizes to rounding; a fixed ``batch_size`` gives bit-identical reruns.

@@ -18,7 +18,7 @@ from ..api.explaining import MethodsArg, resolve_methods
 from ..api.preflight import eval_mode
 from ..api.targets import Task, check_max_targets, per_sample, row_width
 from ..core.checks import json_safe, positive_int, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError, warn
+from ..core.errors import InvalidInputError, InvalidParameterError, StoreExistsError, warn
 from ..core.provenance import model_fingerprint
 from ..storage.sample_store import SampleStore
 from ..storage.zarr_io import open_maps
@@ -67,7 +67,7 @@ def run(
     samples_per_block: int = 8,
     device: str | torch.device | None = None,
     client: Any = None,
-    verify: bool = False,
+    verify: bool = True,
     progress: bool = True,
 ) -> RunSummary:
     """Explain every sample of ``dataset`` into the zarr ``store``, resuming where a previous run stopped.
@@ -78,9 +78,10 @@ def run(
     ``samples_per_block`` at a time and marked done once on disk, so memory does not grow with
     the data set and a killed run, started again with the same arguments, recomputes nothing it
     finished. A store written with other methods, parameters, weights, targets or sample ids is
-    refused. On a resume, done samples whose chunks are missing (or, with ``verify=True``, fail
-    their checksums) and done samples whose input image changed since (each sample's checksum is
-    stored) are recomputed, with a warning that names them. With a dask ``client``, ``model``
+    refused. On a resume, done samples whose chunks are missing or fail their checksums, and done
+    samples whose input image changed since (each sample's checksum is stored), are recomputed with
+    a warning that names them; this reads the store's bytes and the done samples' images once.
+    ``verify=False`` skips both and only looks for missing chunks. With a dask ``client``, ``model``
     must be a factory (a callable or ``"module:function"``) that each worker calls; workers write
     their samples' regions of the same store.
     """
@@ -121,15 +122,18 @@ def run(
         fingerprint = _fingerprint(net, specs_json, options, ids, tuple(first_image.shape[1:]))
     store = Path(store)
     target = SampleStore(store)
-    if target.exists():
-        target.check(fingerprint, len(ids))
-        _repair(target, dataset, ids, verify=verify)
-        computed = 0
-    else:
+    computed = 0
+    if not target.exists():
         block = list(range(min(samples_per_block, len(ids))))
         first = explain_block(net, dataset, block, ids, explain_args, device)
-        target.create(first, block, ids, fingerprint)
-        computed = len(block)
+        try:
+            target.create(first, block, ids, fingerprint)
+            computed = len(block)
+        except StoreExistsError:
+            pass  # another process created it meanwhile: resume it like any existing store
+    if not computed:
+        target.check(fingerprint, len(ids))
+        _repair(target, dataset, ids, verify=verify)
     # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
     # all of a block's samples again where any is not done: passes then hold the same images as
     # they did, so the recomputed maps equal the lost ones bit for bit at a fixed batch_size.
@@ -161,20 +165,22 @@ def run(
 def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bool) -> None:
     """Mark undone the done samples whose chunks are damaged or whose input image changed since."""
     damaged = target.damaged(read=verify)
-    done = target.done()
-    done[damaged] = False
-    positions = np.flatnonzero(done)
-    stored = target.input_checksums()[positions]
-    changed = [int(p) for p, old in zip(positions, stored, strict=True) if checksums(dataset, [int(p)], ids)[0] != old]
+    target.mark_undone(damaged, discard=True)
+    changed: list[int] = []
+    if verify:
+        positions = np.flatnonzero(target.done())
+        stored = target.input_checksums()[positions]
+        changed = [
+            int(p) for p, old in zip(positions, stored, strict=True) if checksums(dataset, [int(p)], ids)[0] != old
+        ]
+        target.mark_undone(changed)
     for what, found in (("have missing or damaged chunks", damaged), ("changed since they were explained", changed)):
         if found:
             names = [str(ids[i]) for i in found]
             warn(
                 f"{len(found)} samples of {os.fspath(target.path)!r} {what}; recomputing them: "
-                f"{names[:10]}{' ...' if len(names) > 10 else ''}",
+                f"{names[:10]}{' ...' if len(names) > 10 else ''}"
             )
-    target.mark_undone(damaged, discard=True)
-    target.mark_undone(changed)
 
 
 def _listed(targets: object) -> object:

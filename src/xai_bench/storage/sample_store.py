@@ -31,6 +31,7 @@ from .zarr_io import (
     move_into_place,
     partial_name,
     quiet_consolidation,
+    read_flags,
     sample_chunks,
 )
 
@@ -101,34 +102,37 @@ class SampleStore:
             )
 
     def done(self) -> np.ndarray:
-        """The ``done`` flag of every sample."""
-        return np.asarray(self._group()[DONE][:], dtype=bool)
+        """The ``done`` flag of every sample (an unreadable flag reads as not done)."""
+        return read_flags(self._group())[0]
 
     def damaged(self, *, read: bool = False) -> list[int]:
-        """Positions of done samples with a missing chunk (or, with ``read``, one that fails its checksum)."""
-        return sorted(damaged_positions(self._group(), self.done(), read=read))
+        """Positions of samples with an unreadable flag, or done with a missing chunk (or, with ``read``,
+        one that fails its checksum)."""
+        group = self._group()
+        flags, broken = read_flags(group)
+        return sorted({*damaged_positions(group, flags, read=read), *broken})
 
     def input_checksums(self) -> np.ndarray:
         return np.asarray(self._group()[INPUTS][:], dtype=np.int64)
 
     def mark_undone(self, positions: Sequence[int], *, discard: bool = False) -> None:
-        """Clear the ``done`` flags at ``positions``; with ``discard``, delete their chunks too.
+        """Clear the ``done`` flags at ``positions``; with ``discard``, delete their chunks first.
 
-        Damaged chunks must go: writing a sample's region again may read its old chunk first.
+        Damaged chunks must go before anything is written there: zarr may read a chunk it updates.
         """
         if not len(positions):
             return
         group = self._group("r+")
-        group[DONE].oindex[(np.asarray(positions),)] = False
         if discard:
             for name, array in group.arrays():
                 if name != "sample" and array.ndim and array.metadata.dimension_names[:1] == ("sample",):
                     for position in positions:
-                        folder = self.path / name / "c" / str(int(position))
-                        if folder.is_dir():
-                            shutil.rmtree(folder)
-                        elif folder.exists():
-                            folder.unlink()
+                        chunk = self.path / name / "c" / str(int(position))
+                        if chunk.is_dir():
+                            shutil.rmtree(chunk)
+                        elif chunk.exists():
+                            chunk.unlink()
+        group[DONE].oindex[(np.asarray(positions),)] = False
 
     def write(self, block: xr.Dataset, positions: Sequence[int]) -> None:
         """Write a block's samples at ``positions`` after checking it fits, then mark them done."""

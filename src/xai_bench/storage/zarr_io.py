@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
@@ -89,16 +90,27 @@ def partial_name(target: Path, kind: str = "partial") -> Path:
 
 def move_into_place(temporary: Path, target: Path, *, overwrite: bool = False) -> None:
     """Rename a finished ``temporary`` store to ``target`` (replacing it with ``overwrite``)."""
+    retired = None
     if overwrite and target.exists():
         retired = partial_name(target, "old")
         target.rename(retired)
-        shutil.rmtree(retired)
     try:
         temporary.rename(target)
     except OSError as exc:  # another writer finished first
         raise StoreExistsError(
             f"{os.fspath(target)!r} was created by another writer while this one wrote; write to a new path."
         ) from exc
+    if retired is not None:  # only once the new store is in place
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
+    """Refuse, before any work, to write over an existing store unless ``overwrite``."""
+    if Path(store).exists() and not overwrite:
+        raise StoreExistsError(
+            f"{os.fspath(store)!r} exists already. Pass overwrite=True to replace it, write to a new path, "
+            "or use xai_bench.run(...) to resume a store it wrote."
+        )
 
 
 def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool = False) -> None:
@@ -108,11 +120,7 @@ def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool 
     complete, so a crash leaves no store that looks finished, and two writers cannot mix.
     """
     target = Path(store)
-    if target.exists() and not overwrite:
-        raise StoreExistsError(
-            f"{os.fspath(store)!r} exists already. Pass overwrite=True to replace it, write to a new path, "
-            "or use xai_bench.run(...) to resume a store it wrote."
-        )
+    check_writable(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = partial_name(target)
     try:
@@ -160,44 +168,55 @@ class StoreReport:
 
 
 def damaged_positions(group: zarr.Group, done: np.ndarray, *, read: bool) -> dict[int, list[str]]:
-    """Positions of done samples whose chunks are missing (or, with ``read``, fail to decode)."""
+    """Positions of done samples whose chunks are missing or, with ``read``, fail their checksum.
+
+    Every per-sample array counts (maps, deltas, scores, input checksums, slot targets). With
+    ``read``, each chunk's bytes are read and their crc32c compared with the one zarr stored after
+    them; nothing is decompressed.
+    """
     found: dict[int, list[str]] = {}
     positions = np.flatnonzero(done)
+    root = Path(str(group.store.root)) / group.path
     for name, array in group.arrays():
-        if name in ("sample", DONE) or array.ndim == 0 or "sample" not in _dims(array)[:1]:
+        if name == "sample" or array.ndim == 0 or _dims(array)[:1] != ("sample",):
             continue
-        present = _chunk_rows(group, name, array)
+        rest = ("0",) * (array.ndim - 1)
         for i in positions:
-            ok = int(i) in present
-            if ok and read:
-                try:
-                    array[int(i)]
-                except Exception:  # zarr raises several kinds for checksum, codec and truncation errors
-                    ok = False
-            if not ok:
+            chunk = root.joinpath(name, "c", str(int(i)), *rest)
+            missing = name != DONE and not chunk.is_file()  # an unwritten done flag is False, not lost
+            if missing or (read and chunk.is_file() and not _checksum_holds(chunk)):
                 found.setdefault(int(i), []).append(name)
     return found
+
+
+def _checksum_holds(chunk: Path) -> bool:
+    data = chunk.read_bytes()
+    return len(data) >= 4 and google_crc32c.value(data[:-4]) == int.from_bytes(data[-4:], "little")
+
+
+def read_flags(group: zarr.Group) -> tuple[np.ndarray, list[int]]:
+    """The ``done`` flags, and the positions whose flag chunk is unreadable (read as not done)."""
+    try:
+        return np.asarray(group[DONE][:], dtype=bool), []
+    except Exception:  # a damaged flag chunk: read them one by one
+        flags, broken = np.zeros(group[DONE].shape[0], dtype=bool), []
+        for i in range(len(flags)):
+            try:
+                flags[i] = bool(group[DONE][i])
+            except Exception:
+                broken.append(i)
+        return flags, broken
 
 
 def _dims(array: zarr.Array) -> tuple[str, ...]:
     return tuple(array.metadata.dimension_names or ())
 
 
-def _chunk_rows(group: zarr.Group, name: str, array: zarr.Array) -> set[int]:
-    """Sample positions whose chunk of ``name`` exists on disk.
-
-    A chunk spans every dimension but ``sample``, so its key is ``c/<sample>/0/0/...``.
-    """
-    root = Path(str(group.store.root)) / group.path / name / "c"
-    rest = ("0",) * (array.ndim - 1)
-    return {i for i in range(array.shape[0]) if root.joinpath(str(i), *rest).is_file()}
-
-
 def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreReport:
     """Check a store: which samples are done, and which done samples have missing or corrupt chunks.
 
-    ``read=False`` only checks that every chunk exists (a directory listing); ``read=True``
-    also reads every chunk of every done sample, so each checksum is tested.
+    ``read=False`` only checks that every chunk exists; ``read=True`` also reads every chunk of
+    every done sample and tests its checksum (reading the store's bytes once, decompressing none).
     """
     if not os.path.exists(store):
         raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
@@ -205,13 +224,25 @@ def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreRe
         group = zarr.open_group(os.fspath(store), mode="r")
     except Exception as exc:  # zarr raises several kinds for folders that are not stores
         raise StoreDamagedError(f"{os.fspath(store)!r} is not a readable zarr store: {exc}") from exc
-    ids = np.asarray(group["sample"][:]).tolist() if "sample" in group else []
-    done = np.asarray(group[DONE][:], dtype=bool) if DONE in group else np.ones(len(ids), dtype=bool)
+    try:
+        ids = np.asarray(group["sample"][:]).tolist() if "sample" in group else []
+    except Exception as exc:  # zarr raises several kinds for corrupt chunks
+        raise StoreDamagedError(
+            f"{os.fspath(store)!r}: its sample ids are unreadable ({exc}); delete the store and run again."
+        ) from exc
+    broken: list[int] = []
+    if DONE in group:
+        done, broken = read_flags(group)
+    else:
+        done = np.ones(len(ids), dtype=bool)
     damaged = damaged_positions(group, done, read=read) if ids else {}
+    for i in broken:
+        damaged.setdefault(i, []).append(DONE)
+    intact = int(sum(1 for i in np.flatnonzero(done) if int(i) not in damaged))
     return StoreReport(
         path=os.fspath(store),
         samples=len(ids),
-        done=int(done.sum()) - len(damaged),
+        done=intact,
         damaged={str(ids[i]): names for i, names in sorted(damaged.items())},
     )
 
@@ -236,7 +267,13 @@ def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Data
             "read as NaN. Run the same xai_bench.run(...) again to finish it.",
         )
     ds = xr.open_zarr(store)
-    return ds.assign_coords({name: _plain_strings(ds[name]) for name in ds.coords if _is_string(ds[name])})
+    try:
+        return ds.assign_coords({name: _plain_strings(ds[name]) for name in ds.coords if _is_string(ds[name])})
+    except Exception as exc:  # a corrupt chunk of a per-sample string coordinate (slot targets)
+        raise StoreDamagedError(
+            f"{os.fspath(store)!r}: a coordinate has damaged chunks ({exc}); `xai-bench verify` lists the samples, "
+            "and the same xai_bench.run(...) again recomputes them."
+        ) from exc
 
 
 def _is_string(var: xr.DataArray) -> bool:
