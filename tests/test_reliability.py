@@ -317,3 +317,24 @@ def test_an_existing_store_is_refused_before_any_work(gen, tmp_path):
     finally:
         handle.remove()
     assert calls == []
+
+
+def test_the_view_is_checked_again_only_when_weights_or_flags_change(gen):
+    model = Switchable().double().eval()
+    x = torch.rand(3, 3, 8, 8, generator=gen, dtype=torch.float64)
+    single = []  # forwards of the model itself on one image: the check
+    handle = model.fc.register_forward_hook(lambda m, i, o: single.append(len(o)) if len(o) == 1 else None)
+    try:
+        explain(model, x, methods=["guided_backprop"], targets=[0])
+        first = len(single)
+        explain(model, x, methods=["guided_backprop"], targets=[0])
+        assert len(single) == first  # nothing changed: no second check
+        model.use_relu = False
+        explain(model, x, methods=["guided_backprop"], targets=[0])
+        assert len(single) > first
+        again = len(single)
+        model.fc.weight.data.mul_(2)
+        explain(model, x, methods=["guided_backprop"], targets=[0])
+        assert len(single) > again
+    finally:
+        handle.remove()

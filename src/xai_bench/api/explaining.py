@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from ..attributors.base import Attributor, Cost, Prepared
 from ..core.checks import batch_size_arg, to_json
 from ..core.errors import InvalidInputError, SurgeryError
-from ..core.provenance import result_attrs
+from ..core.provenance import model_fingerprint, module_state, result_attrs
 from ..engine.attribution import MethodResult, attribute_all, work_samples
 from ..engine.memory import is_out_of_memory, parse_budget
 from ..engine.runner import plan_forward, plan_sizer, run_passes
@@ -94,10 +95,11 @@ def _run_method(
     budget: int,
     work: int,
     bar: tqdm,
+    fingerprint: str,
 ) -> _MethodRun:
     """Prepare ``attributor``'s model (checked against the model), size its passes and run them."""
     cost = attributor.cost(tuple(inputs.shape[1:]))
-    prepared = _prepared_and_checked(entry, attributor, model, inputs, cost)
+    prepared = _prepared_and_checked(entry, attributor, model, inputs, cost, fingerprint)
     sizer = plan_sizer(
         owner=model,
         key=(entry.id, to_json(attributor.params()), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device),
@@ -115,17 +117,27 @@ def _run_method(
     return _MethodRun(prepared, cost, sizer, result)
 
 
+# Per model and method: the weights and module state a rewritten view was last checked against.
+_checked: weakref.WeakKeyDictionary[nn.Module, dict[str, Hashable]] = weakref.WeakKeyDictionary()
+
+
 def _prepared_and_checked(
-    entry: registry.Entry, attributor: Attributor, model: nn.Module, inputs: Tensor, cost: Cost
+    entry: registry.Entry, attributor: Attributor, model: nn.Module, inputs: Tensor, cost: Cost, fingerprint: str
 ) -> Prepared:
     """The attributor's model; a rewritten view must compute what the model computes, checked on one sample.
 
     Both run the same batch (the first sample, once per image of an item), so batch statistics,
     precision and kernels match and the logits agree to rounding; a view cached from an earlier
     call that no longer does (a Python flag torch.fx had specialised on changed) is traced again.
+    The check runs again whenever the weights, the module tree or a module's plain attributes
+    changed since it last passed, or the input shape, dtype or device did.
     """
     prepared = attributor.prepare(model, inputs[:1])
     if prepared.model is model:
+        return prepared
+    key = (fingerprint, module_state(model), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device))
+    known = _checked.setdefault(model, {})
+    if known.get(entry.id) == key:
         return prepared
     batch = inputs[:1].expand(cost.images, *inputs.shape[1:])
     for attempt in range(2):
@@ -135,6 +147,7 @@ def _prepared_and_checked(
         scale = float(expected.abs().max()) + torch.finfo(expected.dtype).tiny
         difference = float((got.to(expected.dtype) - expected).abs().max())
         if difference <= 2 * torch.finfo(expected.dtype).eps * scale:
+            known[entry.id] = key
             return prepared
         if attempt == 0:
             forget_rewrites(model)
@@ -218,6 +231,7 @@ def explain(
         # One image checks that the model takes these inputs and returns logits; the scores of
         # all images come from the methods' own forward passes unless targets depend on them.
         num_classes = probe(model, inputs)
+        fingerprint = model_fingerprint(model)
         names = check_labels(labels, num_classes)
         n = inputs.shape[0]
         scores = _Scores(n, num_classes, inputs.device, inputs.dtype)
@@ -243,7 +257,7 @@ def explain(
         bar = tqdm(total=len(specs) * pairs, desc="explain", unit="map", disable=not progress)
         for entry, attributor in specs:
             bar.set_postfix_str(entry.id)
-            run = _run_method(entry, attributor, model, inputs, index, mask, fixed, budget, work, bar)
+            run = _run_method(entry, attributor, model, inputs, index, mask, fixed, budget, work, bar, fingerprint)
             maps[entry.id] = run.result.maps.to(stored).cpu().numpy()
             if run.result.delta is not None:
                 deltas[entry.id] = run.result.delta.to(stored).cpu().numpy()
@@ -261,6 +275,7 @@ def explain(
         picked[~resolved.mask.numpy()] = np.nan
         attrs = result_attrs(
             model,
+            fingerprint=fingerprint,
             task=task,
             threshold=float(threshold),
             targets=_describe_targets(targets, resolved),

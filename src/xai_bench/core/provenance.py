@@ -61,11 +61,45 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def result_attrs(model: nn.Module, **fields: Any) -> dict[str, Any]:
+def module_state(model: nn.Module) -> tuple[Any, ...]:
+    """The plain Python state of every module: types, flags and numbers, and replaced methods.
+
+    What torch.fx can bake into a traced graph besides the weights: a changed flag
+    (``m.use_relu = False``) or a ``forward`` assigned to an instance shows up here.
+    """
+    state = []
+    for name, module in model.named_modules():
+        attrs = tuple(
+            sorted(
+                (key, _plain(value))
+                for key, value in vars(module).items()
+                if not key.startswith("_")
+                and not isinstance(value, (nn.Module, torch.Tensor))
+                and (callable(value) or isinstance(value, (bool, int, float, str, tuple, type(None))))
+            )
+        )
+        state.append((name, type(module), attrs))
+    return tuple(state)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` itself where it compares by value (numbers, strings, tuples of them), else its identity."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    if isinstance(value, tuple):
+        try:
+            hash(value)
+        except TypeError:
+            return id(value)
+        return value
+    return id(value)
+
+
+def result_attrs(model: nn.Module, *, fingerprint: str | None = None, **fields: Any) -> dict[str, Any]:
     """The provenance every result carries (versions, model class and fingerprint), plus ``fields``."""
     return {
         **versions(),
         "model": f"{type(model).__module__}.{type(model).__qualname__}",
-        "model_fingerprint": model_fingerprint(model),
+        "model_fingerprint": fingerprint or model_fingerprint(model),
         **fields,
     }
