@@ -147,3 +147,19 @@ def test_profile_takes_a_memory_budget_like_explain():
     assert ds.attrs["memory_budget"] == 64 * 2**20 and ds.attrs["batch_size"] == "auto"
     with pytest.raises(Exception, match="batch_size must be 'auto' or a positive int"):
         profile(model, x, layers=["conv3"], groups=torch.tensor([0] * 6), group_names=["a"], batch_size=0)
+
+
+def test_a_small_budget_makes_profile_passes_small():
+    from xai_bench.engine.memory import bytes_per_image, image_cost
+
+    model = tiny_cnn()
+    x = torch.rand(8, 3, 12, 12, dtype=torch.float64)
+    per_image = bytes_per_image(image_cost(model, x), backward=False)
+    seen = []
+    handle = model.fc.register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    try:
+        profile(model, x, layers=["conv3"], groups=torch.tensor([0, 1] * 4), group_names=["a", "b"],
+                memory_budget=2 * per_image + 1)  # fmt: skip
+    finally:
+        handle.remove()
+    assert seen and max(seen) <= 2 and sum(seen) == 8

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..core.checks import batch_size_arg, to_json
 from ..core.errors import InvalidInputError, InvalidParameterError, warn
 from ..core.provenance import result_attrs
-from ..engine.memory import parse_budget
+from ..engine.memory import is_out_of_memory, parse_budget
 from ..engine.runner import plan_forward, run_passes
 from ..plugins import registry
 from ..profilers.base import INPUT, GlobalProfiler
@@ -170,8 +170,17 @@ def profile(
                         captured.update(chosen)
                         members = members[finite.to(members.device)]
                     if len(members):
-                        for p in instances:
-                            p.update(captured, members)
+                        try:
+                            for p in instances:
+                                p.update(captured, members)
+                        except Exception as exc:
+                            if not is_out_of_memory(exc):
+                                raise
+                            # Some profilers may hold this pass already: a retry would count it twice.
+                            raise RuntimeError(
+                                "profile(): out of memory while adding a pass to the profiles; pass a smaller "
+                                "batch_size or memory_budget."
+                            ) from exc
                     bar.update(len(chunk))
 
                 run_passes(len(images), sizer, do_pass, images.device)
