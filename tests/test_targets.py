@@ -15,17 +15,9 @@ from torch import nn
 from xai_bench import InvalidTargetError, XaiBenchWarning, explain, open_maps, run, select_map
 from xai_bench.testing import tiny_cnn
 from xai_bench.testing.data import SyntheticImages
+from xai_bench.testing.models import plain_cnn
 
 LABELS = ["covid", "viral", "bacterial", "normal"]
-
-
-def plain_cnn() -> nn.Module:
-    """A CNN on which captum is exact for every method: distinct ReLU modules, no max pooling."""
-    torch.manual_seed(3)
-    return nn.Sequential(
-        nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 6, 3, stride=2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
-    ).double().eval()  # fmt: skip
 
 
 @pytest.fixture

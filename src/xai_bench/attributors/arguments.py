@@ -59,3 +59,38 @@ def baseline_like(method: str, baseline: float | Tensor, inputs: Tensor) -> Tens
             f"{method}: baseline of shape {tuple(baseline.shape)} does not broadcast to inputs of "
             f"shape {tuple(inputs.shape[1:])} per sample."
         ) from None
+
+
+def check_baseline_set(method: str, baselines: Any, baseline: Any) -> Tensor | None:
+    """Accept ``baselines``: a finite (B, C, H, W) tensor of reference images whose attributions are averaged.
+
+    It is its own keyword so that one reference image (``baseline``) and a set of them cannot be
+    confused; giving both is an error.
+    """
+    if baselines is None:
+        return None
+    if not (isinstance(baseline, (int, float)) and not isinstance(baseline, bool) and baseline == 0.0):
+        raise InvalidParameterError(
+            f"{method}: pass either baseline= (one reference) or baselines= (a set averaged over), not both."
+        )
+    if not isinstance(baselines, Tensor) or baselines.dim() != 4 or baselines.shape[0] < 1:
+        got = tuple(baselines.shape) if isinstance(baselines, Tensor) else type(baselines).__name__
+        raise InvalidParameterError(
+            f"{method}: baselines must be a tensor of reference images, shape (B, C, H, W), got {got}."
+        )
+    if not torch.isfinite(baselines).all():
+        raise InvalidParameterError(f"{method}: baselines hold NaN or Inf values.")
+    return baselines.detach()
+
+
+def reference_set(method: str, baseline: float | Tensor, baselines: Tensor | None, inputs: Tensor) -> Tensor:
+    """The references as (B, N, C, H, W) for ``inputs`` (N, C, H, W): the set, or the one baseline (B = 1)."""
+    if baselines is None:
+        return baseline_like(method, baseline, inputs).unsqueeze(0)
+    refs = baselines.to(device=inputs.device, dtype=inputs.dtype)
+    if refs.shape[1:] != inputs.shape[1:]:
+        raise InvalidParameterError(
+            f"{method}: baselines of shape {tuple(refs.shape[1:])} per image do not match inputs of shape "
+            f"{tuple(inputs.shape[1:])}."
+        )
+    return refs.unsqueeze(1).expand(-1, inputs.shape[0], *inputs.shape[1:])

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..core.checks import json_safe
 from ..core.errors import InvalidParameterError
 from ..surgery import Rescale, RescaleMaxPool, RescaleReLU, RuleSet, rewrite
-from .arguments import baseline_like, check_baseline
+from .arguments import check_baseline, check_baseline_set, reference_set
 from .base import Attribution, Attributor, Batch, Cost, Prepared, zero_maps
 
 
@@ -31,7 +31,12 @@ def deeplift_rules(eps: float) -> RuleSet:
 
 
 class DeepLift(Attributor):
-    """Multipliers from finite differences against a ``baseline``; maps sum to f(x) - f(baseline)."""
+    """Multipliers from finite differences against a ``baseline``; maps sum to f(x) - f(baseline).
+
+    With ``baselines`` (B, C, H, W), a set of reference images, the maps are the mean of the B
+    single-baseline maps (captum's DeepLiftShap) and sum to f(x) - mean f(baseline); the B
+    references are the method's expansion axis, so the engine batches them like any other.
+    """
 
     id: ClassVar[str] = "deeplift"
     needs_baseline: ClassVar[bool] = True
@@ -40,18 +45,19 @@ class DeepLift(Attributor):
     has_delta: ClassVar[bool] = True
     reports_outputs: ClassVar[bool] = True
 
-    def __init__(self, *, baseline: Any = 0.0, eps: float = 1e-10) -> None:
+    def __init__(self, *, baseline: Any = 0.0, baselines: Tensor | None = None, eps: float = 1e-10) -> None:
         self.baseline = check_baseline(self.id, baseline)
+        self.baselines = check_baseline_set(self.id, baselines, baseline)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
             raise InvalidParameterError(f"deeplift: eps must be a non-negative number, got {eps!r}.")
         self.eps = float(eps)
 
     def params(self) -> dict[str, Any]:
-        return {"baseline": json_safe(self.baseline), "eps": self.eps}
+        return {"baseline": json_safe(self.baseline), "baselines": json_safe(self.baselines), "eps": self.eps}
 
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
-        # One item per sample, of two images: the input and its reference run in one pass.
-        return Cost(items=1, images=2)
+        # One item per reference, of two images: the input and that reference run in one pass.
+        return Cost(items=1 if self.baselines is None else len(self.baselines), images=2)
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         rewritten, report = rewrite(model, deeplift_rules(self.eps), example)
@@ -59,22 +65,31 @@ class DeepLift(Attributor):
 
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
         inputs, targets = batch.inputs, batch.targets
-        n = inputs.shape[0]
-        ref = baseline_like(self.id, self.baseline, inputs)
-        diff = inputs.detach() - ref
-        maps = zero_maps(inputs, targets.shape[1])
-        delta = inputs.new_zeros(targets.shape)
-        columns = batch.columns()
+        n, t = targets.shape
+        sample = batch.sample.to(inputs.device)
+        refs = reference_set(self.id, self.baseline, self.baselines, inputs)
+        x = inputs.detach()[sample]  # one row per (sample, reference) pair of the pass
+        ref = refs[batch.item.to(inputs.device), sample]
+        share = 1.0 / refs.shape[0]  # the mean over the references
+        diff = x - ref
+        pairs = len(x)
+        maps = zero_maps(inputs, t)
+        delta = inputs.new_zeros((n, t))
+        wanted = batch.mask[sample]
+        columns = [c for c in range(t) if wanted[:, c].any()]
         with torch.enable_grad():
             # Inputs and references in one batch: each rule module sees both halves.
-            pair = torch.cat([inputs.detach(), ref]).requires_grad_(True)
-            out = model(pair)
-            for i, (column, rows) in enumerate(columns):
-                picked = targets[rows, column]
-                (grad,) = torch.autograd.grad(out[rows, picked].sum(), pair, retain_graph=i < len(columns) - 1)
-                column_maps = grad[rows] * diff[rows]
-                maps[rows, column] = column_maps
+            both = torch.cat([x, ref]).requires_grad_(True)
+            out = model(both)
+            for i, c in enumerate(columns):
+                rows = wanted[:, c].nonzero().flatten()
+                picked = targets[sample[rows], c]
+                (grad,) = torch.autograd.grad(out[rows, picked].sum(), both, retain_graph=i < len(columns) - 1)
                 with torch.no_grad():
-                    expected = out[rows, picked] - out[n + rows, picked]
-                    delta[rows, column] = column_maps.flatten(1).sum(1) - expected
-        return Attribution(maps, delta=delta, outputs=out[:n].detach())
+                    pair_maps = grad[rows] * diff[rows]
+                    expected = out[rows, picked] - out[pairs + rows, picked]
+                    maps[:, c].index_add_(0, sample[rows], share * pair_maps)
+                    delta[:, c].index_add_(0, sample[rows], share * (pair_maps.flatten(1).sum(1) - expected))
+        outputs = inputs.new_full((n, out.shape[1]), float("nan"))
+        outputs[sample] = out[:pairs].detach()
+        return Attribution(maps, delta=delta, outputs=outputs)

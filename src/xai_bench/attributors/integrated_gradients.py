@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..core.checks import json_safe, positive_int
 from ..core.errors import InvalidParameterError
-from .arguments import baseline_like, check_baseline
+from .arguments import baseline_like, check_baseline, check_baseline_set, reference_set
 from .base import Attribution, Attributor, Batch, Cost, zero_maps
 
 _METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
@@ -23,7 +23,9 @@ class IntegratedGradients(Attributor):
     ``riemann_trapezoid`` weights add up to (n-1)/n: here they are the trapezoid rule's).
 
     The expansion axis holds the ``n_steps`` path points and then the input and the baseline
-    themselves, whose forward passes give the completeness delta and the model's scores.
+    themselves, whose forward passes give the completeness delta and the model's scores. With
+    ``baselines`` (B, C, H, W), a set of reference images, the maps are the mean of the B
+    single-baseline maps and the axis holds B such paths.
     """
 
     id: ClassVar[str] = "integrated_gradients"
@@ -32,7 +34,14 @@ class IntegratedGradients(Attributor):
     has_delta: ClassVar[bool] = True
     reports_outputs: ClassVar[bool] = True
 
-    def __init__(self, *, n_steps: int = 50, method: str = "gausslegendre", baseline: Any = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        baseline: Any = 0.0,
+        baselines: Tensor | None = None,
+    ) -> None:
         self.n_steps = positive_int("n_steps", n_steps, owner=self.id)
         if method not in _METHODS:
             raise InvalidParameterError(
@@ -45,6 +54,7 @@ class IntegratedGradients(Attributor):
             )
         self.method = method
         self.baseline = check_baseline(self.id, baseline)
+        self.baselines = check_baseline_set(self.id, baselines, baseline)
         step_sizes, alphas = (f(self.n_steps) for f in approximation_parameters(self.method))
         if method == "riemann_trapezoid":
             # captum weighs n points spaced 1/(n-1) apart by 1/n, so the weights add up to (n-1)/n and
@@ -56,19 +66,33 @@ class IntegratedGradients(Attributor):
         self._weight = torch.tensor([*step_sizes, 0.0, 0.0], dtype=torch.float64)
 
     def params(self) -> dict[str, Any]:
-        return {"n_steps": self.n_steps, "method": self.method, "baseline": json_safe(self.baseline)}
+        return {
+            "n_steps": self.n_steps,
+            "method": self.method,
+            "baseline": json_safe(self.baseline),
+            "baselines": json_safe(self.baselines),
+        }
 
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
-        return Cost(items=self.n_steps + 2)
+        paths = 1 if self.baselines is None else len(self.baselines)
+        return Cost(items=paths * (self.n_steps + 2))
 
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
         x, targets, mask = batch.inputs, batch.targets, batch.mask
         n, t = targets.shape
-        ref = baseline_like(self.id, self.baseline, x)
-        item = batch.item.to(x.device)
+        refs = reference_set(self.id, self.baseline, self.baselines, x)  # (B, n, C, H, W)
+        paths = refs.shape[0]
+        # Item i is point i % (n_steps + 2) of the path from reference i // (n_steps + 2).
+        path_of = batch.item.to(x.device) // (self.n_steps + 2)
+        item = batch.item.to(x.device) % (self.n_steps + 2)
         sample = batch.sample.to(x.device)
+        ref = refs[path_of, sample]  # one row per pair of the pass
+        diff = x[sample] - ref
         alpha = self._alpha.to(device=x.device, dtype=x.dtype)[item]
         weight = self._weight.to(device=x.device, dtype=x.dtype)[item]
+        if self.baselines is not None:
+            # A set: each path's share of the mean, times its own (x - reference), now.
+            weight = weight / paths
         shape = (-1,) + (1,) * (x.dim() - 1)
         total = zero_maps(x, t)
         delta = x.new_zeros((n, t))
@@ -78,7 +102,7 @@ class IntegratedGradients(Attributor):
             p, s, w = path, sample[path], weight[path]
             wanted = mask[s]  # (pairs, T): which targets each path point serves
             with torch.enable_grad():
-                points = (ref[s] + alpha[p].view(shape) * (x[s] - ref[s])).requires_grad_(True)
+                points = (ref[p] + alpha[p].view(shape) * diff[p]).requires_grad_(True)
                 out = model(points)
                 columns = [c for c in range(t) if wanted[:, c].any()]
                 # The targets share the pass's forward: one backward each.
@@ -86,15 +110,21 @@ class IntegratedGradients(Attributor):
                     rows = wanted[:, c].nonzero().flatten()
                     score = out[rows, targets[s[rows], c]].sum()
                     (grad,) = torch.autograd.grad(score, points, retain_graph=i < len(columns) - 1)
-                    total[:, c].index_add_(0, s[rows], grad[rows] * w[rows].view(shape))
+                    contribution = grad[rows] * w[rows].view(shape)
+                    if self.baselines is not None:
+                        contribution = contribution * diff[p[rows]]
+                    total[:, c].index_add_(0, s[rows], contribution)
             outputs = x.new_full((n, out.shape[1]), float("nan"))  # the inputs' logits come from the ends
-        ends = (item >= self.n_steps).nonzero().flatten()
+        # The input once (with the first path), every reference.
+        ends = ((item == self.n_steps) & (path_of == 0) | (item == self.n_steps + 1)).nonzero().flatten()
         if len(ends):
             s = sample[ends]
             with torch.no_grad():
-                out = model(ref[s] + alpha[ends].view(shape) * (x[s] - ref[s]))
-            # Completeness: delta = sum(maps) - (f(x) - f(baseline)); the sum is added in finish().
-            sign = torch.where(item[ends] == self.n_steps, -1.0, 1.0).to(out.dtype).view(-1, 1)
+                out = model(ref[ends] + alpha[ends].view(shape) * diff[ends])
+            # Completeness: delta = sum(maps) - (f(x) - mean f(reference)); the sum is added in finish().
+            # (Built in the outputs' dtype: torch.where on two Python floats would round 1/B to float32.)
+            sign = out.new_full((len(ends), 1), 1.0 / paths)
+            sign[item[ends] == self.n_steps] = -1.0
             delta.index_add_(0, s, sign * out.gather(1, targets[s]))
             outputs = x.new_full((n, out.shape[1]), float("nan"))
             is_input = item[ends] == self.n_steps
@@ -102,6 +132,8 @@ class IntegratedGradients(Attributor):
         return Attribution(total, delta=delta, outputs=outputs)
 
     def finish(self, inputs: Tensor, total: Attribution) -> Attribution:
-        diff = inputs - baseline_like(self.id, self.baseline, inputs)
-        maps = total.maps * diff.unsqueeze(1)
+        if self.baselines is None:
+            maps = total.maps * (inputs - baseline_like(self.id, self.baseline, inputs)).unsqueeze(1)
+        else:  # each path's contributions carry their own difference already
+            maps = total.maps
         return Attribution(maps, delta=maps.flatten(2).sum(2) + total.delta)

@@ -123,6 +123,15 @@ def tiny_cnn(num_classes: int = 4, in_channels: int = 3, seed: int = 0, dtype: t
     return model
 
 
+def plain_cnn(seed: int = 3) -> nn.Module:
+    """A float64 CNN on which captum is exact for every method: distinct ReLU modules, no max pooling."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 6, 3, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+    ).double().eval()  # fmt: skip
+
+
 def tiny_cnn32() -> ReluNet:
     """The conformance CNN in float32: a factory for command-line runs on image files."""
     return tiny_cnn(dtype=torch.float32)

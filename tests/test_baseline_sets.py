@@ -1,0 +1,73 @@
+"""A set of reference images as the expansion axis: the maps are the mean over the references."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import DeepLiftShap
+
+from xai_bench import InvalidParameterError, explain
+from xai_bench.testing import tiny_cnn
+from xai_bench.testing.models import plain_cnn
+
+
+@pytest.mark.parametrize("batch_size", [2, 4, 64])
+def test_deeplift_with_three_baselines_is_the_mean_of_three_single_baseline_runs(gen, batch_size):
+    model = tiny_cnn()
+    x = torch.rand(4, 3, 12, 12, generator=gen, dtype=torch.float64)
+    refs = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
+    ds = explain(model, x, methods={"deeplift": {"baselines": refs}}, targets=[0, 2], batch_size=batch_size)
+    singles = [explain(model, x, methods={"deeplift": {"baseline": r}}, targets=[0, 2]) for r in refs]
+    mean_maps = np.mean([s["deeplift"].values for s in singles], axis=0)
+    np.testing.assert_allclose(ds["deeplift"].values, mean_maps, rtol=1e-10, atol=1e-13)
+    # Summation to delta, against the mean reference output.
+    with torch.no_grad():
+        mean_ref = model(refs).mean(0)
+        expected = model(x)[:, [0, 2]] - mean_ref[[0, 2]]
+    sums = ds["deeplift"].values.reshape(4, 2, -1).sum(2)
+    np.testing.assert_allclose(sums, expected.numpy(), rtol=1e-9, atol=1e-12)
+    assert np.abs(ds["deeplift_delta"].values).max() < 1e-10
+    # The planner batches (sample, reference) pairs: at most batch_size images per pass.
+    assert ds["deeplift"].attrs["images_per_pass"] <= max(batch_size, 2)
+
+
+def test_deeplift_baseline_sets_equal_captums_deeplift_shap(gen):
+    model = plain_cnn()
+    x = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
+    refs = torch.rand(4, 3, 12, 12, generator=gen, dtype=torch.float64)
+    ds = explain(model, x, methods={"deeplift": {"baselines": refs}}, targets=torch.tensor([1, 3, 0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = DeepLiftShap(model).attribute(x.clone().requires_grad_(True), refs, target=torch.tensor([1, 3, 0]))
+    np.testing.assert_allclose(ds["deeplift"].values[:, 0], expected.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_one_baseline_and_a_set_cannot_be_confused():
+    refs = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    x = torch.rand(1, 3, 12, 12, dtype=torch.float64)
+    with pytest.raises(InvalidParameterError, match="either baseline= .* or baselines="):
+        explain(tiny_cnn(), x, methods={"deeplift": {"baseline": 0.5, "baselines": refs}}, targets=[0])
+    with pytest.raises(InvalidParameterError, match=r"baselines must be a tensor of reference images, shape \(B"):
+        explain(tiny_cnn(), x, methods={"deeplift": {"baselines": refs[0]}}, targets=[0])
+
+
+@pytest.mark.parametrize("batch_size", [3, 64])
+def test_integrated_gradients_with_a_set_is_the_mean_over_its_baselines(gen, batch_size):
+    model = tiny_cnn()
+    x = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
+    refs = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
+    params = {"n_steps": 6, "method": "riemann_trapezoid"}
+    ds = explain(model, x, methods={"integrated_gradients": {**params, "baselines": refs}}, targets=[1],
+                 batch_size=batch_size)  # fmt: skip
+    singles = [
+        explain(model, x, methods={"integrated_gradients": {**params, "baseline": r}}, targets=[1]) for r in refs
+    ]
+    mean_maps = np.mean([s["integrated_gradients"].values for s in singles], axis=0)
+    np.testing.assert_allclose(ds["integrated_gradients"].values, mean_maps, rtol=1e-9, atol=1e-12)
+    mean_delta = np.mean([s["integrated_gradients_delta"].values for s in singles], axis=0)
+    np.testing.assert_allclose(ds["integrated_gradients_delta"].values, mean_delta, rtol=1e-8, atol=1e-12)
+    with torch.no_grad():
+        np.testing.assert_allclose(ds["score"].values[:, 0], model(x)[:, 1].numpy(), rtol=1e-12)
