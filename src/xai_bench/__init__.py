@@ -19,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 from .api.explaining import explain, methods
 from .api.layers import study_layers
 from .api.profiling import profile
+from .app.viz import overlay
 from .attributors.base import Attribution, Attributor, Batch, Cost, OneTarget, Prepared
 from .core.errors import (
     DeviceMismatchError,
@@ -75,6 +76,7 @@ __all__ = [
     "list_plugins",
     "methods",
     "open_maps",
+    "overlay",
     "profile",
     "run",
     "save_maps",

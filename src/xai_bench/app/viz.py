@@ -12,6 +12,64 @@ import xarray as xr
 from ..storage.datasets import layout_of, select_map
 
 
+def overlay(
+    image: Any,
+    attribution: Any,
+    *,
+    alpha: float = 0.5,
+    signed: bool | None = None,
+    cmap: str | None = None,
+    percentile: float | None = 99.0,
+) -> np.ndarray:
+    """Blend a map over its image: an RGB array (H, W, 3) in [0, 1], no figure needed.
+
+    ``image`` is (C, H, W), (H, W, C) or (H, W) with values in [0, 1] (grey is repeated to RGB);
+    ``attribution`` is (C, H, W) or (H, W), a tensor, array or DataArray, summed over channels.
+    Signed maps (``signed=None``: any negative value) use a diverging colormap centred at zero
+    (red raises the score, blue lowers it); unsigned ones a sequential colormap from zero. Colour
+    limits clip at ``percentile`` of |map| (``None``: the maximum), so a few extreme pixels do
+    not wash out the rest. ``alpha`` is the map's weight in the blend.
+    """
+    from matplotlib import colormaps
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}.")
+    rgb = _as_rgb(_as_array(image))
+    m = _as_array(attribution)
+    m = m.sum(0) if m.ndim == 3 else m
+    if m.shape != rgb.shape[:2]:
+        raise ValueError(f"the map is {m.shape} but the image is {rgb.shape[:2]}; they must have the same size.")
+    m = np.nan_to_num(m)
+    signed = bool((m < 0).any()) if signed is None else signed
+    magnitude = np.abs(m)
+    limit = float(np.percentile(magnitude, percentile) if percentile is not None else magnitude.max()) or 1.0
+    if signed:
+        values, name = 0.5 + 0.5 * np.clip(m / limit, -1.0, 1.0), cmap or "RdBu_r"
+    else:
+        values, name = np.clip(m / limit, 0.0, 1.0), cmap or "magma"
+    colours = colormaps[name](values)[..., :3]
+    return np.clip((1.0 - alpha) * rgb + alpha * colours, 0.0, 1.0)
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """A float64 numpy array from a tensor (any device), a DataArray or an array."""
+    if hasattr(value, "detach"):
+        value = value.detach().float().cpu().numpy()
+    elif isinstance(value, xr.DataArray):
+        value = value.values
+    return np.asarray(value, dtype=np.float64)
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = image[..., None]
+    elif image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        image = image.transpose(1, 2, 0)
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"image must be (C, H, W), (H, W, C) or (H, W) with 1 or 3 channels, got {image.shape}.")
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
 def _reduce(maps: xr.DataArray) -> np.ndarray:
     return maps.sum("channel").values
 
