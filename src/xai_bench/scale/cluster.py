@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
 _models: dict[str, Any] = {}
 
 
@@ -29,7 +27,7 @@ def explain_shard(
     from .blocks import explain_block
 
     target = SampleStore(store)
-    missing = int((~target.done()[np.asarray(block)]).sum())
+    missing = int((~target.done(block)).sum())
     if not missing:
         return 0
     net = _worker_model(factory, device)

@@ -145,10 +145,10 @@ def run(
     computed += sum(len(b) for b in blocks)
     bar = tqdm(total=len(ids), initial=len(ids) - len(undone), desc="run", unit="sample", disable=not progress)
     if client is None:
+        missing = set(undone.tolist())
         for block in blocks:
-            fresh = int((~target.done()[block]).sum())
             target.write(explain_block(net, dataset, block, ids, explain_args, device), block)
-            bar.update(fresh)
+            bar.update(sum(i in missing for i in block))
     else:
         from .cluster import run_on_cluster
 

@@ -101,9 +101,15 @@ class SampleStore:
                 "start over."
             )
 
-    def done(self) -> np.ndarray:
-        """The ``done`` flag of every sample (an unreadable flag reads as not done)."""
-        return read_flags(self._group())[0]
+    def done(self, positions: Sequence[int] | None = None) -> np.ndarray:
+        """The ``done`` flags of every sample, or of ``positions`` (an unreadable flag reads as not done)."""
+        group = self._group()
+        if positions is None:
+            return read_flags(group)[0]
+        try:
+            return np.asarray(group[DONE].oindex[(np.asarray(positions),)], dtype=bool)
+        except Exception:  # a damaged flag chunk among them: read them one by one
+            return read_flags(group)[0][np.asarray(positions)]
 
     def damaged(self, *, read: bool = False) -> list[int]:
         """Positions of samples with an unreadable flag, or done with a missing chunk (or, with ``read``,
