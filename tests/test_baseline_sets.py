@@ -71,3 +71,37 @@ def test_integrated_gradients_with_a_set_is_the_mean_over_its_baselines(gen, bat
     np.testing.assert_allclose(ds["integrated_gradients_delta"].values, mean_delta, rtol=1e-8, atol=1e-12)
     with torch.no_grad():
         np.testing.assert_allclose(ds["score"].values[:, 0], model(x)[:, 1].numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["deeplift", "integrated_gradients"])
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_per_sample_baselines_give_each_sample_its_own_reference(gen, method, batch_size):
+    model = tiny_cnn()
+    x = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
+    refs = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
+    extra = {"n_steps": 6} if method == "integrated_gradients" else {}
+    ds = explain(model, x, methods={method: {**extra, "sample_baselines": refs}}, targets=[0, 2], batch_size=batch_size)
+    for i in range(3):
+        alone = explain(model, x[i : i + 1], methods={method: {**extra, "baseline": refs[i]}}, targets=[0, 2])
+        np.testing.assert_allclose(ds[method].values[i], alone[method].values[0], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(ds[f"{method}_delta"].values[i], alone[f"{method}_delta"].values[0], atol=1e-12)
+
+
+def test_one_per_sample_and_a_set_of_baselines_cannot_be_confused():
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    refs = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    with pytest.raises(InvalidParameterError, match="pass one of baseline= .*, sample_baselines= .* and baselines="):
+        explain(tiny_cnn(), x, methods={"deeplift": {"baselines": refs, "sample_baselines": refs}}, targets=[0])
+    with pytest.raises(InvalidParameterError, match=r"sample_baselines has shape \(3, 3, 12, 12\) for inputs of shape"):
+        explain(tiny_cnn(), x, methods={"integrated_gradients": {"sample_baselines": torch.rand(3, 3, 12, 12)}},
+                targets=[0])  # fmt: skip
+    with pytest.raises(InvalidParameterError, match=r"one reference per input, shape \(N, C, H, W\)"):
+        explain(tiny_cnn(), x, methods={"deeplift": {"sample_baselines": refs[0]}}, targets=[0])
+
+
+def test_per_sample_baselines_are_told_apart_in_provenance():
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    a = explain(tiny_cnn(), x, methods={"deeplift": {"sample_baselines": torch.zeros_like(x)}}, targets=[0])
+    b = explain(tiny_cnn(), x, methods={"deeplift": {"sample_baselines": torch.ones_like(x)}}, targets=[0])
+    assert "crc32=" in a["deeplift"].attrs["params"]
+    assert a["deeplift"].attrs["params"] != b["deeplift"].attrs["params"]

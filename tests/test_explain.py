@@ -61,7 +61,9 @@ def test_provenance(case):
     assert ds.attrs["xai_bench_version"] == xai_bench.__version__
     assert ds.attrs["model"].endswith("ReluNet")
     ig = ds["integrated_gradients"].attrs
-    assert json.loads(ig["params"]) == {"n_steps": 7, "method": "gausslegendre", "baseline": 0.0, "baselines": None}
+    assert json.loads(ig["params"]) == {
+        "n_steps": 7, "method": "gausslegendre", "baseline": 0.0, "baselines": None, "sample_baselines": None
+    }
     assert ig["provider"] == "xai_bench.attributors.builtin"
     surgery = json.loads(ds["deeplift"].attrs["surgery"])
     assert "relu call sites of re-used modules unshared: 2" in surgery

@@ -81,7 +81,7 @@ def test_builtins_register_through_the_public_hook(fresh_plugins):
     impls = pm.hook.register_attributors.get_hookimpls()
     assert "xai_bench.attributors.builtin" in [i.plugin_name for i in impls]
     assert listing["deeplift"]["has_delta"] and listing["deeplift"]["needs_surgery"]
-    assert listing["occlusion"]["parameters"] == {"window": 32, "stride": 16, "fill": 0.0}
+    assert listing["occlusion"]["parameters"] == {"window": 32, "stride": 16, "fill": 0.0, "smooth": None}
 
 
 def test_entry_point_plugin_is_loaded_and_usable(monkeypatch, fresh_plugins):

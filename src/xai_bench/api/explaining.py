@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..attributors.base import Attributor, Cost, Prepared
 from ..core.checks import batch_size_arg, to_json
 from ..core.errors import InvalidInputError, SurgeryError
-from ..core.provenance import model_fingerprint, module_state, result_attrs
+from ..core.provenance import model_fingerprint, module_state, result_attrs, sample_key
 from ..engine.attribution import MethodResult, attribute_all, work_samples
 from ..engine.memory import is_out_of_memory, parse_budget
 from ..engine.runner import plan_forward, plan_sizer, run_passes
@@ -96,6 +96,7 @@ def _run_method(
     work: int,
     bar: tqdm,
     fingerprint: str,
+    keys: Tensor,
 ) -> _MethodRun:
     """Prepare ``attributor``'s model (checked against the model), size its passes and run them."""
     cost = attributor.cost(tuple(inputs.shape[1:]))
@@ -113,7 +114,7 @@ def _run_method(
         total=work * cost.items,
         name=entry.id,
     )  # fmt: skip
-    result = attribute_all(attributor, prepared.model, inputs, index, mask, sizer, on_pairs=bar.update)
+    result = attribute_all(attributor, prepared.model, inputs, index, mask, sizer, keys=keys, on_pairs=bar.update)
     return _MethodRun(prepared, cost, sizer, result)
 
 
@@ -228,6 +229,9 @@ def explain(
         inputs = check_inputs(model, inputs).detach()
         budget = parse_budget(memory_budget, inputs.device)
         ids = check_sample_ids(sample_ids, inputs.shape[0])
+        keys = torch.tensor([sample_key(i) for i in ids], dtype=torch.int64)
+        for _, attributor in specs:
+            attributor.check_inputs(inputs)
         # One image checks that the model takes these inputs and returns logits; the scores of
         # all images come from the methods' own forward passes unless targets depend on them.
         num_classes = probe(model, inputs)
@@ -257,7 +261,9 @@ def explain(
         bar = tqdm(total=len(specs) * pairs, desc="explain", unit="map", disable=not progress)
         for entry, attributor in specs:
             bar.set_postfix_str(entry.id)
-            run = _run_method(entry, attributor, model, inputs, index, mask, fixed, budget, work, bar, fingerprint)
+            run = _run_method(
+                entry, attributor, model, inputs, index, mask, fixed, budget, work, bar, fingerprint, keys
+            )
             maps[entry.id] = run.result.maps.to(stored).cpu().numpy()
             if run.result.delta is not None:
                 deltas[entry.id] = run.result.delta.to(stored).cpu().numpy()
@@ -308,7 +314,7 @@ def _describe_targets(targets: object, resolved: Resolved) -> str:
 
 def _method_attrs(entry: registry.Entry, attributor: Attributor, surgery: tuple[str, ...]) -> dict[str, Any]:
     info = plugin_info(entry.provider)
-    cls = entry.cls
+    cls = attributor  # the instance's flags: smooth= changes some
     return {
         "method": entry.id,
         "provider": entry.provider,

@@ -83,8 +83,59 @@ def check_baseline_set(method: str, baselines: Any, baseline: Any) -> Tensor | N
     return baselines.detach()
 
 
-def reference_set(method: str, baseline: float | Tensor, baselines: Tensor | None, inputs: Tensor) -> Tensor:
-    """The references as (B, N, C, H, W) for ``inputs`` (N, C, H, W): the set, or the one baseline (B = 1)."""
+def check_sample_baselines(method: str, sample_baselines: Any, baseline: Any, baselines: Any) -> Tensor | None:
+    """Accept ``sample_baselines``: a finite (N, C, H, W) tensor, one reference image per input sample.
+
+    Its own keyword, like ``baselines``: one reference for all, one per sample and a set averaged
+    over cannot be mistaken for one another; giving more than one is an error.
+    """
+    if sample_baselines is None:
+        return None
+    if baselines is not None or not (
+        isinstance(baseline, (int, float)) and not isinstance(baseline, bool) and baseline == 0.0
+    ):
+        raise InvalidParameterError(
+            f"{method}: pass one of baseline= (one reference), sample_baselines= (one per sample) and "
+            "baselines= (a set averaged over)."
+        )
+    if not isinstance(sample_baselines, Tensor) or sample_baselines.dim() != 4:
+        got = tuple(sample_baselines.shape) if isinstance(sample_baselines, Tensor) else type(sample_baselines).__name__
+        raise InvalidParameterError(
+            f"{method}: sample_baselines must be a tensor with one reference per input, shape (N, C, H, W), got {got}."
+        )
+    if not torch.isfinite(sample_baselines).all():
+        raise InvalidParameterError(f"{method}: sample_baselines hold NaN or Inf values.")
+    return sample_baselines.detach()
+
+
+def check_sample_baselines_fit(method: str, sample_baselines: Tensor | None, inputs: Tensor) -> None:
+    """Refuse per-sample baselines whose count or image shape differs from the call's inputs."""
+    if sample_baselines is None or tuple(sample_baselines.shape) == tuple(inputs.shape):
+        return
+    raise InvalidParameterError(
+        f"{method}: sample_baselines has shape {tuple(sample_baselines.shape)} for inputs of shape "
+        f"{tuple(inputs.shape)}; give one reference per input, in the same order. (run() explains a "
+        "data set in blocks: there, use baseline= or baselines=.)"
+    )
+
+
+def reference_set(
+    method: str,
+    baseline: float | Tensor,
+    baselines: Tensor | None,
+    inputs: Tensor,
+    *,
+    sample_baselines: Tensor | None = None,
+    position: Tensor | None = None,
+) -> Tensor:
+    """The references as (B, N, C, H, W) for ``inputs`` (N, C, H, W): the set, the per-sample ones
+    (rows ``position`` of ``sample_baselines``, B = 1) or the one baseline (B = 1)."""
+    if sample_baselines is not None:
+        if position is None:
+            raise InvalidParameterError(
+                f"{method}: sample_baselines need the samples' positions in the call (Batch.position)."
+            )
+        return sample_baselines.to(device=inputs.device, dtype=inputs.dtype)[position.to(inputs.device)].unsqueeze(0)
     if baselines is None:
         return baseline_like(method, baseline, inputs).unsqueeze(0)
     refs = baselines.to(device=inputs.device, dtype=inputs.dtype)

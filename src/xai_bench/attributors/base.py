@@ -37,6 +37,9 @@ class Batch:
     ``inputs`` (n, C, H, W) are the distinct samples of the pass, ``targets`` (n, T) their class
     per target column and ``mask`` (n, T) which pairs to compute. ``sample`` (P,) and ``item``
     (P,) list the pass's pairs: the position in ``inputs`` and the index on the expansion axis.
+    ``position`` (n,) is each sample's row in the call's inputs (for per-sample parameters) and
+    ``key`` (n,) an integer derived from its sample id alone, the same in every call, block and
+    worker (to seed per-sample random draws, so they do not depend on batching or resume).
     """
 
     inputs: Tensor
@@ -44,6 +47,8 @@ class Batch:
     mask: Tensor
     sample: Tensor
     item: Tensor
+    position: Tensor | None = None
+    key: Tensor | None = None
 
     def columns(self) -> list[tuple[int, Tensor]]:
         """(column, rows) for each target column with at least one pair to compute."""
@@ -58,11 +63,14 @@ class Attribution:
     items (the engine adds the contributions of all passes, then calls :meth:`Attributor.finish`);
     with one item per sample they are the final values. ``outputs`` (n, K) are the logits of the
     inputs, for methods that declare ``reports_outputs`` (NaN rows where this pass did not compute them).
+    ``second`` is a second sum of the maps' shape, added up like ``maps`` and handed to
+    :meth:`Attributor.finish`, for methods that need two (a variance: the sum and the sum of squares).
     """
 
     maps: Tensor
     delta: Tensor | None = None
     outputs: Tensor | None = None
+    second: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,10 @@ class Attributor(abc.ABC):
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
         """Return how one sample of ``input_shape`` (C, H, W) expands; used to plan passes."""
         return Cost()
+
+    def check_inputs(self, inputs: Tensor) -> None:
+        """Refuse, before any pass, inputs (N, C, H, W) this instance cannot explain (e.g. per-sample
+        parameters of another length); default: accept all."""
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         """Return the model to run on; rule-based methods return a rewritten view of it."""

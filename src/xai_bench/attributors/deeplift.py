@@ -16,7 +16,13 @@ from torch import Tensor, nn
 from ..core.checks import json_safe
 from ..core.errors import InvalidParameterError
 from ..surgery import Rescale, RescaleMaxPool, RescaleReLU, RuleSet, rewrite
-from .arguments import check_baseline, check_baseline_set, reference_set
+from .arguments import (
+    check_baseline,
+    check_baseline_set,
+    check_sample_baselines,
+    check_sample_baselines_fit,
+    reference_set,
+)
 from .base import Attribution, Attributor, Batch, Cost, Prepared, zero_maps
 
 
@@ -36,6 +42,7 @@ class DeepLift(Attributor):
     With ``baselines`` (B, C, H, W), a set of reference images, the maps are the mean of the B
     single-baseline maps (captum's DeepLiftShap) and sum to f(x) - mean f(baseline); the B
     references are the method's expansion axis, so the engine batches them like any other.
+    ``sample_baselines`` (N, C, H, W) gives each input sample its own reference (explain() only).
     """
 
     id: ClassVar[str] = "deeplift"
@@ -45,15 +52,31 @@ class DeepLift(Attributor):
     has_delta: ClassVar[bool] = True
     reports_outputs: ClassVar[bool] = True
 
-    def __init__(self, *, baseline: Any = 0.0, baselines: Tensor | None = None, eps: float = 1e-10) -> None:
+    def __init__(
+        self,
+        *,
+        baseline: Any = 0.0,
+        baselines: Tensor | None = None,
+        sample_baselines: Tensor | None = None,
+        eps: float = 1e-10,
+    ) -> None:
         self.baseline = check_baseline(self.id, baseline)
         self.baselines = check_baseline_set(self.id, baselines, baseline)
+        self.sample_baselines = check_sample_baselines(self.id, sample_baselines, baseline, baselines)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
             raise InvalidParameterError(f"deeplift: eps must be a non-negative number, got {eps!r}.")
         self.eps = float(eps)
 
     def params(self) -> dict[str, Any]:
-        return {"baseline": json_safe(self.baseline), "baselines": json_safe(self.baselines), "eps": self.eps}
+        return {
+            "baseline": json_safe(self.baseline),
+            "baselines": json_safe(self.baselines),
+            "sample_baselines": json_safe(self.sample_baselines),
+            "eps": self.eps,
+        }
+
+    def check_inputs(self, inputs: Tensor) -> None:
+        check_sample_baselines_fit(self.id, self.sample_baselines, inputs)
 
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
         # One item per reference, of two images: the input and that reference run in one pass.
@@ -67,7 +90,10 @@ class DeepLift(Attributor):
         inputs, targets = batch.inputs, batch.targets
         n, t = targets.shape
         sample = batch.sample.to(inputs.device)
-        refs = reference_set(self.id, self.baseline, self.baselines, inputs)
+        refs = reference_set(
+            self.id, self.baseline, self.baselines, inputs,
+            sample_baselines=self.sample_baselines, position=batch.position,
+        )  # fmt: skip
         x = inputs.detach()[sample]  # one row per (sample, reference) pair of the pass
         ref = refs[batch.item.to(inputs.device), sample]
         share = 1.0 / refs.shape[0]  # the mean over the references

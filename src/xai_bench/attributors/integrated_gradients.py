@@ -10,7 +10,14 @@ from torch import Tensor, nn
 
 from ..core.checks import json_safe, positive_int
 from ..core.errors import InvalidParameterError
-from .arguments import baseline_like, check_baseline, check_baseline_set, reference_set
+from .arguments import (
+    baseline_like,
+    check_baseline,
+    check_baseline_set,
+    check_sample_baselines,
+    check_sample_baselines_fit,
+    reference_set,
+)
 from .base import Attribution, Attributor, Batch, Cost, zero_maps
 
 _METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
@@ -25,7 +32,8 @@ class IntegratedGradients(Attributor):
     The expansion axis holds the ``n_steps`` path points and then the input and the baseline
     themselves, whose forward passes give the completeness delta and the model's scores. With
     ``baselines`` (B, C, H, W), a set of reference images, the maps are the mean of the B
-    single-baseline maps and the axis holds B such paths.
+    single-baseline maps and the axis holds B such paths. ``sample_baselines`` (N, C, H, W) gives
+    each input sample its own reference instead (explain() only: run() works in blocks).
     """
 
     id: ClassVar[str] = "integrated_gradients"
@@ -41,6 +49,7 @@ class IntegratedGradients(Attributor):
         method: str = "gausslegendre",
         baseline: Any = 0.0,
         baselines: Tensor | None = None,
+        sample_baselines: Tensor | None = None,
     ) -> None:
         self.n_steps = positive_int("n_steps", n_steps, owner=self.id)
         if method not in _METHODS:
@@ -55,6 +64,9 @@ class IntegratedGradients(Attributor):
         self.method = method
         self.baseline = check_baseline(self.id, baseline)
         self.baselines = check_baseline_set(self.id, baselines, baseline)
+        self.sample_baselines = check_sample_baselines(self.id, sample_baselines, baseline, baselines)
+        # With more than one reference, each pair's contribution carries its own (x - reference).
+        self._difference_in_pass = self.baselines is not None or self.sample_baselines is not None
         step_sizes, alphas = (f(self.n_steps) for f in approximation_parameters(self.method))
         if method == "riemann_trapezoid":
             # captum weighs n points spaced 1/(n-1) apart by 1/n, so the weights add up to (n-1)/n and
@@ -71,7 +83,11 @@ class IntegratedGradients(Attributor):
             "method": self.method,
             "baseline": json_safe(self.baseline),
             "baselines": json_safe(self.baselines),
+            "sample_baselines": json_safe(self.sample_baselines),
         }
+
+    def check_inputs(self, inputs: Tensor) -> None:
+        check_sample_baselines_fit(self.id, self.sample_baselines, inputs)
 
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
         paths = 1 if self.baselines is None else len(self.baselines)
@@ -80,7 +96,9 @@ class IntegratedGradients(Attributor):
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
         x, targets, mask = batch.inputs, batch.targets, batch.mask
         n, t = targets.shape
-        refs = reference_set(self.id, self.baseline, self.baselines, x)  # (B, n, C, H, W)
+        refs = reference_set(
+            self.id, self.baseline, self.baselines, x, sample_baselines=self.sample_baselines, position=batch.position
+        )  # (B, n, C, H, W)
         paths = refs.shape[0]
         # Item i is point i % (n_steps + 2) of the path from reference i // (n_steps + 2).
         path_of = batch.item.to(x.device) // (self.n_steps + 2)
@@ -111,7 +129,7 @@ class IntegratedGradients(Attributor):
                     score = out[rows, targets[s[rows], c]].sum()
                     (grad,) = torch.autograd.grad(score, points, retain_graph=i < len(columns) - 1)
                     contribution = grad[rows] * w[rows].view(shape)
-                    if self.baselines is not None:
+                    if self._difference_in_pass:
                         contribution = contribution * diff[p[rows]]
                     total[:, c].index_add_(0, s[rows], contribution)
             outputs = x.new_full((n, out.shape[1]), float("nan"))  # the inputs' logits come from the ends
@@ -132,8 +150,8 @@ class IntegratedGradients(Attributor):
         return Attribution(total, delta=delta, outputs=outputs)
 
     def finish(self, inputs: Tensor, total: Attribution) -> Attribution:
-        if self.baselines is None:
+        if not self._difference_in_pass:
             maps = total.maps * (inputs - baseline_like(self.id, self.baseline, inputs)).unsqueeze(1)
-        else:  # each path's contributions carry their own difference already
+        else:  # each pair's contributions carry their own difference already
             maps = total.maps
         return Attribution(maps, delta=maps.flatten(2).sum(2) + total.delta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +37,9 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         if value.numel() == 1:
             return float(value.item())
-        return f"tensor(shape={list(value.shape)}, dtype={value.dtype})"
+        # The checksum tells two tensors of one shape apart in provenance (and in tuning keys).
+        raw = value.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+        return f"tensor(shape={list(value.shape)}, dtype={value.dtype}, crc32={zlib.crc32(raw):08x})"
     if isinstance(value, (bool, int, str)) or value is None:
         return value
     if isinstance(value, float):

@@ -43,6 +43,12 @@ def tensor_checksum(t: torch.Tensor) -> bytes:
     return zlib.crc32(raw).to_bytes(4, "little")
 
 
+def sample_key(sample_id: Any) -> int:
+    """A non-negative 63-bit integer from a sample id's text alone: the same in every call and process."""
+    digest = hashlib.blake2b(str(sample_id).encode(), digest_size=8, person=b"xai-bench-key")
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
 def image_checksum(image: torch.Tensor) -> int:
     """A non-zero signed 64-bit checksum of one input image (its shape, dtype and values)."""
     digest = hashlib.blake2b(digest_size=8)

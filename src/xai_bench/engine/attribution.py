@@ -37,22 +37,25 @@ def attribute_all(
     mask: Tensor,
     sizer: PassSizer,
     *,
+    keys: Tensor | None = None,
     on_pairs: Callable[[int], None] | None = None,
 ) -> MethodResult:
     """Plan ``attributor``'s passes over the masked pairs, run them, add their contributions and finish.
 
-    ``targets`` and ``mask`` are (N, T) on the inputs' device; ``on_pairs(k)`` reports k more
-    (sample, target) maps done (a sample's maps are done with its last item).
+    ``targets`` and ``mask`` are (N, T) on the inputs' device; ``keys`` (N,) the samples' keys
+    (see :class:`Batch`); ``on_pairs(k)`` reports k more (sample, target) maps done (a sample's
+    maps are done with its last item).
     """
     n, t = targets.shape
     samples = work_samples(mask.cpu())
     items = attributor.cost(tuple(inputs.shape[1:])).items
-    state: dict[str, Tensor | None] = {"maps": None, "delta": None, "outputs": None}
+    state: dict[str, Tensor | None] = {"maps": None, "delta": None, "outputs": None, "second": None}
 
     def do_pass(start: int, size: int) -> None:
         part_of = planner.take(start, size, len(samples), items)
         rows = samples[part_of.samples].to(inputs.device)
-        batch = Batch(inputs[rows], targets[rows], mask[rows], part_of.sample, part_of.item)
+        key = keys[rows.cpu()] if keys is not None else None
+        batch = Batch(inputs[rows], targets[rows], mask[rows], part_of.sample, part_of.item, rows, key)
         part = attributor.attribute(model, batch)
         _check_part(attributor, part, batch)
         # One item per sample and every sample in this pass: its results are the totals as they are.
@@ -60,6 +63,8 @@ def attribute_all(
         _add(state, "maps", part.maps, rows, n, whole)
         if attributor.has_delta and part.delta is not None:
             _add(state, "delta", part.delta, rows, n, whole)
+        if part.second is not None:
+            _add(state, "second", part.second, rows, n, whole)
         if part.outputs is not None:
             if state["outputs"] is None:
                 state["outputs"] = part.outputs.new_full((n, part.outputs.shape[1]), float("nan"))
@@ -71,9 +76,10 @@ def attribute_all(
 
     run_passes(len(samples) * items, sizer, do_pass, inputs.device)
     maps = state["maps"] if state["maps"] is not None else inputs.new_zeros((n, t, *inputs.shape[1:]))
-    total = Attribution(maps, delta=state["delta"] if attributor.has_delta else None)
-    if attributor.has_delta and total.delta is None:
-        total = Attribution(maps, delta=inputs.new_zeros((n, t)))
+    delta = state["delta"] if attributor.has_delta else None
+    if attributor.has_delta and delta is None:
+        delta = inputs.new_zeros((n, t))
+    total = Attribution(maps, delta=delta, second=state["second"])
     final = attributor.finish(inputs, total)
     expected = (n, t, *inputs.shape[1:])
     if tuple(final.maps.shape) != expected:

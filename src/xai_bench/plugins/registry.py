@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..attributors.base import Attributor
+from ..attributors.noise_tunnel import NoiseTunnel, check_smoothing
 from ..core.errors import (
     DuplicateMethodError,
     InvalidParameterError,
@@ -30,15 +31,24 @@ class Entry:
     id: str
     cls: type
     provider: str
+    #: takes ``smooth=`` (the noise tunnel), which xai_bench adds to every local method
+    smoothable: bool = False
 
     def parameters(self) -> dict[str, inspect.Parameter]:
-        """Keyword parameters the class accepts."""
+        """Keyword parameters the class accepts (and ``smooth``, for local methods)."""
         sig = inspect.signature(self.cls.__init__)
-        return {
+        found = {
             name: p
             for name, p in sig.parameters.items()
             if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
+        if self._adds_smooth():
+            found["smooth"] = inspect.Parameter("smooth", inspect.Parameter.KEYWORD_ONLY, default=None)
+        return found
+
+    def _adds_smooth(self) -> bool:
+        """Whether xai_bench provides ``smooth=`` (a method with a ``smooth`` of its own keeps it)."""
+        return self.smoothable and "smooth" not in inspect.signature(self.cls.__init__).parameters
 
     def accepts_any_keyword(self) -> bool:
         sig = inspect.signature(self.cls.__init__)
@@ -55,17 +65,18 @@ class Entry:
                 f"parameters of {self.id!r} must be a dict of keyword arguments, got {type(params).__name__}."
             )
         params = dict(params or {})
+        smoothing = check_smoothing(self.id, params.pop("smooth", None)) if self._adds_smooth() else None
         for name in params:
             if name in context:
                 raise InvalidParameterError(
                     f"{self.id!r}: {name!r} is not a parameter of the method; it comes from the call "
                     f"(e.g. profile(..., {name}=...))."
                 )
-        valid = {name: p for name, p in self.parameters().items() if name not in context}
+        valid = {name: p for name, p in self.parameters().items() if name not in context and name != "smooth"}
         if not self.accepts_any_keyword():
             for name in params:
                 if name not in valid:
-                    raise UnknownParameterError(self.id, name, valid)
+                    raise UnknownParameterError(self.id, name, self.parameters())
         missing = [name for name, p in valid.items() if p.default is p.empty and name not in params]
         if missing:
             raise InvalidParameterError(
@@ -73,7 +84,8 @@ class Entry:
                 f"pass it as methods={{{self.id!r}: {{{missing[0]!r}: ...}}}} (on the command line, "
                 f'--methods \'{{"{self.id}": {{"{missing[0]}": ...}}}}\').'
             )
-        return self.cls(**params, **context)
+        instance = self.cls(**params, **context)
+        return instance if smoothing is None else NoiseTunnel(instance, smoothing)
 
 
 class _Table:
@@ -121,7 +133,7 @@ class _Table:
                 f"{provider!r} ({cls.__module__}.{cls.__qualname__}). Uninstall one of them or "
                 "limit loading with XAI_BENCH_LOAD_PLUGINS."
             )
-        entries[method_id] = Entry(method_id, cls, provider)
+        entries[method_id] = Entry(method_id, cls, provider, smoothable=base is Attributor)
 
     def entries(self) -> dict[str, Entry]:
         """Every registered id and its entry, built on first use and after a plugin reset."""
