@@ -26,7 +26,9 @@ def _inputs(n: int = 3) -> torch.Tensor:
 
 def _our_noise(smoothing: Smoothing, ids, dtype=torch.float64) -> torch.Tensor:
     """(N * S, C, H, W), sample-major: the rows captum's NoiseTunnel adds to its repeated inputs."""
-    return torch.stack([noise(smoothing, sample_key(i), d, SHAPE, dtype) for i in ids for d in range(smoothing.samples)])
+    return torch.stack(
+        [noise(smoothing, sample_key(i), d, SHAPE, dtype) for i in ids for d in range(smoothing.samples)]
+    )
 
 
 @pytest.mark.parametrize("kind", ["smoothgrad", "smoothgrad_sq", "vargrad"])
@@ -34,15 +36,22 @@ def _our_noise(smoothing: Smoothing, ids, dtype=torch.float64) -> torch.Tensor:
     ("method", "captum_cls", "params", "captum_kw"),
     [
         ("saliency", Saliency, {}, {}),
-        ("integrated_gradients", IntegratedGradients, {"n_steps": 4, "baseline": 0.2}, {"n_steps": 4, "baselines": 0.2}),
+        (
+            "integrated_gradients",
+            IntegratedGradients,
+            {"n_steps": 4, "baseline": 0.2},
+            {"n_steps": 4, "baselines": 0.2},
+        ),
     ],
 )
-def test_smoothing_equals_captums_noise_tunnel_given_the_same_noise(monkeypatch, kind, method, captum_cls, params, captum_kw):
+def test_smoothing_equals_captums_noise_tunnel_given_the_same_noise(
+    monkeypatch, kind, method, captum_cls, params, captum_kw
+):
     model, x = tiny_cnn(), _inputs()
     smoothing = Smoothing(samples=5, stdev=0.2, kind=kind, seed=11)
-    ours = explain(
-        model, x, methods={method: {**params, "smooth": smoothing.as_dict()}}, targets=[1], batch_size=4
-    )[method].values[:, 0]
+    ours = explain(model, x, methods={method: {**params, "smooth": smoothing.as_dict()}}, targets=[1], batch_size=4)[
+        method
+    ].values[:, 0]
     drawn = _our_noise(smoothing, range(len(x)))
     monkeypatch.setattr(
         NoiseTunnel, "_add_noise_to_input", staticmethod(lambda inp, stdev, s: inp.repeat_interleave(s, dim=0) + drawn)
@@ -78,7 +87,9 @@ def test_smoothgrad_is_the_mean_of_the_method_on_each_noisy_copy(method):
     smoothing = Smoothing(samples=4, stdev=0.1, kind="smoothgrad", seed=0)
     ds = explain(model, x, methods={method: {**params, "smooth": smoothing.as_dict()}}, targets=[0, 3])
     drawn = _our_noise(smoothing, range(len(x))).view(len(x), 4, *SHAPE)
-    copies = [explain(model, x + drawn[:, d], methods={method: params}, targets=[0, 3])[method].values for d in range(4)]
+    copies = [
+        explain(model, x + drawn[:, d], methods={method: params}, targets=[0, 3])[method].values for d in range(4)
+    ]
     np.testing.assert_allclose(ds[method].values, np.mean(copies, axis=0), rtol=1e-10, atol=1e-14)
     if method == "deeplift":  # each copy sums to its own f(x~) - f(0): so does their mean, exactly
         assert np.abs(ds["deeplift_delta"].values).max() < 1e-10
@@ -91,12 +102,16 @@ def test_noise_follows_the_sample_id_not_its_position():
     backward = explain(model, x.flip(0), methods=chosen, targets=[0], sample_ids=["d", "c", "b", "a"])
     np.testing.assert_array_equal(forward["saliency"].values, backward["saliency"].values[::-1])
     reseeded = {"saliency": {"smooth": {"samples": 3, "stdev": 0.3, "seed": 1}}}
-    assert not np.allclose(forward["saliency"].values, explain(model, x, methods=reseeded, targets=[0],
-                                                                   sample_ids=["a", "b", "c", "d"])["saliency"].values)
+    assert not np.allclose(
+        forward["saliency"].values,
+        explain(model, x, methods=reseeded, targets=[0], sample_ids=["a", "b", "c", "d"])["saliency"].values,
+    )
 
 
 def test_the_smoothing_is_in_the_provenance_and_the_listing():
-    ds = explain(tiny_cnn(), _inputs(1), methods={"saliency": {"smooth": {"samples": 2, "kind": "vargrad"}}}, targets=[0])
+    ds = explain(
+        tiny_cnn(), _inputs(1), methods={"saliency": {"smooth": {"samples": 2, "kind": "vargrad"}}}, targets=[0]
+    )
     params = json.loads(ds["saliency"].attrs["params"])
     assert params["smooth"] == {"samples": 2, "stdev": 0.15, "kind": "vargrad", "seed": 0}
     assert ds["saliency"].attrs["has_delta"] == 0
@@ -119,8 +134,6 @@ def test_bad_smoothing_is_refused_with_what_to_fix(smooth, message):
 
 
 def test_copies_are_batched_by_the_planner():
-    ds = explain(
-        tiny_cnn(), _inputs(2), methods={"deeplift": {"smooth": {"samples": 8}}}, targets=[0], batch_size=12
-    )
+    ds = explain(tiny_cnn(), _inputs(2), methods={"deeplift": {"smooth": {"samples": 8}}}, targets=[0], batch_size=12)
     # Twelve images a pass: six (sample, copy) pairs of DeepLIFT's two images, over both samples.
     assert ds["deeplift"].attrs["images_per_pass"] == 12

@@ -27,7 +27,7 @@ from ..plugins.manager import plugin_info
 from ..storage.datasets import build_dataset
 from ..storage.zarr_io import check_writable, save_maps
 from ..surgery import forget as forget_rewrites
-from .preflight import check_inputs, check_outputs, eval_mode, probe
+from .preflight import check_device, check_inputs, check_outputs, eval_mode, on_device, probe
 from .targets import Resolved, Task, check_labels, check_max_targets, check_task, resolve_targets, slot_width, warn_wide
 
 MethodsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
@@ -202,6 +202,7 @@ def explain(
     store: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> xr.Dataset:
     """Explain ``model``'s outputs for ``inputs`` (N, C, H, W) with each of ``methods``.
 
@@ -218,6 +219,11 @@ def explain(
     ``<method>_delta`` where the method has a completeness delta, and provenance in attrs. With
     ``store``, the Dataset is also written there as zarr (all at once, under a temporary name
     renamed into place; an existing store is an error unless ``overwrite=True``).
+
+    ``device`` (e.g. ``"cuda"``) runs the call there: the inputs are copied to it and the model
+    is moved to it for the call and moved back afterwards, bit for bit (this needs room for the
+    model's parameters on the device, besides the memory budget, which is then measured there).
+    By default everything runs where the inputs are, and they must be where the model is.
     """
     specs = resolve_methods(methods)
     fixed = batch_size_arg(batch_size)
@@ -225,7 +231,10 @@ def explain(
         check_writable(store, overwrite=overwrite)
     check_task(task)
     max_targets = check_max_targets(max_targets)
-    with eval_mode(model):
+    chosen = check_device(device)
+    with eval_mode(model), on_device(model, chosen):
+        if chosen is not None and isinstance(inputs, Tensor):
+            inputs = inputs.to(chosen)
         inputs = check_inputs(model, inputs).detach()
         budget = parse_budget(memory_budget, inputs.device)
         ids = check_sample_ids(sample_ids, inputs.shape[0])

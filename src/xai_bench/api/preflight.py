@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import DeviceMismatchError, InvalidInputError, ModelOutputError, warn
+from ..core.errors import DeviceMismatchError, InvalidInputError, InvalidParameterError, ModelOutputError, warn
 
 
 @contextlib.contextmanager
@@ -27,6 +27,51 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in flags:
             module.training = training
+
+
+def check_device(device: object) -> torch.device | None:
+    """``device`` as a torch.device (``"cuda"`` meaning the current GPU), or None; an unusable one is an error."""
+    if device is None:
+        return None
+    try:
+        chosen = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidParameterError(
+            f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}."
+        ) from exc
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidParameterError(f"device={device!r}, but no CUDA GPU is available here; use 'cpu'.")
+        index = torch.cuda.current_device() if chosen.index is None else chosen.index
+        if index >= torch.cuda.device_count():
+            raise InvalidParameterError(f"device={device!r}, but there are {torch.cuda.device_count()} GPUs.")
+        chosen = torch.device("cuda", index)
+    return chosen
+
+
+@contextlib.contextmanager
+def on_device(model: nn.Module, device: torch.device | None) -> Iterator[None]:
+    """Run ``model`` on ``device`` for the call and move it back afterwards (no-op if it is there already).
+
+    Moving copies the values exactly, and the parameter objects stay the same (an optimizer that
+    holds them keeps working), so the model comes back bit for bit where it was.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    homes = {t.device for t in tensors}
+    if device is None or not tensors or homes == {device}:
+        yield
+        return
+    if len(homes) > 1:
+        raise DeviceMismatchError(
+            f"the model's parameters are on several devices ({', '.join(sorted(map(str, homes)))}); device= moves "
+            "a model that lives on one. Leave device=None and put the inputs where the model's first layer is."
+        )
+    home = homes.pop()
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(home)
 
 
 def _warn_batch_statistics(model: nn.Module) -> None:

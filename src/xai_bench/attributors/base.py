@@ -113,6 +113,7 @@ class Attributor(abc.ABC):
     def check_inputs(self, inputs: Tensor) -> None:
         """Refuse, before any pass, inputs (N, C, H, W) this instance cannot explain (e.g. per-sample
         parameters of another length); default: accept all."""
+        return None
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         """Return the model to run on; rule-based methods return a rewritten view of it."""

@@ -129,7 +129,7 @@ class NoiseTunnel(Attributor):
         noisy = x[owner.to(x.device)] + torch.stack(
             [
                 noise(self._smoothing, int(batch.key[int(s)]), int(d), tuple(x.shape[1:]), x.dtype)
-                for s, d in zip(owner.tolist(), draw.tolist())
+                for s, d in zip(owner.tolist(), draw.tolist(), strict=True)
             ]
         ).to(x.device)
         rows = owner.to(x.device)
@@ -155,7 +155,8 @@ class NoiseTunnel(Attributor):
         # Only the pass's last copy can be unfinished; it is carried into the next pass.
         cut = len(copies) - 1
         unfinished = len(done) < len(copies)
-        self._open = (int(batch.position[rows][cut]), int(draw[cut]), _rows(part, torch.tensor([cut]))) if unfinished else None
+        carried = (int(batch.position[rows][cut]), int(draw[cut]), _rows(part, torch.tensor([cut])))
+        self._open = carried if unfinished else None
         return result
 
     def _continue(self, part: Attribution, first_item: Tensor, position: Tensor, draw: Tensor) -> Attribution:

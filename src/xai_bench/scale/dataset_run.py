@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..api.explaining import MethodsArg, resolve_methods
-from ..api.preflight import eval_mode
+from ..api.preflight import check_device, eval_mode, on_device
 from ..api.targets import Task, check_max_targets, per_sample, row_width
 from ..core.checks import json_safe, positive_int, to_json
 from ..core.errors import InvalidInputError, InvalidParameterError, StoreExistsError, warn
@@ -94,72 +94,75 @@ def run(
     positive_int("samples_per_block", samples_per_block)
     max_targets = check_max_targets(max_targets)
     net = build_model(model)
-    if device is not None:
-        net = net.to(device)
-    ids = sample_ids_of(dataset)
-    if not ids:
-        raise InvalidInputError("the dataset is empty.")
-    if per_sample(targets) and not isinstance(targets, str):
-        if len(targets) != len(ids):
-            raise InvalidInputError(f"per-sample targets hold {len(targets)} entries for {len(ids)} samples.")
-        # Every block must have the same slot width: take it from the whole argument, not a block.
-        max_targets = max_targets or max(1, row_width(targets) or 0)
-    # What makes two runs the same run, besides the model, the methods and the data.
-    options = {
-        "targets": json_safe(_listed(targets)),
-        "labels": list(labels) if labels else None,
-        "task": task,
-        "threshold": threshold,
-        "max_targets": max_targets,
-    }
-    explain_args = {
-        "methods": methods, "labels": labels, "task": task, "threshold": threshold, "targets": targets,
-        "max_targets": max_targets, "batch_size": batch_size, "memory_budget": memory_budget,
-    }  # fmt: skip
-    specs_json = to_json({entry.id: attributor.params() for entry, attributor in resolve_methods(methods)})
-    first_image = load(dataset, [0], ids)
-    with eval_mode(net):
-        fingerprint = _fingerprint(net, specs_json, options, ids, tuple(first_image.shape[1:]))
-    store = Path(store)
-    target = SampleStore(store)
-    computed = 0
-    if not target.exists():
-        block = list(range(min(samples_per_block, len(ids))))
-        first = explain_block(net, dataset, block, ids, explain_args, device)
-        try:
-            target.create(first, block, ids, fingerprint)
-            computed = len(block)
-        except StoreExistsError:
-            pass  # another process created it meanwhile: resume it like any existing store
-    if not computed:
-        target.check(fingerprint, len(ids))
-        _repair(target, dataset, ids, verify=verify)
-    # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
-    # all of a block's samples again where any is not done: passes then hold the same images as
-    # they did, so the recomputed maps equal the lost ones bit for bit at a fixed batch_size.
-    undone = np.flatnonzero(~target.done())
-    blocks = [
-        list(range(k * samples_per_block, min((k + 1) * samples_per_block, len(ids))))
-        for k in sorted({int(i) // samples_per_block for i in undone})
-    ]
-    computed += sum(len(b) for b in blocks)
-    bar = tqdm(total=len(ids), initial=len(ids) - len(undone), desc="run", unit="sample", disable=not progress)
-    if client is None:
-        missing = set(undone.tolist())
-        for block in blocks:
-            target.write(explain_block(net, dataset, block, ids, explain_args, device), block)
-            bar.update(sum(i in missing for i in block))
-    else:
-        from .cluster import run_on_cluster
+    chosen = check_device(device)
+    # A model object is the user's: it goes back where it was, bit for bit, when the run ends.
+    with on_device(net, chosen):
+        ids = sample_ids_of(dataset)
+        if not ids:
+            raise InvalidInputError("the dataset is empty.")
+        if per_sample(targets) and not isinstance(targets, str):
+            if len(targets) != len(ids):
+                raise InvalidInputError(f"per-sample targets hold {len(targets)} entries for {len(ids)} samples.")
+            # Every block must have the same slot width: take it from the whole argument, not a block.
+            max_targets = max_targets or max(1, row_width(targets) or 0)
+        # What makes two runs the same run, besides the model, the methods and the data.
+        options = {
+            "targets": json_safe(_listed(targets)),
+            "labels": list(labels) if labels else None,
+            "task": task,
+            "threshold": threshold,
+            "max_targets": max_targets,
+        }
+        explain_args = {
+            "methods": methods, "labels": labels, "task": task, "threshold": threshold, "targets": targets,
+            "max_targets": max_targets, "batch_size": batch_size, "memory_budget": memory_budget,
+        }  # fmt: skip
+        specs_json = to_json({entry.id: attributor.params() for entry, attributor in resolve_methods(methods)})
+        first_image = load(dataset, [0], ids)
+        with eval_mode(net):
+            fingerprint = _fingerprint(net, specs_json, options, ids, tuple(first_image.shape[1:]))
+        store = Path(store)
+        target = SampleStore(store)
+        computed = 0
+        if not target.exists():
+            block = list(range(min(samples_per_block, len(ids))))
+            first = explain_block(net, dataset, block, ids, explain_args, chosen)
+            try:
+                target.create(first, block, ids, fingerprint)
+                computed = len(block)
+            except StoreExistsError:
+                pass  # another process created it meanwhile: resume it like any existing store
+        if not computed:
+            target.check(fingerprint, len(ids))
+            _repair(target, dataset, ids, verify=verify)
+        # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
+        # all of a block's samples again where any is not done: passes then hold the same images as
+        # they did, so the recomputed maps equal the lost ones bit for bit at a fixed batch_size.
+        undone = np.flatnonzero(~target.done())
+        blocks = [
+            list(range(k * samples_per_block, min((k + 1) * samples_per_block, len(ids))))
+            for k in sorted({int(i) // samples_per_block for i in undone})
+        ]
+        computed += sum(len(b) for b in blocks)
+        bar = tqdm(total=len(ids), initial=len(ids) - len(undone), desc="run", unit="sample", disable=not progress)
+        if client is None:
+            missing = set(undone.tolist())
+            for block in blocks:
+                target.write(explain_block(net, dataset, block, ids, explain_args, chosen), block)
+                bar.update(sum(i in missing for i in block))
+        else:
+            from .cluster import run_on_cluster
 
-        for n_done in run_on_cluster(client, model, dataset, blocks, ids, explain_args, store, device):
-            bar.update(n_done)
-    bar.close()
-    # Counted from the flags: a task whose worker died after writing still finished its samples.
-    finished = int(target.done().sum())
-    if finished != len(ids):
-        raise RuntimeError(f"{len(ids) - finished} samples of {os.fspath(store)!r} are not done; run again to finish.")
-    return RunSummary(store, computed, len(ids) - computed)
+            for n_done in run_on_cluster(client, model, dataset, blocks, ids, explain_args, store, chosen):
+                bar.update(n_done)
+        bar.close()
+        # Counted from the flags: a task whose worker died after writing still finished its samples.
+        finished = int(target.done().sum())
+        if finished != len(ids):
+            raise RuntimeError(
+                f"{len(ids) - finished} samples of {os.fspath(store)!r} are not done; run again to finish."
+            )
+        return RunSummary(store, computed, len(ids) - computed)
 
 
 def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bool) -> None:
