@@ -182,7 +182,7 @@ def test_dense_string_coordinates_read_back_as_plain_strings(case, tmp_path):
     best = back["score"].sel(sample=1).idxmax("target").values.item()
     assert best == LABELS[int(np.argmax(back["score"].sel(sample=1).values))]
     # Consolidated metadata: plain xarray opens the store without a warning (warnings are errors here).
-    assert set(xr.open_zarr(tmp_path / "d.zarr").data_vars) == {"saliency", "score"}
+    assert set(xr.open_zarr(tmp_path / "d.zarr").data_vars) == {"saliency", "score", "input"}
 
 
 def test_a_slot_store_resumes_to_the_uninterrupted_one(tmp_path):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ..attributors.base import Attributor, Cost, Prepared
 from ..core.checks import batch_size_arg, to_json
 from ..core.errors import InvalidInputError, SurgeryError
+from ..core.normalization import check_normalization
 from ..core.provenance import model_fingerprint, module_state, result_attrs, sample_key
 from ..engine.attribution import MethodResult, attribute_all, work_samples
 from ..engine.memory import is_out_of_memory, parse_budget
@@ -203,6 +204,8 @@ def explain(
     overwrite: bool = False,
     progress: bool = False,
     device: str | torch.device | None = None,
+    store_inputs: bool = True,
+    input_normalization: Any = None,
 ) -> xr.Dataset:
     """Explain ``model``'s outputs for ``inputs`` (N, C, H, W) with each of ``methods``.
 
@@ -224,6 +227,11 @@ def explain(
     is moved to it for the call and moved back afterwards, bit for bit (this needs room for the
     model's parameters on the device, besides the memory budget, which is then measured there).
     By default everything runs where the inputs are, and they must be where the model is.
+
+    ``store_inputs`` keeps the inputs in the Dataset (variable ``input``), so that pictures and
+    reports can be drawn from it (or its store) alone. ``input_normalization`` says how the
+    inputs were normalised (``"imagenet"``, ``(mean, std)``): nothing is applied, it is recorded
+    (attribute ``input_normalization``) so that pictures can show the images as they were.
     """
     specs = resolve_methods(methods)
     fixed = batch_size_arg(batch_size)
@@ -232,6 +240,7 @@ def explain(
     check_task(task)
     max_targets = check_max_targets(max_targets)
     chosen = check_device(device)
+    normalization = check_normalization(input_normalization)
     with eval_mode(model), on_device(model, chosen):
         if chosen is not None and isinstance(inputs, Tensor):
             inputs = inputs.to(chosen)
@@ -298,6 +307,9 @@ def explain(
             memory_budget=budget,
             methods=to_json([entry.id for entry, _ in specs]),
         )
+        if normalization is not None:
+            attrs["input_normalization"] = normalization.to_json()
+        kept = inputs.detach().to(stored).cpu().numpy() if store_inputs else None
     ds = build_dataset(
         maps=maps,
         deltas=deltas,
@@ -306,6 +318,7 @@ def explain(
         sample_ids=ids,
         targets=resolved.table,
         attrs=attrs,
+        inputs=kept,
     )
     if store is not None:
         save_maps(ds, store, overwrite=overwrite)

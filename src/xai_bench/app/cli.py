@@ -80,9 +80,14 @@ def _run(args: argparse.Namespace) -> int:
     load_factory(args.model)  # fail early, with one line, on a bad 'module:function'
     factory = FactoryWithCheckpoint(args.model, args.checkpoint)
     if args.dataset:
+        if args.normalize:
+            raise InvalidParameterError(
+                "--normalize applies to --images; a --dataset factory normalises its own images (give its data set "
+                "an input_normalization attribute, e.g. 'imagenet', to have it recorded)."
+            )
         dataset = load_factory(args.dataset)()
     else:
-        dataset = ImageFolder(args.images, size=args.size, channels=args.channels)
+        dataset = ImageFolder(args.images, size=args.size, channels=args.channels, normalize=args.normalize)
     client = None
     if args.scheduler:
         from dask.distributed import Client
@@ -102,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         client=client,
         verify=not args.no_verify,
         progress=True,
+        store_inputs=args.store_inputs,
     )
     print(f"{summary.computed} samples explained, {summary.skipped} already done: {summary.store}")
     return 0
@@ -135,7 +141,20 @@ def _show(args: argparse.Namespace) -> int:
             print(f"xai-bench: error: no target {args.target!r}; targets: {listed}", file=sys.stderr)
             return 2
         target = present[targets.index(args.target)]
-    methods = [m for m in (args.methods or []) if m] or None
+    from ..storage.datasets import method_ids
+
+    methods = _methods_arg(args.methods) if args.methods else None
+    if methods is not None:
+        if not isinstance(methods, list):
+            raise InvalidParameterError("show --methods takes method ids (saliency,deeplift), not parameters.")
+        have = method_ids(ds)
+        missing = [m for m in methods if m not in have]
+        if missing:
+            from ..core.errors import did_you_mean
+
+            raise InvalidParameterError(
+                f"{args.store} has no method {missing[0]!r}; it has {', '.join(have)}.{did_you_mean(missing[0], have)}"
+            )
     try:
         row = ds.sel(sample=[sample]).load()
     except Exception as exc:  # zarr raises several kinds for chunks that fail their checksum or codec
@@ -143,7 +162,7 @@ def _show(args: argparse.Namespace) -> int:
             f"cannot read sample {args.sample!r} of {args.store} ({type(exc).__name__}: {exc}); "
             f"`xai-bench verify {args.store}` lists the damaged samples."
         ) from exc
-    fig = plot_maps(row, target=target, methods=methods)
+    fig = plot_maps(row, target=target, methods=methods, scale=args.scale)
     out = args.out or f"{Path(args.sample).stem}.png"
     fig.savefig(out, dpi=120)
     print(out)
@@ -175,8 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", help="folder of images (searched recursively)")
     source.add_argument("--dataset", help="dataset factory as 'package.module:function' (a map-style dataset)")
     runp.add_argument("--size", type=int, default=224, help="images are resized to size x size")
-    runp.add_argument("--channels", type=int, default=3, choices=(1, 3))
-    runp.add_argument("--methods", nargs="+", required=True, help="ids, or a JSON object {id: params}")
+    runp.add_argument("--channels", type=int, default=3, choices=(1, 3), help="1: grayscale; 3: RGB (grey repeated)")
+    runp.add_argument(
+        "--normalize",
+        help="normalise the images: 'imagenet', or the means then the standard deviations as one comma list "
+        "(recorded in the store, undone in pictures)",
+    )
+    runp.add_argument("--store-inputs", action="store_true", help="keep the images in the store (for show/report)")
+    runp.add_argument(
+        "--methods",
+        nargs="+",
+        required=True,
+        help="comma-separated method ids (saliency,deeplift), or a JSON object of ids and parameters "
+        '(\'{"integrated_gradients": {"n_steps": 32}}\')',
+    )
     runp.add_argument("--targets", default="predicted", help="'predicted', 'all' or a comma list of indices/labels")
     runp.add_argument("--labels", help="comma-separated label names, one per model output")
     runp.add_argument("--task", default="multiclass", choices=("multiclass", "multilabel"))
@@ -197,7 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("store")
     show.add_argument("--sample", required=True, help="sample id")
     show.add_argument("--target", help="target label or index (default: the highest-scoring)")
-    show.add_argument("--methods", nargs="*", help="methods to draw (default: all)")
+    show.add_argument("--methods", nargs="+", help="method ids to draw, comma-separated (default: all)")
+    show.add_argument(
+        "--scale",
+        default="map",
+        choices=("map", "sample", "method"),
+        help="which maps share colour limits: each map its own (map), or all of the sample's (sample)",
+    )
     show.add_argument("--out", help="PNG path (default: <sample>.png)")
     show.set_defaults(func=_show)
 

@@ -101,6 +101,6 @@ def run_demo(
         inside[method] = float((values * m).sum() / max(values.sum(), 1e-12))
     max_delta = {m: float(np.nanmax(np.abs(ds[f"{m}_delta"].values))) for m in ("integrated_gradients", "deeplift")}
     figure = out / "maps.png"
-    fig = plot_maps(ds, images=x_test[:n_explain].numpy())
+    fig = plot_maps(ds)  # the inputs are in the Dataset
     fig.savefig(figure, dpi=110)
     return DemoResult(store, figure, accuracy, inside, max_delta)

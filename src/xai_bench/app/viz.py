@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from ..storage.datasets import layout_of, select_map
+from ..core.normalization import Normalization
+from ..storage.datasets import INPUT, layout_of, method_ids, select_map
+
+SCALES = ("map", "sample", "method")
+_SCALE_TEXT = {
+    "map": "each map on its own scale",
+    "sample": "one scale per row (sample), shared by its methods",
+    "method": "one scale per column (method), shared by its samples",
+}
 
 
 def overlay(
@@ -20,6 +29,7 @@ def overlay(
     signed: bool | None = None,
     cmap: str | None = None,
     percentile: float | None = 99.0,
+    limit: float | None = None,
 ) -> np.ndarray:
     """Blend a map over its image: an RGB array (H, W, 3) in [0, 1], no figure needed.
 
@@ -28,27 +38,42 @@ def overlay(
     Signed maps (``signed=None``: any negative value) use a diverging colormap centred at zero
     (red raises the score, blue lowers it); unsigned ones a sequential colormap from zero. Colour
     limits clip at ``percentile`` of |map| (``None``: the maximum), so a few extreme pixels do
-    not wash out the rest. ``alpha`` is the map's weight in the blend.
+    not wash out the rest; ``limit`` sets them instead. ``alpha`` is the map's weight in the blend.
     """
     from matplotlib import colormaps
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}.")
     rgb = _as_rgb(_as_array(image))
-    m = _as_array(attribution)
-    m = m.sum(0) if m.ndim == 3 else m
+    m = _channel_sum(attribution)
     if m.shape != rgb.shape[:2]:
         raise ValueError(f"the map is {m.shape} but the image is {rgb.shape[:2]}; they must have the same size.")
-    m = np.nan_to_num(m)
     signed = bool((m < 0).any()) if signed is None else signed
-    magnitude = np.abs(m)
-    limit = float(np.percentile(magnitude, percentile) if percentile is not None else magnitude.max()) or 1.0
-    if signed:
-        values, name = 0.5 + 0.5 * np.clip(m / limit, -1.0, 1.0), cmap or "RdBu_r"
-    else:
-        values, name = np.clip(m / limit, 0.0, 1.0), cmap or "magma"
-    colours = colormaps[name](values)[..., :3]
+    limit = limit if limit is not None else colour_limit([m], percentile)
+    name = cmap or ("RdBu_r" if signed else "magma")
+    colours = colormaps[name](_unit(m, signed, limit))[..., :3]
     return np.clip((1.0 - alpha) * rgb + alpha * colours, 0.0, 1.0)
+
+
+def colour_limit(maps: Sequence[np.ndarray], percentile: float | None = 99.0) -> float:
+    """The colour limit of ``maps`` (channel-summed, one shared scale): ``percentile`` of |values|."""
+    values = np.abs(np.concatenate([np.ravel(m) for m in maps]))
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return 1.0
+    return float(np.percentile(values, percentile) if percentile is not None else values.max()) or 1.0
+
+
+def _unit(m: np.ndarray, signed: bool, limit: float) -> np.ndarray:
+    """Map values to [0, 1] for a colormap: zero at 0.5 when signed, at 0 otherwise."""
+    if signed:
+        return 0.5 + 0.5 * np.clip(m / limit, -1.0, 1.0)
+    return np.clip(m / limit, 0.0, 1.0)
+
+
+def _channel_sum(attribution: Any) -> np.ndarray:
+    m = _as_array(attribution)
+    return np.nan_to_num(m.sum(0) if m.ndim == 3 else m)
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -70,8 +95,26 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
 
 
-def _reduce(maps: xr.DataArray) -> np.ndarray:
-    return maps.sum("channel").values
+def display_image(ds: xr.Dataset, sample: Any, images: Any = None) -> np.ndarray | None:
+    """The input of ``sample`` as it looked before normalisation, in [0, 1], from ``images`` or the Dataset."""
+    if images is not None:
+        image = _as_array(images)[list(ds["sample"].values).index(sample)]
+    elif INPUT in ds:
+        image = np.asarray(ds[INPUT].sel(sample=sample).values, dtype=np.float64)
+    else:
+        return None
+    if "input_normalization" in ds.attrs:
+        image = Normalization.from_json(ds.attrs["input_normalization"]).undo(image)
+    return np.clip(image, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class _Panel:
+    method: str
+    target: Any
+    values: np.ndarray | None  # channel-summed map; None where the pair has no map
+    score: float
+    why: str = ""
 
 
 def plot_maps(
@@ -80,44 +123,113 @@ def plot_maps(
     samples: Sequence[Any] | None = None,
     target: Any | None = None,
     methods: Sequence[str] | None = None,
-    images: np.ndarray | None = None,
+    images: Any = None,
+    scale: str = "map",
     percentile: float = 99.0,
+    alpha: float = 0.6,
 ):
-    """Return a figure with one row per sample: the image (if given), then each method's map.
+    """Return a figure with one row per sample: its input, then each method's map over it.
 
-    Maps are summed over channels. Signed maps use a diverging colormap centred on zero (red
-    raises the score, blue lowers it); non-negative maps (absolute saliency) use a sequential one.
-    Colour limits clip at ``percentile`` of |map| so a few extreme pixels do not wash out the rest.
-    ``target`` defaults to each sample's highest-scoring target among those with maps.
+    The input is ``images`` (N, C, H, W) if given, else the Dataset's ``input`` variable (see
+    ``explain(store_inputs=...)``), shown un-normalised when the Dataset records its
+    normalisation; without either, maps are drawn alone. Maps are summed over channels; signed
+    maps use a diverging colormap centred on zero (red raises the score, blue lowers it),
+    non-negative ones a sequential one; each panel has a colourbar and a title with the method,
+    the target and the model's logit. ``scale`` picks which maps share colour limits: ``"map"``
+    (each its own), ``"sample"`` (a row's methods) or ``"method"`` (a column's samples); limits
+    clip at ``percentile`` of |map|, and the figure says which scaling it uses. Columns follow
+    the order the methods were asked for. ``target`` defaults to each sample's highest-scoring
+    target among those with maps; a (sample, target) pair without a map gets a panel that says so.
     """
     import matplotlib.pyplot as plt
 
-    methods = list(methods or [v for v in ds.data_vars if ds[v].dims[-3:] == ("channel", "y", "x")])
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(map(repr, SCALES))}, got {scale!r}.")
+    available = method_ids(ds)
+    methods = list(methods) if methods is not None else available
+    unknown = [m for m in methods if m not in available]
+    if unknown or not methods:
+        raise KeyError(f"no method {unknown[0] if unknown else None!r} in the dataset; it has {available}.")
     samples = list(samples if samples is not None else ds["sample"].values)
-    cols = len(methods) + (images is not None)
-    fig, axes = plt.subplots(len(samples), cols, figsize=(2.2 * cols, 2.3 * len(samples)), squeeze=False)
-    for row, sample in enumerate(samples):
-        t = target if target is not None else _best_target(ds, sample, methods[0])
-        col = 0
-        if images is not None:
-            idx = list(ds["sample"].values).index(sample)
-            img = np.asarray(images[idx])
-            img = img.transpose(1, 2, 0) if img.shape[0] in (3,) else img[0]
-            axes[row, 0].imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None)
-            axes[row, 0].set_title(f"{sample}\ntarget {t}", fontsize=8)
-            col = 1
-        for method in methods:
-            ax = axes[row, col]
-            m = _reduce(select_map(ds, method, sample=sample, target=t))
-            limit = float(np.nanpercentile(np.abs(m), percentile)) or 1.0
-            if np.nanmin(m) >= 0:
-                ax.imshow(m, cmap="magma", vmin=0, vmax=limit)
-            else:
-                ax.imshow(m, cmap="RdBu_r", vmin=-limit, vmax=limit)
-            if row == 0:
-                ax.set_title(method.replace("_", " "), fontsize=8)
-            col += 1
+    pictures = [display_image(ds, sample, images) for sample in samples]
+    with_input = any(p is not None for p in pictures)
+    grid = [[_panel(ds, sample, method, target) for method in methods] for sample in samples]
+    limits = _limits(grid, scale, percentile)
+    cols = len(methods) + with_input
+    fig, axes = plt.subplots(len(samples), cols, figsize=(2.6 * cols, 2.6 * len(samples) + 0.4), squeeze=False)
+    for row, (sample, picture) in enumerate(zip(samples, pictures, strict=True)):
+        if with_input:
+            ax = axes[row, 0]
+            if picture is not None:
+                rgb = _as_rgb(picture)
+                ax.imshow(rgb[..., 0] if picture.shape[0] == 1 else rgb, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{sample}\ninput", fontsize=8)
+        for col, panel in enumerate(grid[row]):
+            _draw(fig, axes[row, col + with_input], panel, picture, limits[row][col], alpha)
+    fig.suptitle(f"colour scale: {_SCALE_TEXT[scale]}, clipped at the {percentile:g}th percentile of |map|", fontsize=8)
     return _finish(fig, axes)
+
+
+def _panel(ds: xr.Dataset, sample: Any, method: str, target: Any) -> _Panel:
+    chosen = target if target is not None else _best_target(ds, sample, method)
+    if chosen is None:
+        return _Panel(method, None, None, np.nan, "no maps for this sample")
+    try:
+        values = _channel_sum(select_map(ds, method, sample=sample, target=chosen))
+    except KeyError:
+        return _Panel(method, chosen, None, np.nan, f"no map for target {chosen}")
+    return _Panel(method, chosen, values, _score(ds, sample, chosen))
+
+
+def _limits(grid: list[list[_Panel]], scale: str, percentile: float) -> list[list[tuple[float, bool]]]:
+    """(limit, signed) per panel: the panels a scale groups share both."""
+
+    def shared(panels: list[_Panel]) -> tuple[float, bool]:
+        maps = [p.values for p in panels if p.values is not None]
+        if not maps:
+            return 1.0, False
+        return colour_limit(maps, percentile), any(bool((m < 0).any()) for m in maps)
+
+    rows, cols = len(grid), len(grid[0])
+    if scale == "map":
+        return [[shared([p]) for p in line] for line in grid]
+    if scale == "sample":
+        return [[shared(line)] * cols for line in grid]
+    per_column = [shared([grid[r][c] for r in range(rows)]) for c in range(cols)]
+    return [list(per_column) for _ in range(rows)]
+
+
+def _draw(fig, ax, panel: _Panel, picture: np.ndarray | None, limit_signed: tuple[float, bool], alpha: float) -> None:
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    name = panel.method.replace("_", " ")
+    if panel.values is None:
+        ax.text(0.5, 0.5, panel.why, ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes)
+        ax.set_title(name, fontsize=8)
+        ax.set_frame_on(False)
+        return
+    limit, signed = limit_signed
+    cmap = "RdBu_r" if signed else "magma"
+    if picture is not None:
+        ax.imshow(overlay(picture, panel.values, alpha=alpha, signed=signed, cmap=cmap, limit=limit))
+    else:
+        ax.imshow(colormaps[cmap](_unit(panel.values, signed, limit)))
+    norm = Normalize(-limit if signed else 0.0, limit)
+    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.046, pad=0.03)
+    bar.ax.tick_params(labelsize=6)
+    bar.formatter.set_powerlimits((-2, 3))
+    bar.ax.yaxis.get_offset_text().set_fontsize(6)
+    ax.set_title(f"{name}\n{panel.target} (logit {panel.score:.3g})", fontsize=8)
+
+
+def _score(ds: xr.Dataset, sample: Any, target: Any) -> float:
+    row = ds.sel(sample=sample)
+    by_index = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
+    names = np.atleast_1d(row["target_index" if by_index else "target"].values)
+    hits = np.flatnonzero(names == target)
+    return float(np.atleast_1d(row["score"].values)[hits[0]]) if len(hits) else float("nan")
 
 
 def _finish(fig, axes):
@@ -129,10 +241,12 @@ def _finish(fig, axes):
 
 
 def _best_target(ds: xr.Dataset, sample: Any, method: str) -> Any:
-    """The highest-scoring target of ``sample`` that has a map (either layout)."""
+    """The highest-scoring target of ``sample`` that has a map (either layout); None if none has."""
     row = ds.sel(sample=sample)
-    have = ~np.isnan(row[method].isel(channel=0, y=0, x=0).values)
-    scores = np.where(have, row["score"].values, -np.inf)
+    have = ~np.isnan(np.atleast_1d(row[method].isel(channel=0, y=0, x=0).values))
+    if not have.any():
+        return None
+    scores = np.where(have, np.atleast_1d(row["score"].values), -np.inf)
     column = int(np.argmax(scores))
     key = "target_index" if layout_of(ds) == "slot" and ds["target"].dtype.kind in "iu" else "target"
     return np.atleast_1d(row[key].values)[column]

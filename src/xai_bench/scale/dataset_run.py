@@ -19,6 +19,7 @@ from ..api.preflight import check_device, eval_mode, on_device
 from ..api.targets import Task, check_max_targets, per_sample, row_width
 from ..core.checks import json_safe, positive_int, to_json
 from ..core.errors import InvalidInputError, InvalidParameterError, StoreExistsError, warn
+from ..core.normalization import check_normalization
 from ..core.provenance import model_fingerprint
 from ..storage.sample_store import SampleStore
 from ..storage.zarr_io import open_maps
@@ -69,6 +70,8 @@ def run(
     client: Any = None,
     verify: bool = True,
     progress: bool = True,
+    store_inputs: bool = False,
+    input_normalization: Any = None,
 ) -> RunSummary:
     """Explain every sample of ``dataset`` into the zarr ``store``, resuming where a previous run stopped.
 
@@ -83,7 +86,10 @@ def run(
     a warning that names them; this reads the store's bytes and the done samples' images once.
     ``verify=False`` skips both and only looks for missing chunks. With a dask ``client``, ``model``
     must be a factory (a callable or ``"module:function"``) that each worker calls; workers write
-    their samples' regions of the same store.
+    their samples' regions of the same store. ``store_inputs=True`` keeps the images in the store
+    too (off by default: on a large data set they can outweigh the maps). ``input_normalization``
+    is recorded for pictures (see :func:`explain`); by default it is the data set's
+    ``input_normalization`` attribute, which :class:`~xai_bench.scale.image_folder.ImageFolder` sets.
     """
     dataset = getattr(dataset, "dataset", dataset) if isinstance(dataset, torch.utils.data.DataLoader) else dataset
     if client is not None and isinstance(model, nn.Module):
@@ -92,6 +98,9 @@ def run(
             "each worker builds its own model."
         )
     positive_int("samples_per_block", samples_per_block)
+    normalization = check_normalization(
+        input_normalization if input_normalization is not None else getattr(dataset, "input_normalization", None)
+    )
     max_targets = check_max_targets(max_targets)
     net = build_model(model)
     chosen = check_device(device)
@@ -112,10 +121,13 @@ def run(
             "task": task,
             "threshold": threshold,
             "max_targets": max_targets,
+            "store_inputs": bool(store_inputs),
+            "input_normalization": normalization.to_json() if normalization is not None else None,
         }
         explain_args = {
             "methods": methods, "labels": labels, "task": task, "threshold": threshold, "targets": targets,
             "max_targets": max_targets, "batch_size": batch_size, "memory_budget": memory_budget,
+            "store_inputs": store_inputs, "input_normalization": normalization,
         }  # fmt: skip
         specs_json = to_json({entry.id: attributor.params() for entry, attributor in resolve_methods(methods)})
         first_image = load(dataset, [0], ids)

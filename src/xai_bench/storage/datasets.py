@@ -9,6 +9,7 @@ the ``target`` coordinate naming the classes. Slot layout, when targets differ p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,8 @@ import xarray as xr
 Layout = Literal["dense", "slot"]
 #: ``target_index`` of an unused slot
 UNUSED = -1
+#: the variable holding the explained inputs, where a Dataset keeps them
+INPUT = "input"
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,10 @@ def build_dataset(
     sample_ids: Sequence[Any],
     targets: TargetTable,
     attrs: dict[str, Any],
+    inputs: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """Assemble maps (N, S, C, H, W), deltas (N, S) and scores (N, S) into one labelled Dataset."""
+    """Assemble maps (N, S, C, H, W), deltas (N, S), scores (N, S) and, if given, the inputs
+    (N, C, H, W) as ``input`` into one labelled Dataset."""
     first = next(iter(maps.values()))
     _, s, c, h, w = first.shape
     dims = map_dims(targets.layout)
@@ -93,7 +98,23 @@ def build_dataset(
                 attrs={"description": f"sum of {method_id} maps minus (f(x) - f(baseline)); 0 is exact"},
             )
     data_vars["score"] = xr.Variable(pair_dims, scores, attrs={"description": "model logit for the target"})
+    if inputs is not None:
+        data_vars[INPUT] = xr.Variable(
+            ("sample", "channel", "y", "x"),
+            inputs,
+            attrs={"description": "the input the maps explain, as the model saw it"},
+        )
     return xr.Dataset(data_vars, coords=coords, attrs={**attrs, "target_layout": targets.layout})
+
+
+def method_ids(ds: xr.Dataset) -> list[str]:
+    """The map variables of ``ds``, in the order the methods were asked for (kept through a store)."""
+    maps = [name for name in ds.data_vars if name != INPUT and _is_map(ds[name])]
+    try:
+        asked = [m for m in json.loads(ds.attrs.get("methods", "[]")) if m in maps]
+    except (TypeError, ValueError):
+        asked = []
+    return asked + [m for m in maps if m not in asked]
 
 
 def string_coordinate(values: Sequence[Any]) -> np.ndarray:
@@ -121,9 +142,7 @@ def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.D
     Works on both layouts. Raises ``KeyError`` when the store has no map for that pair.
     """
     if method not in ds:
-        raise KeyError(
-            f"no method {method!r} in the dataset; it has {sorted(v for v in ds.data_vars if _is_map(ds[v]))}."
-        )
+        raise KeyError(f"no method {method!r} in the dataset; it has {method_ids(ds)}.")
     row = ds.sel(sample=sample)
     by_index = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
     names = row["target_index"].values if by_index else row["target"].values
