@@ -161,6 +161,27 @@ def check_per_sample_targets(method_id: str, params=None, model=None, inputs=Non
         )
 
 
+def check_noise_tunnel(method_id: str, params=None, model=None, inputs=None) -> None:
+    """``smooth=`` works on the method: one noise-free copy gives the method's own maps, and smoothed
+    maps do not depend on the pass size (a copy's items may be split between passes)."""
+    model, inputs = (model, inputs) if model is not None else default_case()
+    plain = _run(method_id, params, model, inputs, batch_size=64)[method_id].values
+    still = {**dict(params or {}), "smooth": {"samples": 1, "stdev": 0.0}}
+    once = _run(method_id, still, model, inputs, batch_size=64)[method_id].values
+    if not np.allclose(once, plain, rtol=1e-7, atol=1e-9):
+        raise AssertionError(
+            f"{method_id}: smooth with one noise-free copy differs from the plain maps by up to "
+            f"{np.abs(once - plain).max()}; attribute() and finish() must treat each sample's rows on their own."
+        )
+    noisy = {**dict(params or {}), "smooth": {"samples": 3, "stdev": 0.1}}
+    whole = _run(method_id, noisy, model, inputs, batch_size=64)[method_id].values
+    part = _run(method_id, noisy, model, inputs, batch_size=1)[method_id].values
+    if not np.allclose(whole, part, rtol=1e-7, atol=1e-9):
+        raise AssertionError(
+            f"{method_id}: smoothed maps change with the pass size by up to {np.abs(whole - part).max()}"
+        )
+
+
 class _Boom(RuntimeError):
     pass
 
@@ -197,6 +218,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "determinism": check_determinism,
     "batch_invariance": check_batch_invariance,
     "per_sample_targets": check_per_sample_targets,
+    "noise_tunnel": check_noise_tunnel,
     "model_untouched": check_model_untouched,
     "cleanup_after_error": check_cleanup_after_error,
 }
