@@ -146,3 +146,26 @@ def test_show_draws_from_the_store_alone_and_names_unknown_methods(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("xai-bench: error:") and len(err.splitlines()) == 1
     assert "has no method 'deeplit'; it has saliency, deeplift" in err and "deeplift" in err
+
+
+def test_the_command_line_normalises_keeps_inputs_and_refuses_normalising_a_factory(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = np.random.default_rng(1).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels, mode="RGB").save(folder / "x.png")
+    store = tmp_path / "m.zarr"
+    common = ["run", "--model", "xai_bench.testing.models:tiny_cnn32", "--size", "16", "--methods", "saliency"]
+    assert main([*common, "--images", str(folder), "--store", str(store), "--normalize", "imagenet",
+                 "--store-inputs"]) == 0  # fmt: skip
+    ds = open_maps(store)
+    np.testing.assert_allclose(display_image(ds, "x.png"), pixels.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    assert main(["show", str(store), "--sample", "x.png", "--out", str(tmp_path / "x.png")]) == 0
+    capsys.readouterr()
+    factory = ["--dataset", "xai_bench.testing.data:SyntheticImages", "--store", str(tmp_path / "f.zarr")]
+    assert main([*common, *factory, "--normalize", "imagenet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xai-bench: error: --normalize applies to --images") and len(err.splitlines()) == 1
+    assert main([*common, "--images", str(folder), "--store", str(tmp_path / "b.zarr"), "--normalize", "0.5"]) == 2
+    assert "give 'imagenet' or the means then the standard deviations" in capsys.readouterr().err
