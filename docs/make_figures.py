@@ -14,11 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from xai_bench import open_maps, overlay, select_map  # noqa: E402
-from xai_bench.app.demo import run_demo  # noqa: E402
-from xai_bench.app.viz import plot_maps  # noqa: E402
+from xai_bench import open_maps, overlay, select_map
+from xai_bench.app.demo import run_demo
+from xai_bench.app.viz import plot_maps
 
 OUT = Path(__file__).resolve().parent / "img"
 

@@ -61,9 +61,8 @@ def test_asking_for_a_gpu_where_there_is_none_says_so():
 
 def test_a_model_spread_over_devices_is_not_moved():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2, device="meta"))
-    with pytest.raises(DeviceMismatchError, match="several devices"):
-        with on_device(model, torch.device("cpu")):
-            pass
+    with pytest.raises(DeviceMismatchError, match="several devices"), on_device(model, torch.device("cpu")):
+        pass
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU to move the model to")
