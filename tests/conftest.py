@@ -46,7 +46,8 @@ def add_plugin(monkeypatch, fresh_plugins):
     import types
 
     import xai_bench
-    from xai_bench import Attributor, hookimpl
+    from xai_bench import Attributor, GlobalProfiler, hookimpl
+    from xai_bench.metrics.base import Metric
 
     def add(*classes, name: str = "test_plugin"):
         module = types.ModuleType(name)
@@ -60,11 +61,18 @@ def add_plugin(monkeypatch, fresh_plugins):
         @hookimpl
         def register_profilers(register):
             for cls in classes:
-                if not issubclass(cls, Attributor):
+                if issubclass(cls, GlobalProfiler):
+                    register(cls)
+
+        @hookimpl
+        def register_metrics(register):
+            for cls in classes:
+                if issubclass(cls, Metric):
                     register(cls)
 
         module.register_attributors = register_attributors
         module.register_profilers = register_profilers
+        module.register_metrics = register_metrics
         monkeypatch.setitem(sys.modules, name, module)
         xai_bench.get_plugin_manager().register(module, name=name)
         return module

@@ -134,7 +134,11 @@ def test_many_targets_share_forward_passes(method, params):
     assert recorded == json.loads(one[method].attrs["params"])
     if method == "integrated_gradients":
         assert recorded == {
-            "n_steps": 5, "method": "gausslegendre", "baseline": 0.0, "baselines": None, "sample_baselines": None
+            "n_steps": 5,
+            "method": "gausslegendre",
+            "baseline": 0.0,
+            "baselines": None,
+            "sample_baselines": None,
         }
     if method == "occlusion":
         assert recorded == {"window": [4, 4], "stride": [4, 4], "fill": 0.0}

@@ -62,7 +62,11 @@ def test_provenance(case):
     assert ds.attrs["model"].endswith("ReluNet")
     ig = ds["integrated_gradients"].attrs
     assert json.loads(ig["params"]) == {
-        "n_steps": 7, "method": "gausslegendre", "baseline": 0.0, "baselines": None, "sample_baselines": None
+        "n_steps": 7,
+        "method": "gausslegendre",
+        "baseline": 0.0,
+        "baselines": None,
+        "sample_baselines": None,
     }
     assert ig["provider"] == "xai_bench.attributors.builtin"
     surgery = json.loads(ds["deeplift"].attrs["surgery"])

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"scale"},
     {"api"},
     {"engine", "plugins"},
-    {"attributors", "profilers", "surgery"},
+    {"attributors", "profilers", "surgery", "metrics"},
     {"storage"},
     {"core"},
 ]

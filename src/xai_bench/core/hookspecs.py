@@ -21,3 +21,8 @@ def register_attributors(register: Callable[..., Any]) -> None:
 @hookspec
 def register_profilers(register: Callable[..., Any]) -> None:
     """Register global profilers: call ``register(GlobalProfilerSubclass)`` once per profiler."""
+
+
+@hookspec
+def register_metrics(register: Callable[..., Any]) -> None:
+    """Register metrics that score maps: call ``register(MetricSubclass)`` once per metric."""

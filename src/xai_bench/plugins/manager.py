@@ -21,6 +21,7 @@ LOAD_PLUGINS_ENV = "XAI_BENCH_LOAD_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "xai_bench.attributors.builtin",
     "xai_bench.profilers.builtin",
+    "xai_bench.metrics.builtin",
 )
 
 

@@ -18,6 +18,7 @@ from ..core.errors import (
     UnknownMethodError,
     UnknownParameterError,
 )
+from ..metrics.base import Metric
 from ..profilers.base import GlobalProfiler
 from .manager import generation, get_plugin_manager
 
@@ -154,6 +155,7 @@ class _Table:
 
 attributors = _Table("method", "register_attributors", Attributor)
 profilers = _Table("profiler", "register_profilers", GlobalProfiler)
+metrics = _Table("metric", "register_metrics", Metric)
 
 
 SelectionArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]

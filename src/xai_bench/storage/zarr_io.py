@@ -140,6 +140,53 @@ def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool 
             shutil.rmtree(temporary)
 
 
+def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Add ``ds``'s variables (and coordinates the store lacks) to an existing store, each array whole.
+
+    They are written, checksummed and chunked per sample like the maps, into a hidden sibling
+    store, then each array folder is renamed into the store and the metadata consolidated again:
+    a crash leaves every array either absent or complete. Variables the store already has are an
+    error unless ``overwrite=True``; a coordinate it has must hold the same values.
+    """
+    target = Path(store)
+    if not target.exists():
+        raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
+    group = zarr.open_group(os.fspath(target), mode="r")
+    present = set(group.array_keys())
+    clash = sorted(name for name in ds.data_vars if name in present)
+    if clash and not overwrite:
+        raise StoreExistsError(
+            f"{os.fspath(store)!r} already holds {', '.join(clash[:5])}{' ...' if len(clash) > 5 else ''}; "
+            "pass overwrite=True (--overwrite) to replace them."
+        )
+    for name in ds.dims:
+        if name not in ds.coords or name not in present:
+            continue
+        stored = np.asarray(group[name][:]).tolist()
+        if [str(v) for v in stored] != [str(v) for v in np.asarray(ds[name].values).tolist()]:
+            raise StoreExistsError(
+                f"{os.fspath(store)!r} has a coordinate {name!r} with other values; write to another store, "
+                "or use the same parameters."
+            )
+    moved = [name for name in ds.variables if name in ds.data_vars or name not in present]
+    temporary = partial_name(target, "adding")
+    try:
+        with quiet_consolidation():
+            ds.to_zarr(
+                temporary, mode="w-", encoding=sample_chunks(ds), consolidated=False, zarr_format=3,
+                write_empty_chunks=True,
+            )  # fmt: skip
+        kill_point("add")
+        for name in moved:
+            if (target / name).exists():
+                shutil.rmtree(target / name)
+            os.replace(temporary / name, target / name)
+        consolidate(target)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)
+
+
 @dataclass(frozen=True)
 class StoreReport:
     """What :func:`verify_store` found: samples done, and the damaged ones with their damaged variables."""

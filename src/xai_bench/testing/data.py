@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,3 +46,30 @@ class Slow(nn.Module):
 def slow_tiny_cnn() -> nn.Module:
     """The conformance CNN, 50 ms slower per forward pass."""
     return Slow(tiny_cnn(), 0.05).eval()
+
+
+def maps_dataset(maps: Any, targets: Any, *, method: str = "given", inputs: Any = None) -> Any:
+    """A Dataset laid out as ``explain`` returns it, from maps you made yourself (for metric tests).
+
+    ``maps`` (N, T, C, H, W) of the classes ``targets`` (T ints, the same for every sample);
+    ``inputs`` (N, C, H, W), if given, are kept as ``explain`` keeps them.
+    """
+    import json
+
+    import numpy as np
+
+    from ..storage.datasets import TargetTable, build_dataset
+
+    values = np.asarray(maps, dtype=np.float64)
+    n, t = values.shape[:2]
+    index = np.broadcast_to(np.asarray(targets, dtype=np.int64), (n, t)).copy()
+    return build_dataset(
+        maps={method: values},
+        deltas={},
+        method_attrs={method: {"method": method, "params": "{}"}},
+        scores=np.zeros((n, t)),
+        sample_ids=list(range(n)),
+        targets=TargetTable("dense", index),
+        attrs={"methods": json.dumps([method]), "task": "multiclass"},
+        inputs=None if inputs is None else np.asarray(inputs, dtype=np.float64),
+    )

@@ -1,0 +1,342 @@
+"""``evaluate``: score the maps of a Dataset (or store) with metrics, every model call through the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..core.checks import batch_size_arg, to_json
+from ..core.errors import InvalidInputError, InvalidParameterError
+from ..core.provenance import result_attrs, versions
+from ..engine.memory import parse_budget
+from ..engine.runner import plan_forward, run_passes
+from ..metrics.base import Context, Curve, Metric, Pairs, Score
+from ..plugins import registry
+from ..plugins.manager import plugin_info
+from ..storage.datasets import INPUT, UNUSED, layout_of, method_ids
+from ..storage.zarr_io import add_to_store
+from .explaining import explain
+from .preflight import check_device, check_outputs, eval_mode, on_device
+
+MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
+
+
+def metrics() -> dict[str, dict[str, Any]]:
+    """List available metric ids with their provider, what they need and their parameters."""
+    listing = {}
+    for metric_id, entry in sorted(registry.metrics.entries().items()):
+        cls = entry.cls
+        listing[metric_id] = {
+            "provider": entry.provider,
+            "higher_is_better": cls.higher_is_better,
+            "needs_masks": cls.needs_masks,
+            "needs_model": cls.needs_model,
+            "parameters": {
+                name: (None if p.default is p.empty else p.default) for name, p in entry.parameters().items()
+            },
+            "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+        }
+    return listing
+
+
+def evaluate(
+    model: nn.Module | None,
+    inputs: Any,
+    maps: xr.Dataset,
+    *,
+    metrics: MetricsArg,
+    masks: Any = None,
+    methods: Sequence[str] | None = None,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
+    batch_size: int | str = "auto",
+    memory_budget: int | str | None = None,
+    device: str | torch.device | None = None,
+    store: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Score ``maps`` (a Dataset from ``explain`` or ``open_maps``, either target layout) with ``metrics``.
+
+    ``metrics`` is an id, a list of ids or ``{id: params}`` (see :func:`metrics`). ``inputs``
+    (N, C, H, W), a map-style data set of images, or None to use the inputs the Dataset keeps,
+    and ``model`` are needed by metrics that call the model (deletion, insertion, randomisation);
+    ``masks`` by localisation metrics: (N, 1, H, W) shared by every target, (N, T, H, W) one per
+    target column or slot, or a DataArray with the maps' ``sample`` (and ``target``) coordinates.
+    ``methods`` limits the methods scored (default: all in ``maps``). Metrics that make maps again
+    take each method's parameters from the maps' provenance; ``method_params`` replaces them (needed
+    where they were tensors, such as baseline sets). Every model call goes through the engine's
+    passes (``batch_size``, ``memory_budget``: as :func:`explain`), on ``device`` when given.
+
+    Returns a Dataset with a variable ``<method>_<metric>`` per method and metric, dims as the
+    maps' pairs ``(sample, target|slot)`` (NaN where a pair has no map), plus a curve dimension
+    where a metric has one, and further values as ``<method>_<metric>_<suffix>``. With ``store``
+    (the maps' own), the variables are added to it, each array whole and checksummed.
+    """
+    specs = registry.resolve(registry.metrics, metrics)
+    fixed = batch_size_arg(batch_size)
+    chosen = check_device(device)
+    available = method_ids(maps)
+    scored = list(methods) if methods is not None else available
+    unknown = [m for m in scored if m not in available]
+    if unknown or not scored:
+        raise InvalidParameterError(
+            f"the maps have no method {unknown[0] if unknown else None!r}; they have {available}."
+        )
+    needs_model = any(metric.needs_model for _, metric in specs)
+    if needs_model and model is None:
+        names = [entry.id for entry, metric in specs if metric.needs_model]
+        raise InvalidParameterError(f"{', '.join(names)} call the model: pass it as evaluate(model, ...).")
+    x = _inputs(inputs, maps, required=needs_model)
+    table = _pairs_table(maps)
+    mask_rows = _masks(masks, maps, table) if any(m.needs_masks for _, m in specs) else None
+    task = str(maps.attrs.get("task", "multiclass"))
+    results: dict[str, xr.Variable] = {}
+    curve_coords: dict[str, Sequence[Any]] = {}
+    skipped: dict[str, str] = {}
+    model_attrs: dict[str, Any] = {}
+    with eval_mode(model) if model is not None else contextlib.nullcontext(), on_device(model or nn.Module(), chosen):
+        if x is not None:
+            x = x.to(chosen) if chosen is not None else x
+            if model is not None:
+                x = x.to(next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype))
+        budget = parse_budget(memory_budget, x.device if x is not None else torch.device("cpu"))
+        if model is not None:
+            model_attrs = result_attrs(model)
+        for method in scored:
+            pairs, column = _pairs(maps, method, table, mask_rows, method_params)
+            context = _context(model, x, maps, method, pairs, fixed, budget, task, progress)
+            for entry, metric in specs:
+                why = _why_not(metric, pairs, masks, x)
+                if why:
+                    skipped[f"{method}_{entry.id}"] = why
+                    continue
+                score = metric.score(pairs, context)
+                where = (pairs.sample.numpy(), column)
+                _collect(results, curve_coords, f"{method}_{entry.id}", score, table, where, entry, metric, method)
+    attrs = {**(model_attrs or versions()), "metrics": to_json([entry.id for entry, _ in specs]),
+             "skipped": to_json(skipped)}  # fmt: skip
+    coords = {name: maps[name].variable for name in ("sample", "target", "target_index", "slot") if name in maps.coords}
+    coords.update({dim: np.asarray(values) for dim, values in curve_coords.items()})
+    result = xr.Dataset(results, coords=coords, attrs=attrs)
+    if store is not None:
+        add_to_store(result, store, overwrite=overwrite)
+    return result
+
+
+class _Table:
+    """The maps' (sample, column) pairs: positions, class indices and which have a map."""
+
+    def __init__(self, samples: int, columns: int, index: np.ndarray, column_dim: str) -> None:
+        self.samples, self.columns, self.index, self.column_dim = samples, columns, index, column_dim
+
+
+def _pairs_table(maps: xr.Dataset) -> _Table:
+    layout = layout_of(maps)
+    column_dim = "target" if layout == "dense" else "slot"
+    n, t = maps.sizes["sample"], maps.sizes[column_dim]
+    index = np.asarray(maps["target_index"].values)
+    index = np.broadcast_to(index, (n, t)) if index.ndim == 1 else index
+    return _Table(n, t, index.astype(np.int64), column_dim)
+
+
+def _inputs(inputs: Any, maps: xr.Dataset, *, required: bool) -> Tensor | None:
+    if inputs is None:
+        if INPUT in maps:
+            return torch.from_numpy(np.asarray(maps[INPUT].values))
+        if required:
+            raise InvalidInputError(
+                "these metrics call the model and need the inputs: pass them, or explain with store_inputs=True."
+            )
+        return None
+    if isinstance(inputs, Tensor):
+        x = inputs.detach()
+    elif hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__"):
+        x = torch.stack([_image_of(inputs[i]) for i in range(len(inputs))])
+    else:
+        raise InvalidInputError(
+            f"inputs must be a tensor (N, C, H, W), a map-style data set or None, got {type(inputs).__name__}."
+        )
+    n = maps.sizes["sample"]
+    if x.dim() != 4 or x.shape[0] != n:
+        raise InvalidInputError(f"inputs of shape {tuple(x.shape)} do not match the maps' {n} samples (N, C, H, W).")
+    return x
+
+
+def _image_of(item: Any) -> Tensor:
+    if isinstance(item, Mapping):
+        item = item["image"]
+    elif isinstance(item, (tuple, list)):
+        item = item[0]
+    return torch.as_tensor(item)
+
+
+def _masks(masks: Any, maps: xr.Dataset, table: _Table) -> Tensor:
+    """Masks as (N, T, H, W) booleans aligned with the maps' columns."""
+    h, w = maps.sizes["y"], maps.sizes["x"]
+    if masks is None:
+        raise InvalidInputError("localisation metrics need masks: (N, 1, H, W), (N, T, H, W) or a DataArray.")
+    if isinstance(masks, xr.DataArray):
+        aligned = masks.sel(sample=maps["sample"].values)
+        if "target" in aligned.dims and table.column_dim == "target":
+            aligned = aligned.sel(target=maps["target"].values)
+        elif "target" in aligned.dims:  # slot layout: pick each slot's target
+            names = np.asarray(maps["target"].values)
+            aligned = xr.concat(
+                [aligned.isel(sample=i).sel(target=names[i]) for i in range(table.samples)], dim="sample"
+            )
+        values = torch.as_tensor(np.asarray(aligned.transpose("sample", ..., "y", "x").values))
+        values = values if values.dim() == 4 else values[:, None]
+    else:
+        values = torch.as_tensor(masks.detach().cpu().numpy() if isinstance(masks, Tensor) else np.asarray(masks))
+    if (
+        values.dim() != 4
+        or values.shape[0] != table.samples
+        or values.shape[2:] != (h, w)
+        or values.shape[1]
+        not in (
+            1,
+            table.columns,
+        )
+    ):
+        raise InvalidInputError(
+            f"masks of shape {tuple(values.shape)} do not fit the maps: give (N, 1, H, W) or (N, T, H, W) with "
+            f"N = {table.samples}, T = {table.columns}, H, W = {h}, {w}."
+        )
+    return values.to(torch.bool).expand(-1, table.columns, -1, -1)
+
+
+def _pairs(
+    maps: xr.Dataset, method: str, table: _Table, masks: Tensor | None, overrides: Mapping[str, Any] | None
+) -> tuple[Pairs, np.ndarray]:
+    """The method's pairs with a map, and the column of each."""
+    values = np.asarray(maps[method].values)
+    have = ~np.isnan(values[:, :, 0, 0, 0]) & (table.index != UNUSED)
+    sample, column = np.nonzero(have)
+    delta = None
+    if f"{method}_delta" in maps:
+        delta = torch.from_numpy(np.asarray(maps[f"{method}_delta"].values)[sample, column])
+    params = dict(overrides[method]) if overrides and method in overrides else _stored_params(maps, method)
+    pairs = Pairs(
+        maps=torch.from_numpy(values[sample, column]),
+        sample=torch.from_numpy(sample),
+        target=torch.from_numpy(table.index[sample, column]),
+        method=method,
+        params=params,
+        masks=masks[torch.from_numpy(sample), torch.from_numpy(column)] if masks is not None else None,
+        delta=delta,
+    )
+    return pairs, column
+
+
+def _stored_params(maps: xr.Dataset, method: str) -> dict[str, Any]:
+    params = json.loads(maps[method].attrs.get("params", "{}"))
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _why_not(metric: Metric, pairs: Pairs, masks: Any, x: Tensor | None) -> str | None:
+    if not len(pairs.sample):
+        return "no maps"
+    return metric.applies_to(pairs)
+
+
+def _context(
+    model: nn.Module | None,
+    x: Tensor | None,
+    maps: xr.Dataset,
+    method: str,
+    pairs: Pairs,
+    fixed: int | None,
+    budget: int,
+    task: str,
+    progress: bool,
+) -> Context:
+    ids = [str(i) for i in np.asarray(maps["sample"].values).tolist()]
+
+    def forward(total: int, images, name: str) -> Tensor:
+        assert model is not None and x is not None
+        sizer = plan_forward(owner=model, name=f"metric:{name}", model=model, example=x[:1], fixed_images=fixed,
+                             budget=budget, total=total)  # fmt: skip
+        out: list[Tensor] = []
+        bar = tqdm(total=total, desc=f"{name} ({method})", unit="image", disable=not progress)
+
+        def do_pass(start: int, size: int) -> None:
+            with torch.no_grad():
+                out.append(check_outputs(model(images(start, size)), size))
+            bar.update(size)
+
+        run_passes(total, sizer, do_pass, x.device)
+        bar.close()
+        return torch.cat(out)
+
+    def remake(private: nn.Module, sample: Tensor, target: Tensor) -> Tensor:
+        """The method's maps of ``private`` for each pair, all targets of a sample in one call."""
+        assert x is not None
+        rows = sorted(set(sample.tolist()))
+        wanted = [[int(t) for s, t in zip(sample.tolist(), target.tolist(), strict=True) if s == r] for r in rows]
+        private.to(x.device)
+        ds = explain(
+            private, x[rows], methods={method: pairs.params}, targets=wanted, batch_size=fixed or "auto",
+            memory_budget=budget, sample_ids=[ids[r] for r in rows], store_inputs=False, task=task,
+        )  # fmt: skip
+        index = np.asarray(ds["target_index"].values)
+        values = np.asarray(ds[method].values)
+        where = {r: k for k, r in enumerate(rows)}
+        picked = [values[where[s], int(np.flatnonzero(index[where[s]] == t)[0])]
+                  for s, t in zip(sample.tolist(), target.tolist(), strict=True)]  # fmt: skip
+        return torch.from_numpy(np.stack(picked))
+
+    return Context(inputs=x, model=model, forward=forward, explain=remake, task=task, progress=progress)
+
+
+def _collect(
+    results: dict[str, xr.Variable],
+    curve_coords: dict[str, Sequence[Any]],
+    name: str,
+    score: Score,
+    table: _Table,
+    where: tuple[np.ndarray, np.ndarray],
+    entry: registry.Entry,
+    metric: Metric,
+    method: str,
+) -> None:
+    info = plugin_info(entry.provider)
+    attrs = {
+        "metric": entry.id, "method": method, "params": to_json(metric.params()),
+        "higher_is_better": int(metric.higher_is_better), "provider": entry.provider,
+        "provider_version": info.version or "unknown",
+    }  # fmt: skip
+    for suffix, value in {"": score.value, **score.extra}.items():
+        results[name + (f"_{suffix}" if suffix else "")] = _spread(value, table, where, curve_coords, attrs)
+
+
+def _spread(
+    value: Tensor | Curve,
+    table: _Table,
+    where: tuple[np.ndarray, np.ndarray],
+    curve_coords: dict[str, Sequence[Any]],
+    attrs: dict[str, Any],
+) -> xr.Variable:
+    """Per-pair values back onto the maps' (sample, column) grid, NaN where a pair has no map."""
+    dims: tuple[str, ...] = ("sample", table.column_dim)
+    values = value.values if isinstance(value, Curve) else value
+    values = values.detach().to(torch.float64).cpu().numpy()
+    if isinstance(value, Curve):
+        known = curve_coords.get(value.dim)
+        if known is not None and [str(v) for v in known] != [str(v) for v in value.coords]:
+            raise InvalidParameterError(
+                f"two metrics use the curve axis {value.dim!r} with different points; evaluate them in separate calls."
+            )
+        curve_coords[value.dim] = list(value.coords)
+        dims = (*dims, value.dim)
+    grid = np.full((table.samples, table.columns, *values.shape[1:]), np.nan)
+    grid[where] = values
+    return xr.Variable(dims, grid, attrs=attrs)

@@ -1,0 +1,44 @@
+"""Registers the built-in metrics through the public hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..core.hookspecs import hookimpl
+
+#: Built-in metric ids; scripts may rely on them.
+BUILTIN_METRICS = (
+    "pointing_game",
+    "energy_pointing_game",
+    "relevance_mass",
+    "relevance_rank",
+    "top_k_iou",
+    "top_k_intersection",
+    "deletion",
+    "insertion",
+    "parameter_randomisation",
+    "data_randomisation",
+    "completeness",
+)
+
+
+@hookimpl
+def register_metrics(register: Callable[..., Any]) -> None:
+    from .completeness import Completeness
+    from .localisation import (
+        EnergyPointingGame,
+        PointingGame,
+        RelevanceMass,
+        RelevanceRank,
+        TopKIntersection,
+        TopKIoU,
+    )
+    from .perturbation import Deletion, Insertion
+    from .randomisation import DataRandomisation, ParameterRandomisation
+
+    for cls in (
+        PointingGame, EnergyPointingGame, RelevanceMass, RelevanceRank, TopKIoU, TopKIntersection,
+        Deletion, Insertion, ParameterRandomisation, DataRandomisation, Completeness,
+    ):  # fmt: skip
+        register(cls)
