@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 import xai_bench
-from xai_bench.testing import CHECKS, check_attributor
+from xai_bench.api.evaluating import metrics
+from xai_bench.testing import CHECKS, check_attributor, check_metric
 
 # Parameters that fit the conformance suite's 12 x 12 images.
 SMALL = {"occlusion": {"window": 4, "stride": 2}, "integrated_gradients": {"n_steps": 8}}
@@ -34,3 +35,40 @@ def test_conformance_catches_a_method_that_modifies_the_model(add_plugin):
     add_plugin(Vandal)
     with pytest.raises(AssertionError, match="tensor 'conv1.weight' changed"):
         check_attributor("vandal")
+
+
+METRIC_PARAMS = {
+    "deletion": {"patch": 4, "steps": 3},
+    "insertion": {"patch": 4, "steps": 3, "replacement": "blur", "sigma": 1.0},
+    "top_k_intersection": {"k": 10},
+    "parameter_randomisation": {"layers": ["fc", "conv3"]},
+}
+BUILTIN_METRICS = [m for m, info in metrics().items() if info["provider"] == "xai_bench.metrics.builtin"]
+
+
+@pytest.mark.parametrize("metric", [m for m in BUILTIN_METRICS if m != "data_randomisation"])
+def test_builtin_metrics_conform(metric):
+    check_metric(metric, METRIC_PARAMS.get(metric))
+
+
+def test_data_randomisation_conforms():
+    from xai_bench.testing import tiny_cnn
+
+    check_metric("data_randomisation", {"model": tiny_cnn(seed=7)})
+
+
+def test_conformance_catches_a_metric_that_is_not_deterministic(add_plugin):
+    import pytest
+    import torch
+
+    from xai_bench.metrics.base import Metric, Score
+
+    class Dice(Metric):
+        id = "dice"
+
+        def score(self, pairs, context):
+            return Score(torch.rand(len(pairs.sample), dtype=torch.float64))
+
+    add_plugin(Dice)
+    with pytest.raises(AssertionError, match="dice: two runs of saliency_dice differ"):
+        check_metric("dice")

@@ -23,7 +23,7 @@ from ..metrics.base import Context, Curve, Metric, Pairs, Score
 from ..plugins import registry
 from ..plugins.manager import plugin_info
 from ..storage.datasets import INPUT, UNUSED, layout_of, method_ids
-from ..storage.zarr_io import add_to_store
+from ..storage.zarr_io import add_to_store, check_can_add
 from .explaining import explain
 from .preflight import check_device, check_outputs, eval_mode, on_device
 
@@ -95,6 +95,8 @@ def evaluate(
     if needs_model and model is None:
         names = [entry.id for entry, metric in specs if metric.needs_model]
         raise InvalidParameterError(f"{', '.join(names)} call the model: pass it as evaluate(model, ...).")
+    if store is not None:
+        check_can_add(store, [f"{m}_{entry.id}" for m in scored for entry, _ in specs], overwrite=overwrite)
     x = _inputs(inputs, maps, required=needs_model)
     table = _pairs_table(maps)
     mask_rows = _masks(masks, maps, table) if any(m.needs_masks for _, m in specs) else None

@@ -25,6 +25,53 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    from ..api.evaluating import metrics
+
+    for metric_id, info in metrics().items():
+        needs = [k.removeprefix("needs_") for k in ("needs_masks", "needs_model") if info[k]]
+        better = "higher is better" if info["higher_is_better"] else "lower is better"
+        params = ", ".join(f"{k}={v!r}" for k, v in info["parameters"].items())
+        print(f"{metric_id:<24} {info['provider']:<30} {better}{'; needs ' + ', '.join(needs) if needs else ''}")
+        print(f"{'':<24} {info['summary'].replace('``', '')}")
+        if params:
+            print(f"{'':<24} parameters: {params}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..api.evaluating import evaluate
+    from ..scale.factories import FactoryWithCheckpoint, load_factory
+    from ..storage.zarr_io import open_maps
+
+    model = None
+    if args.model:
+        load_factory(args.model)
+        model = FactoryWithCheckpoint(args.model, args.checkpoint)()
+    masks = None
+    if args.masks:
+        try:
+            masks = np.load(args.masks)
+        except (OSError, ValueError) as exc:
+            raise InvalidParameterError(f"cannot read masks {args.masks!r} (a .npy array): {exc}") from exc
+    chosen = _methods_arg(args.metrics)
+    methods = _methods_arg(args.methods) if args.methods else None
+    result = evaluate(
+        model, None, open_maps(args.store), metrics=chosen, masks=masks, methods=methods,
+        batch_size=args.batch_size, memory_budget=args.budget, device=args.device, store=args.store,
+        overwrite=args.overwrite, progress=True,
+    )  # fmt: skip
+    names = sorted(result.data_vars)
+    listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+    print(f"{len(names)} metric variables written to {args.store}: {listed}")
+    skipped = json.loads(result.attrs.get("skipped", "{}"))
+    for name, why in skipped.items():
+        print(f"  skipped {name}: {why}")
+    return 0
+
+
 def _plugins(args: argparse.Namespace) -> int:
     from ..plugins.manager import list_plugins
 
@@ -237,6 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--out", help="PNG path (default: <sample>.png)")
     show.set_defaults(func=_show)
+
+    sub.add_parser("metrics", help="list metrics that score maps").set_defaults(func=_metrics)
+    scoring = sub.add_parser("evaluate", help="score a store's maps with metrics, into the same store")
+    scoring.add_argument("store")
+    scoring.add_argument(
+        "--metrics",
+        nargs="+",
+        required=True,
+        help="comma-separated metric ids (deletion,insertion), or a JSON object of ids and parameters",
+    )
+    scoring.add_argument("--model", help="model factory as 'package.module:function' (for metrics that call it)")
+    scoring.add_argument("--checkpoint", help="state dict to load (torch.load with weights_only=True)")
+    scoring.add_argument("--masks", help="ground-truth masks, a .npy array (N, 1, H, W) or (N, T, H, W)")
+    scoring.add_argument("--methods", nargs="+", help="method ids to score, comma-separated (default: all)")
+    scoring.add_argument("--budget", help="memory budget, e.g. 4GiB (default: half the free memory)")
+    scoring.add_argument("--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto'")
+    scoring.add_argument("--device", help="e.g. cuda:0 (default: cpu)")
+    scoring.add_argument("--overwrite", action="store_true", help="replace metric variables the store has")
+    scoring.set_defaults(func=_evaluate)
 
     check = sub.add_parser("verify", help="check every done sample's chunks (checksums); exit 1 if any is damaged")
     check.add_argument("store")

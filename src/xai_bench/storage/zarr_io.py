@@ -140,6 +140,19 @@ def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool 
             shutil.rmtree(temporary)
 
 
+def check_can_add(store: str | os.PathLike[str], names: list[str], *, overwrite: bool) -> None:
+    """Refuse, before any work, to add variables a store already holds (unless ``overwrite``)."""
+    if not os.path.exists(store):
+        raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
+    present = set(zarr.open_group(os.fspath(store), mode="r").array_keys())
+    clash = sorted(name for name in names if name in present)
+    if clash and not overwrite:
+        raise StoreExistsError(
+            f"{os.fspath(store)!r} already holds {', '.join(clash[:5])}{' ...' if len(clash) > 5 else ''}; "
+            "pass overwrite=True (--overwrite) to replace them."
+        )
+
+
 def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Add ``ds``'s variables (and coordinates the store lacks) to an existing store, each array whole.
 
@@ -149,16 +162,9 @@ def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bo
     error unless ``overwrite=True``; a coordinate it has must hold the same values.
     """
     target = Path(store)
-    if not target.exists():
-        raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
+    check_can_add(target, [str(name) for name in ds.data_vars], overwrite=overwrite)
     group = zarr.open_group(os.fspath(target), mode="r")
     present = set(group.array_keys())
-    clash = sorted(name for name in ds.data_vars if name in present)
-    if clash and not overwrite:
-        raise StoreExistsError(
-            f"{os.fspath(store)!r} already holds {', '.join(clash[:5])}{' ...' if len(clash) > 5 else ''}; "
-            "pass overwrite=True (--overwrite) to replace them."
-        )
     for name in ds.dims:
         if name not in ds.coords or name not in present:
             continue

@@ -3,7 +3,7 @@
 At the edge, beside ``app``: may import the front doors and everything below them.
 """
 
-from .conformance import CHECKS, assert_model_unchanged, check_attributor, hook_counts, model_state
+from .conformance import CHECKS, assert_model_unchanged, check_attributor, check_metric, hook_counts, model_state
 from .models import AdditiveModel, FunctionalReluMLP, LinearModel, ReluNet, tiny_cnn
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ReluNet",
     "assert_model_unchanged",
     "check_attributor",
+    "check_metric",
     "hook_counts",
     "model_state",
     "tiny_cnn",

@@ -234,3 +234,41 @@ def check_attributor(
     """Run every conformance check on ``method_id``; raise ``AssertionError`` on the first failure."""
     for check in CHECKS.values():
         check(method_id, params, model, inputs)
+
+
+def check_metric(metric_id: str, params: Mapping[str, Any] | None = None) -> None:
+    """Run the conformance checks on a metric: labelled results in both target layouts, values only
+    where maps exist, determinism, independence of the pass size, and the model left unchanged."""
+    from ..api.evaluating import evaluate
+
+    model, inputs = default_case()
+    masks = torch.zeros(inputs.shape[0], 1, *inputs.shape[2:], dtype=torch.bool)
+    masks[:, :, 2:7, 3:9] = True
+    chosen = {metric_id: dict(params or {})}
+    dense = explain(model, inputs, methods=["saliency", "deeplift"], targets=[0, 2])
+    slots = explain(model, inputs, methods=["saliency", "deeplift"], targets=[[1], [0, 3], []])
+    for layout, maps in (("dense", dense), ("slot", slots)):
+        before = model_state(model)
+        first = evaluate(model, None, maps, metrics=chosen, masks=masks, batch_size=2)
+        assert_model_unchanged(before, model)
+        again = evaluate(model, None, maps, metrics=chosen, masks=masks, batch_size=2)
+        whole = evaluate(model, None, maps, metrics=chosen, masks=masks, batch_size=64)
+        names = [n for n in first.data_vars if first[n].attrs.get("metric") == metric_id]
+        if not names:
+            raise AssertionError(
+                f"{metric_id}: no result variable on the {layout} layout (skipped: {first.attrs['skipped']})"
+            )
+        column = "target" if layout == "dense" else "slot"
+        for name in names:
+            var = first[name]
+            if var.dims[:2] != ("sample", column):
+                raise AssertionError(f"{metric_id}: {name} has dims {var.dims}, expected ('sample', {column!r}, ...)")
+            method = var.attrs["method"]
+            missing = np.isnan(maps[method].values[:, :, 0, 0, 0])
+            values = var.values.reshape(*var.shape[:2], -1)
+            if not np.isnan(values[missing]).all():
+                raise AssertionError(f"{metric_id}: {name} has values for pairs without a map ({layout} layout)")
+            if not np.array_equal(values, again[name].values.reshape(values.shape), equal_nan=True):
+                raise AssertionError(f"{metric_id}: two runs of {name} differ")
+            if not np.allclose(values, whole[name].values.reshape(values.shape), rtol=1e-6, atol=1e-9, equal_nan=True):
+                raise AssertionError(f"{metric_id}: {name} changes with the pass size")
