@@ -34,7 +34,9 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     kernel = torch.exp(-(grid**2) / (2 * sigma * sigma))
     kernel = kernel / kernel.sum()
     c = x.shape[1]
-    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    # Mirror at the edges; images smaller than the kernel repeat their edge pixels instead.
+    mode = "reflect" if radius < min(x.shape[-2:]) else "replicate"
+    padded = F.pad(x, (radius, radius, radius, radius), mode=mode)
     rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 

@@ -158,4 +158,4 @@ def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.D
 
 
 def _is_map(var: xr.DataArray) -> bool:
-    return var.dims[-3:] == ("channel", "y", "x")
+    return len(var.dims) == 5 and var.dims[0] == "sample" and var.dims[-3:] == ("channel", "y", "x")
