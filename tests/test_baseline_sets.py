@@ -105,3 +105,14 @@ def test_per_sample_baselines_are_told_apart_in_provenance():
     b = explain(tiny_cnn(), x, methods={"deeplift": {"sample_baselines": torch.ones_like(x)}}, targets=[0])
     assert "crc32=" in a["deeplift"].attrs["params"]
     assert a["deeplift"].attrs["params"] != b["deeplift"].attrs["params"]
+
+
+def test_run_refuses_per_sample_baselines_before_any_work(tmp_path):
+    from xai_bench import run
+
+    x = torch.rand(4, 3, 12, 12, dtype=torch.float64)
+    for method in ("deeplift", "integrated_gradients"):
+        chosen = {method: {"sample_baselines": torch.zeros_like(x), "smooth": {"samples": 2}}}
+        with pytest.raises(InvalidParameterError, match=f"{method}: run\\(\\) explains a data set block by block"):
+            run(tiny_cnn(), x, methods=chosen, store=tmp_path / "s.zarr", progress=False)
+    assert not (tmp_path / "s.zarr").exists()

@@ -74,3 +74,13 @@ def test_explain_on_the_gpu_moves_the_model_back_bit_for_bit():
     _assert_unchanged(model, snapshot)
     on_cpu = explain(model, x, methods=["saliency", "deeplift"], targets=[0])
     np.testing.assert_allclose(on_gpu["deeplift"].values, on_cpu["deeplift"].values, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", ["meta", "mps"])
+def test_devices_that_hold_no_values_or_are_absent_are_refused(device):
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has mps")
+    model = tiny_cnn()
+    with pytest.raises(InvalidParameterError, match=f"{device} is not a device this torch can run on here"):
+        explain(model, torch.rand(1, 3, 12, 12, dtype=torch.float64), methods="saliency", device=device)
+    assert next(model.parameters()).device.type == "cpu"

@@ -95,3 +95,12 @@ def test_killed_worker_loses_no_finished_sample(client, tmp_path):
     )
     assert whole.computed == 24
     xr.testing.assert_identical(open_maps(store).load(), open_maps(tmp_path / "whole.zarr").load())
+
+
+def test_a_factory_that_builds_other_weights_on_a_worker_is_refused(client, tmp_path):
+    import torch
+
+    torch.rand(1)  # this process's random state is not a fresh worker's
+    with pytest.raises(Exception, match="built other weights on a worker than in the process that started the run"):
+        run("xai_bench.testing.models:unseeded_cnn", SyntheticImages(4), store=tmp_path / "r.zarr",
+            samples_per_block=2, client=client, **ARGS)  # fmt: skip

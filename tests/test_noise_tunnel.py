@@ -137,3 +137,12 @@ def test_copies_are_batched_by_the_planner():
     ds = explain(tiny_cnn(), _inputs(2), methods={"deeplift": {"smooth": {"samples": 8}}}, targets=[0], batch_size=12)
     # Twelve images a pass: six (sample, copy) pairs of DeepLIFT's two images, over both samples.
     assert ds["deeplift"].attrs["images_per_pass"] == 12
+
+
+def test_vargrad_is_never_negative_and_smoothgrad_keeps_the_methods_flags():
+    x = _inputs(2)
+    still = explain(tiny_cnn(), x, methods={"saliency": {"smooth": {"samples": 3, "stdev": 0.0, "kind": "vargrad"}}},
+                    targets=[0])  # fmt: skip
+    assert (still["saliency"].values >= 0).all() and still["saliency"].values.max() < 1e-10
+    smoothed = explain(tiny_cnn(), x, methods={"deeplift": {"smooth": {"samples": 2}}}, targets=[0])
+    assert smoothed["deeplift"].attrs["multiplies_by_inputs"] == 1

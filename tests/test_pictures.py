@@ -169,3 +169,17 @@ def test_the_command_line_normalises_keeps_inputs_and_refuses_normalising_a_fact
     assert err.startswith("xai-bench: error: --normalize applies to --images") and len(err.splitlines()) == 1
     assert main([*common, "--images", str(folder), "--store", str(tmp_path / "b.zarr"), "--normalize", "0.5"]) == 2
     assert "give 'imagenet' or the means then the standard deviations" in capsys.readouterr().err
+
+
+def test_one_channel_normalisation_spellings_and_a_channel_mismatch():
+    assert check_normalization((0.5, 0.25)).mean == (0.5,)
+    gray = torch.rand(1, 1, 12, 12, dtype=torch.float64)
+    with pytest.raises(InvalidParameterError, match="has 3 channel values but the inputs have 1 channels"):
+        explain(tiny_cnn(in_channels=1), gray, methods="saliency", input_normalization="imagenet")
+
+
+def test_rows_without_inputs_are_labelled_and_percentile_none_is_the_maximum():
+    ds = explain(tiny_cnn(), _images(2), methods=["saliency"], targets=[0], sample_ids=["p", "q"], store_inputs=False)
+    fig = plot_maps(ds, percentile=None)
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_label() != "<colorbar>"] == ["p", "q"]
+    assert "clipped at the largest |value|" in fig._suptitle.get_text()

@@ -245,6 +245,8 @@ def explain(
         if chosen is not None and isinstance(inputs, Tensor):
             inputs = inputs.to(chosen)
         inputs = check_inputs(model, inputs).detach()
+        if normalization is not None:
+            normalization.check_channels(inputs.shape[1])
         budget = parse_budget(memory_budget, inputs.device)
         ids = check_sample_ids(sample_ids, inputs.shape[0])
         keys = torch.tensor([sample_key(i) for i in ids], dtype=torch.int64)

@@ -39,6 +39,10 @@ def check_device(device: object) -> torch.device | None:
         raise InvalidParameterError(
             f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}."
         ) from exc
+    if chosen.type not in ("cpu", "cuda") and not _available(chosen.type):
+        raise InvalidParameterError(
+            f"device={device!r}: {chosen.type} is not a device this torch can run on here; use 'cpu' or 'cuda'."
+        )
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
             raise InvalidParameterError(f"device={device!r}, but no CUDA GPU is available here; use 'cpu'.")
@@ -47,6 +51,12 @@ def check_device(device: object) -> torch.device | None:
             raise InvalidParameterError(f"device={device!r}, but there are {torch.cuda.device_count()} GPUs.")
         chosen = torch.device("cuda", index)
     return chosen
+
+
+def _available(kind: str) -> bool:
+    """Whether an accelerator other than CUDA (mps, xpu, ...) is usable; never 'meta', which holds no values."""
+    backend = getattr(torch, kind, None) if kind != "meta" else None
+    return bool(backend is not None and getattr(backend, "is_available", lambda: False)())
 
 
 @contextlib.contextmanager
@@ -67,8 +77,8 @@ def on_device(model: nn.Module, device: torch.device | None) -> Iterator[None]:
             "a model that lives on one. Leave device=None and put the inputs where the model's first layer is."
         )
     home = homes.pop()
-    model.to(device)
     try:
+        model.to(device)  # inside: a move that fails halfway (out of memory) is undone too
         yield
     finally:
         model.to(home)

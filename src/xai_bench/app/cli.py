@@ -209,6 +209,8 @@ def _show(args: argparse.Namespace) -> int:
             f"cannot read sample {args.sample!r} of {args.store} ({type(exc).__name__}: {exc}); "
             f"`xai-bench verify {args.store}` lists the damaged samples."
         ) from exc
+    if "input" not in row:
+        print(f"{args.store} keeps no inputs (run with --store-inputs to have them): drawing the maps alone.")
     fig = plot_maps(row, target=target, methods=methods, scale=args.scale)
     out = args.out or f"{Path(args.sample).stem}.png"
     fig.savefig(out, dpi=120)
@@ -280,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale",
         default="map",
         choices=("map", "sample", "method"),
-        help="which maps share colour limits: each map its own (map), or all of the sample's (sample)",
+        help="which maps share colour limits: each map its own (map), the sample's methods (sample), or a method's "
+        "samples (method)",
     )
     show.add_argument("--out", help="PNG path (default: <sample>.png)")
     show.set_defaults(func=_show)

@@ -125,7 +125,7 @@ def plot_maps(
     methods: Sequence[str] | None = None,
     images: Any = None,
     scale: str = "map",
-    percentile: float = 99.0,
+    percentile: float | None = 99.0,
     alpha: float = 0.6,
 ):
     """Return a figure with one row per sample: its input, then each method's map over it.
@@ -166,7 +166,11 @@ def plot_maps(
             ax.set_title(f"{sample}\ninput", fontsize=8)
         for col, panel in enumerate(grid[row]):
             _draw(fig, axes[row, col + with_input], panel, picture, limits[row][col], alpha)
-    fig.suptitle(f"colour scale: {_SCALE_TEXT[scale]}, clipped at the {percentile:g}th percentile of |map|", fontsize=8)
+        if not with_input:  # the sample's id has no input panel to sit on
+            axes[row, 0].set_ylabel(str(sample), fontsize=8)
+    clip = f"the {percentile:g}th percentile of |map|" if percentile is not None else "the largest |value|"
+    heading = f"colour scale: {_SCALE_TEXT[scale]}, clipped at {clip}"
+    fig.suptitle(heading if cols > 2 else heading.replace(", clipped", ",\nclipped"), fontsize=8)
     return _finish(fig, axes)
 
 
@@ -181,7 +185,7 @@ def _panel(ds: xr.Dataset, sample: Any, method: str, target: Any) -> _Panel:
     return _Panel(method, chosen, values, _score(ds, sample, chosen))
 
 
-def _limits(grid: list[list[_Panel]], scale: str, percentile: float) -> list[list[tuple[float, bool]]]:
+def _limits(grid: list[list[_Panel]], scale: str, percentile: float | None) -> list[list[tuple[float, bool]]]:
     """(limit, signed) per panel: the panels a scale groups share both."""
 
     def shared(panels: list[_Panel]) -> tuple[float, bool]:
@@ -308,3 +312,82 @@ def plot_dead_feature_maps(ds: xr.Dataset):
     )
     fig.tight_layout()
     return fig
+
+
+def _metric_variables(scores: xr.Dataset, metric: str, suffix: str = "") -> dict[str, xr.DataArray]:
+    """``{method: variable}`` of ``metric`` (with ``suffix``) in an ``evaluate`` result."""
+    found = {}
+    for name, var in scores.data_vars.items():
+        if var.attrs.get("metric") == metric and str(name).endswith(f"_{metric}{suffix}"):
+            found[var.attrs["method"]] = var
+    if not found:
+        have = sorted({str(v.attrs.get("metric")) for v in scores.data_vars.values()})
+        raise KeyError(f"no {metric!r} scores{' (' + suffix + ')' if suffix else ''} here; the metrics are {have}.")
+    return found
+
+
+def plot_curves(scores: xr.Dataset, metric: str = "deletion"):
+    """Return a figure of a perturbation metric's curves: the mean over pairs per method, the area in the legend.
+
+    ``scores`` is what :func:`xai_bench.evaluate` returns (or a store holding it).
+    """
+    import matplotlib.pyplot as plt
+
+    curves = _metric_variables(scores, metric, "_curve")
+    areas = _metric_variables(scores, metric)
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for method, var in curves.items():
+        dim = var.dims[-1]
+        mean = var.mean([d for d in var.dims if d != dim], skipna=True)
+        ax.plot(var[dim].values, mean.values, label=f"{method} ({float(areas[method].mean(skipna=True)):.3f})")
+    first = next(iter(curves.values()))
+    params = json.loads(first.attrs.get("params", "{}"))
+    better = "lower" if not first.attrs.get("higher_is_better", 1) else "higher"
+    ax.set_xlabel(f"share of patches {'put back' if metric == 'insertion' else 'removed'}")
+    ax.set_ylabel("target score" if params.get("output") != "logit" else "target logit")
+    ax.set_title(f"{metric} (area in brackets; {better} is better)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_randomisation(scores: xr.Dataset, metric: str = "parameter_randomisation", similarity: str = "spearman"):
+    """Return a figure of the maps' similarity to the trained model's maps as layers are randomised,
+    the mean over pairs per method (``similarity``: ``"spearman"`` or ``"ssim"``)."""
+    import matplotlib.pyplot as plt
+
+    variables = _metric_variables(scores, metric, "" if similarity == "spearman" else f"_{similarity}")
+    fig, ax = plt.subplots(figsize=(max(4.8, 0.35 * len(next(iter(variables.values()))[-1]) + 2), 3.6))
+    for method, var in variables.items():
+        dim = var.dims[-1]
+        mean = var.mean([d for d in var.dims if d != dim], skipna=True)
+        ax.plot(range(var.sizes[dim]), mean.values, marker="o", ms=3, label=method)
+        ax.set_xticks(range(var.sizes[dim]), [str(v) for v in var[dim].values], rotation=60, ha="right", fontsize=6)
+    ax.axhline(0, color="#999", lw=0.5)
+    ax.set_ylabel(f"{similarity} to the trained maps")
+    ax.set_xlabel("layers randomised, from the top down to")
+    ax.set_title("parameter randomisation (a method that passes falls towards 0)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def metrics_table(results: xr.Dataset | dict[str, xr.Dataset]):
+    """A table of each method's mean score per metric (over pairs; curves left out), as a pandas DataFrame.
+
+    Given ``{model name: evaluate result}``, the columns are (model, metric), so models sit side by side.
+    """
+    import pandas as pd
+
+    def one(scores: xr.Dataset) -> pd.DataFrame:
+        rows: dict[str, dict[str, float]] = {}
+        for name, var in scores.data_vars.items():
+            metric, method = var.attrs.get("metric"), var.attrs.get("method")
+            if metric is None or var.ndim != 2 or not str(name).endswith(f"_{metric}"):
+                continue
+            rows.setdefault(method, {})[metric] = float(var.mean(skipna=True))
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    if isinstance(results, xr.Dataset):
+        return one(results)
+    return pd.concat({model: one(scores) for model, scores in results.items()}, axis=1)

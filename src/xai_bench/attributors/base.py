@@ -115,6 +115,11 @@ class Attributor(abc.ABC):
         parameters of another length); default: accept all."""
         return None
 
+    def works_in_blocks(self) -> str | None:
+        """None if ``run`` may explain a data set block by block with this instance, else why not
+        (parameters tied to the rows of one call, such as per-sample baselines)."""
+        return None
+
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         """Return the model to run on; rule-based methods return a rewritten view of it."""
         return Prepared(model)

@@ -78,6 +78,9 @@ class DeepLift(Attributor):
     def check_inputs(self, inputs: Tensor) -> None:
         check_sample_baselines_fit(self.id, self.sample_baselines, inputs)
 
+    def works_in_blocks(self) -> str | None:
+        return None if self.sample_baselines is None else "sample_baselines are rows of one explain() call"
+
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
         # One item per reference, of two images: the input and that reference run in one pass.
         return Cost(items=1 if self.baselines is None else len(self.baselines), images=2)

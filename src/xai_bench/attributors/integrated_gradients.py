@@ -89,6 +89,9 @@ class IntegratedGradients(Attributor):
     def check_inputs(self, inputs: Tensor) -> None:
         check_sample_baselines_fit(self.id, self.sample_baselines, inputs)
 
+    def works_in_blocks(self) -> str | None:
+        return None if self.sample_baselines is None else "sample_baselines are rows of one explain() call"
+
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
         paths = 1 if self.baselines is None else len(self.baselines)
         return Cost(items=paths * (self.n_steps + 2))

@@ -97,7 +97,8 @@ class NoiseTunnel(Attributor):
         self.id = method.id  # type: ignore[misc]
         self.needs_baseline = method.needs_baseline  # type: ignore[misc]
         self.needs_surgery = method.needs_surgery  # type: ignore[misc]
-        self.multiplies_by_inputs = False  # type: ignore[misc]  # each copy has its own input
+        # The mean of maps that multiply by (x~ - baseline) still does, as captum's NoiseTunnel says.
+        self.multiplies_by_inputs = method.multiplies_by_inputs and smoothing.kind == "smoothgrad"  # type: ignore[misc]
         self.has_delta = method.has_delta and smoothing.kind == "smoothgrad"  # type: ignore[misc]
         self.reports_outputs = False  # type: ignore[misc]  # noisy copies' logits are not the inputs'
         # A draw split over two passes: (its sample's position, the draw, the contributions so far).
@@ -112,6 +113,9 @@ class NoiseTunnel(Attributor):
 
     def check_inputs(self, inputs: Tensor) -> None:
         self._method.check_inputs(inputs)
+
+    def works_in_blocks(self) -> str | None:
+        return self._method.works_in_blocks()
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         return self._method.prepare(model, example)
@@ -196,7 +200,8 @@ class NoiseTunnel(Attributor):
     def finish(self, inputs: Tensor, total: Attribution) -> Attribution:
         if self._smoothing.kind == "vargrad":
             mean = total.second if total.second is not None else torch.zeros_like(total.maps)
-            return Attribution(total.maps - mean * mean, delta=None)
+            # E[a^2] - E[a]^2 rounds below zero where the copies agree; a variance is not negative.
+            return Attribution((total.maps - mean * mean).clamp_min(0), delta=None)
         return Attribution(total.maps, delta=total.delta if self.has_delta else None)
 
 

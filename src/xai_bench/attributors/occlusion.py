@@ -58,6 +58,9 @@ class Occlusion(Attributor):
     def cost(self, input_shape: tuple[int, ...]) -> Cost:
         return Cost(items=len(self._starts(input_shape)) + 1, backward=False)
 
+    def check_inputs(self, inputs: Tensor) -> None:
+        self._starts(tuple(inputs.shape[1:]))  # a window larger than the image, before any method runs
+
     def _share(self, starts: list[tuple[int, int]], h: int, w: int) -> Tensor:
         """1 / (number of windows covering each pixel), float64, cached per image size."""
         cache = self.__dict__.setdefault("_shares", {})

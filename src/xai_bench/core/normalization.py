@@ -48,6 +48,13 @@ class Normalization:
             )
         return np.asarray(values, dtype=image.dtype).reshape(-1, 1, 1)
 
+    def check_channels(self, channels: int) -> None:
+        """Refuse a normalisation with per-channel values for another number of channels."""
+        if len(self.mean) not in (1, channels):
+            raise InvalidParameterError(
+                f"input_normalization has {len(self.mean)} channel values but the inputs have {channels} channels."
+            )
+
 
 def check_normalization(value: Any) -> Normalization | None:
     """Accept None, ``"imagenet"``, ``(mean, std)`` sequences, ``{"mean": ..., "std": ...}`` or a Normalization.
@@ -73,6 +80,8 @@ def check_normalization(value: Any) -> Normalization | None:
         value = (numbers[:half], numbers[half:])
     if isinstance(value, Mapping):
         value = (value.get("mean"), value.get("std"))
+    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        value = ((value[0],), (value[1],))  # one channel, as torchvision's Normalize(0.5, 0.25)
     if not (isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, Sequence) for v in value)):
         raise InvalidParameterError(
             f"normalisation must be 'imagenet', (mean, std) or {{'mean': [...], 'std': [...]}}, got {value!r}."

@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-_models: dict[str, Any] = {}
+# A worker runs tasks in several threads: each model is built once, and used by one task at a time
+# (explaining sets the model's modes and caches on it).
+_models: dict[str, tuple[Any, threading.Lock]] = {}
+_building = threading.Lock()
 
 
-def _worker_model(factory: Any, device: Any):
+def _worker_model(factory: Any, device: Any, fingerprint: str) -> tuple[Any, threading.Lock]:
+    from ..core.errors import InvalidInputError
+    from ..core.provenance import model_fingerprint
     from .factories import build_model
 
     key = f"{factory!r}:{device!r}"
-    if key not in _models:
-        net = build_model(factory)
-        _models[key] = net.to(device) if device is not None else net
+    with _building:
+        if key not in _models:
+            net = build_model(factory)
+            net = net.to(device) if device is not None else net
+            if model_fingerprint(net) != fingerprint:
+                raise InvalidInputError(
+                    f"the model factory {factory!r} built other weights on a worker than in the process that "
+                    "started the run (random weights without a checkpoint?); every worker must explain the same "
+                    "model: load fixed weights in the factory."
+                )
+            _models[key] = (net, threading.Lock())
     return _models[key]
 
 
 def explain_shard(
-    factory: Any, dataset: Any, block: Sequence[int], ids: Sequence[Any], explain_args: dict, store: str, device: Any
+    factory: Any,
+    dataset: Any,
+    block: Sequence[int],
+    ids: Sequence[Any],
+    explain_args: dict,
+    store: str,
+    device: Any,
+    fingerprint: str,
 ) -> int:
     """Explain ``block`` unless all of it is done (a retried task skips a finished block); return how many
     samples were not done before."""
@@ -30,9 +51,11 @@ def explain_shard(
     missing = int((~target.done(block)).sum())
     if not missing:
         return 0
-    net = _worker_model(factory, device)
+    net, lock = _worker_model(factory, device, fingerprint)
     # The whole block, as in an uninterrupted run: passes hold the same images, so maps are the same.
-    target.write(explain_block(net, dataset, block, ids, explain_args, device), block)
+    with lock:
+        block_maps = explain_block(net, dataset, block, ids, explain_args, device)
+    target.write(block_maps, block)
     return missing
 
 
@@ -45,6 +68,7 @@ def run_on_cluster(
     explain_args: dict,
     store: Any,
     device: Any,
+    fingerprint: str,
 ) -> Iterator[int]:
     """Submit one task per block and yield the number of samples each finished task wrote."""
     from dask.distributed import as_completed
@@ -59,6 +83,7 @@ def run_on_cluster(
             explain_args,
             str(store),
             device,
+            fingerprint,
             key=f"xai-bench-block-{block[0]}-{len(block)}",
             pure=False,
         )

@@ -98,6 +98,14 @@ def run(
             "each worker builds its own model."
         )
     positive_int("samples_per_block", samples_per_block)
+    specs = resolve_methods(methods)
+    for entry, attributor in specs:
+        why = attributor.works_in_blocks()
+        if why:
+            raise InvalidParameterError(
+                f"{entry.id}: run() explains a data set block by block, but {why}; use explain() on the whole "
+                "set, or a baseline (baseline=) or a set of them (baselines=) shared by every sample."
+            )
     normalization = check_normalization(
         input_normalization if input_normalization is not None else getattr(dataset, "input_normalization", None)
     )
@@ -129,7 +137,7 @@ def run(
             "max_targets": max_targets, "batch_size": batch_size, "memory_budget": memory_budget,
             "store_inputs": store_inputs, "input_normalization": normalization,
         }  # fmt: skip
-        specs_json = to_json({entry.id: attributor.params() for entry, attributor in resolve_methods(methods)})
+        specs_json = to_json({entry.id: attributor.params() for entry, attributor in specs})
         first_image = load(dataset, [0], ids)
         with eval_mode(net):
             fingerprint = _fingerprint(net, specs_json, options, ids, tuple(first_image.shape[1:]))
@@ -165,7 +173,9 @@ def run(
         else:
             from .cluster import run_on_cluster
 
-            for n_done in run_on_cluster(client, model, dataset, blocks, ids, explain_args, store, chosen):
+            for n_done in run_on_cluster(
+                client, model, dataset, blocks, ids, explain_args, store, chosen, model_fingerprint(net)
+            ):
                 bar.update(n_done)
         bar.close()
         # Counted from the flags: a task whose worker died after writing still finished its samples.

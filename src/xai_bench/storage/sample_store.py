@@ -96,9 +96,9 @@ class SampleStore:
         found = group.attrs.get(RUN_KEY)
         if found != fingerprint or DONE not in group or group[DONE].shape != (n,):
             raise StoreMismatchError(
-                f"{os.fspath(self.path)!r} holds a different run (methods, parameters, model weights, targets or "
-                "sample ids differ), so resuming would mix results. Write to a new store, or delete this one to "
-                "start over."
+                f"{os.fspath(self.path)!r} holds a different run (methods, parameters, model weights, targets, "
+                "sample ids, store_inputs or the input normalisation differ), so resuming would mix results. "
+                "Write to a new store, or delete this one to start over."
             )
 
     def done(self, positions: Sequence[int] | None = None) -> np.ndarray:

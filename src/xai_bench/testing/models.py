@@ -135,3 +135,8 @@ def plain_cnn(seed: int = 3) -> nn.Module:
 def tiny_cnn32() -> ReluNet:
     """The conformance CNN in float32: a factory for command-line runs on image files."""
     return tiny_cnn(dtype=torch.float32)
+
+
+def unseeded_cnn() -> ReluNet:
+    """A factory with weights from torch's global random state: other weights on every call (for tests)."""
+    return ReluNet().double().eval()
