@@ -16,8 +16,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from xai_bench import open_maps, overlay, select_map
-from xai_bench.api.evaluating import evaluate
+from xai_bench import evaluate, open_maps, overlay, select_map
 from xai_bench.app.demo import make_shapes, run_demo, train
 from xai_bench.app.viz import metrics_table, plot_curves, plot_maps, plot_randomisation
 

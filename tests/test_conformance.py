@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import xai_bench
-from xai_bench.api.evaluating import metrics
+from xai_bench.api.evaluating import list_metrics
 from xai_bench.testing import CHECKS, check_attributor, check_metric
 
 # Parameters that fit the conformance suite's 12 x 12 images.
@@ -43,7 +43,7 @@ METRIC_PARAMS = {
     "top_k_intersection": {"k": 10},
     "parameter_randomisation": {"layers": ["fc", "conv3"]},
 }
-BUILTIN_METRICS = [m for m, info in metrics().items() if info["provider"] == "xai_bench.metrics.builtin"]
+BUILTIN_METRICS = [m for m, info in list_metrics().items() if info["provider"] == "xai_bench.metrics.builtin"]
 
 
 @pytest.mark.parametrize("metric", [m for m in BUILTIN_METRICS if m != "data_randomisation"])

@@ -12,7 +12,7 @@ import torch
 
 import xai_bench
 from xai_bench import InvalidParameterError, StoreExistsError, explain, open_maps, run, verify_store
-from xai_bench.api.evaluating import evaluate, metrics
+from xai_bench.api.evaluating import evaluate, list_metrics
 from xai_bench.metrics.base import Metric, Score
 from xai_bench.testing import tiny_cnn
 from xai_bench.testing.conformance import assert_model_unchanged, model_state
@@ -44,7 +44,7 @@ def test_a_third_party_metric_is_listed_and_runs_like_the_built_ins(monkeypatch,
     module.register_metrics = register_metrics
     monkeypatch.setitem(sys.modules, "map_mean_plugin", module)
     xai_bench.get_plugin_manager().register(module, name="map_mean_plugin")
-    assert metrics()["map_mean"]["provider"] == "map_mean_plugin"
+    assert list_metrics()["map_mean"]["provider"] == "map_mean_plugin"
     from xai_bench.app.cli import main
 
     assert main(["metrics"]) == 0

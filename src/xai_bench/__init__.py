@@ -16,6 +16,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
+from .api.evaluating import evaluate, list_metrics
 from .api.explaining import explain, methods
 from .api.layers import study_layers
 from .api.profiling import profile
@@ -39,6 +40,7 @@ from .core.errors import (
     XaiBenchWarning,
 )
 from .core.hookspecs import hookimpl
+from .metrics.base import Metric
 from .plugins.manager import get_plugin_manager, list_plugins
 from .profilers.base import GlobalProfiler
 from .scale.dataset_run import RunSummary, run
@@ -53,6 +55,7 @@ __all__ = [
     "DeviceMismatchError",
     "DuplicateMethodError",
     "GlobalProfiler",
+    "Metric",
     "InvalidInputError",
     "InvalidParameterError",
     "InvalidTargetError",
@@ -70,9 +73,11 @@ __all__ = [
     "XaiBenchError",
     "XaiBenchWarning",
     "__version__",
+    "evaluate",
     "explain",
     "get_plugin_manager",
     "hookimpl",
+    "list_metrics",
     "list_plugins",
     "methods",
     "open_maps",

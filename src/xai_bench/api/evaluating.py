@@ -24,13 +24,13 @@ from ..plugins import registry
 from ..plugins.manager import plugin_info
 from ..storage.datasets import INPUT, UNUSED, layout_of, method_ids
 from ..storage.zarr_io import add_to_store, check_can_add
-from .explaining import explain
+from .explaining import method_maps
 from .preflight import check_device, check_outputs, eval_mode, on_device
 
 MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 
 
-def metrics() -> dict[str, dict[str, Any]]:
+def list_metrics() -> dict[str, dict[str, Any]]:
     """List available metric ids with their provider, what they need and their parameters."""
     listing = {}
     for metric_id, entry in sorted(registry.metrics.entries().items()):
@@ -66,7 +66,7 @@ def evaluate(
 ) -> xr.Dataset:
     """Score ``maps`` (a Dataset from ``explain`` or ``open_maps``, either target layout) with ``metrics``.
 
-    ``metrics`` is an id, a list of ids or ``{id: params}`` (see :func:`metrics`). ``inputs``
+    ``metrics`` is an id, a list of ids or ``{id: params}`` (see :func:`list_metrics`). ``inputs``
     (N, C, H, W), a map-style data set of images, or None to use the inputs the Dataset keeps,
     and ``model`` are needed by metrics that call the model (deletion, insertion, randomisation);
     ``masks`` by localisation metrics: (N, 1, H, W) shared by every target, (N, T, H, W) one per
@@ -279,22 +279,26 @@ def _context(
         bar.close()
         return torch.cat(out)
 
+    # The pairs as the engine takes them: one row per sample with a pair, a column per pair of it.
+    rows, row_of = torch.unique(pairs.sample, return_inverse=True)
+    column_of = torch.zeros_like(row_of)
+    for k in range(1, len(row_of)):
+        column_of[k] = column_of[k - 1] + 1 if row_of[k] == row_of[k - 1] else 0
+    width = int(column_of.max()) + 1 if len(column_of) else 1
+    index = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    index[row_of, column_of] = pairs.target
+    mask[row_of, column_of] = True
+
     def remake(private: nn.Module, sample: Tensor, target: Tensor) -> Tensor:
-        """The method's maps of ``private`` for each pair, all targets of a sample in one call."""
-        assert x is not None
-        rows = sorted(set(sample.tolist()))
-        wanted = [[int(t) for s, t in zip(sample.tolist(), target.tolist(), strict=True) if s == r] for r in rows]
+        """The method's maps of ``private`` (a private copy, in eval mode) for the pairs, in their order."""
+        assert x is not None and torch.equal(sample, pairs.sample) and torch.equal(target, pairs.target)
         private.to(x.device)
-        ds = explain(
-            private, x[rows], methods={method: pairs.params}, targets=wanted, batch_size=fixed or "auto",
-            memory_budget=budget, sample_ids=[ids[r] for r in rows], store_inputs=False, task=task,
+        maps = method_maps(
+            private, method, pairs.params, x[rows.to(x.device)], index, mask, [ids[int(r)] for r in rows],
+            batch_size=fixed or "auto", memory_budget=budget,
         )  # fmt: skip
-        index = np.asarray(ds["target_index"].values)
-        values = np.asarray(ds[method].values)
-        where = {r: k for k, r in enumerate(rows)}
-        picked = [values[where[s], int(np.flatnonzero(index[where[s]] == t)[0])]
-                  for s, t in zip(sample.tolist(), target.tolist(), strict=True)]  # fmt: skip
-        return torch.from_numpy(np.stack(picked))
+        return maps[row_of.to(maps.device), column_of.to(maps.device)].detach().cpu()
 
     return Context(inputs=x, model=model, forward=forward, explain=remake, task=task, progress=progress)
 

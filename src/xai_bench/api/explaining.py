@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,7 @@ def _run_method(
     budget: int,
     work: int,
     bar: tqdm,
-    fingerprint: str,
+    fingerprint: Callable[[], str],
     keys: Tensor,
 ) -> _MethodRun:
     """Prepare ``attributor``'s model (checked against the model), size its passes and run them."""
@@ -124,7 +125,12 @@ _checked: weakref.WeakKeyDictionary[nn.Module, dict[str, Hashable]] = weakref.We
 
 
 def _prepared_and_checked(
-    entry: registry.Entry, attributor: Attributor, model: nn.Module, inputs: Tensor, cost: Cost, fingerprint: str
+    entry: registry.Entry,
+    attributor: Attributor,
+    model: nn.Module,
+    inputs: Tensor,
+    cost: Cost,
+    fingerprint: Callable[[], str],
 ) -> Prepared:
     """The attributor's model; a rewritten view must compute what the model computes, checked on one sample.
 
@@ -137,7 +143,7 @@ def _prepared_and_checked(
     prepared = attributor.prepare(model, inputs[:1])
     if prepared.model is model:
         return prepared
-    key = (fingerprint, module_state(model), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device))
+    key = (fingerprint(), module_state(model), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device))
     known = _checked.setdefault(model, {})
     if known.get(entry.id) == key:
         return prepared
@@ -160,6 +166,37 @@ def _prepared_and_checked(
         "values or on state that changes between calls). Make the forward traceable, or use a gradient "
         "method or occlusion."
     )
+
+
+def method_maps(
+    model: nn.Module,
+    method: str,
+    params: Mapping[str, Any],
+    inputs: Tensor,
+    index: Tensor,
+    mask: Tensor,
+    sample_ids: Sequence[Any],
+    *,
+    batch_size: int | str = "auto",
+    memory_budget: int | None = None,
+) -> Tensor:
+    """Maps (N, T, C, H, W) of one method for the pairs ``mask`` of classes ``index`` (N, T), NaN elsewhere.
+
+    The engine's passes without ``explain``'s checks of the model and inputs, scores and labels:
+    for callers that made those checks already and run a method many times (a sanity check on
+    each randomised copy of a model). The model must be in eval mode, on the inputs' device.
+    """
+    ((entry, attributor),) = resolve_methods({method: dict(params)})
+    attributor.check_inputs(inputs)
+    budget = memory_budget if memory_budget is not None else parse_budget(None, inputs.device)
+    keys = torch.tensor([sample_key(i) for i in sample_ids], dtype=torch.int64)
+    work = len(work_samples(mask.cpu()))
+    with tqdm(disable=True) as bar:
+        run = _run_method(
+            entry, attributor, model, inputs, index.to(inputs.device), mask.to(inputs.device),
+            batch_size_arg(batch_size), budget, work, bar, functools.partial(model_fingerprint, model), keys,
+        )  # fmt: skip
+    return run.result.maps
 
 
 class _Scores:
@@ -282,7 +319,7 @@ def explain(
         for entry, attributor in specs:
             bar.set_postfix_str(entry.id)
             run = _run_method(
-                entry, attributor, model, inputs, index, mask, fixed, budget, work, bar, fingerprint, keys
+                entry, attributor, model, inputs, index, mask, fixed, budget, work, bar, lambda: fingerprint, keys
             )
             maps[entry.id] = run.result.maps.to(stored).cpu().numpy()
             if run.result.delta is not None:

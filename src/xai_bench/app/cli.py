@@ -26,9 +26,9 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from ..api.evaluating import metrics
+    from ..api.evaluating import list_metrics
 
-    for metric_id, info in metrics().items():
+    for metric_id, info in list_metrics().items():
         needs = [k.removeprefix("needs_") for k in ("needs_masks", "needs_model") if info[k]]
         better = "higher is better" if info["higher_is_better"] else "lower is better"
         params = ", ".join(f"{k}={v!r}" for k, v in info["parameters"].items())

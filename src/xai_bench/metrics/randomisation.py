@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..core.errors import InvalidParameterError
 from ..core.provenance import model_fingerprint
 from .base import Context, Curve, Metric, Pairs, Score
-from .similarity import spearman, ssim
+from .similarity import centred_ranks, spearman, ssim
 
 ORDERS = ("top_down", "independent", "bottom_up")
 
@@ -22,10 +22,10 @@ def randomised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if hasattr(m, "reset_parameters")]
 
 
-def _similarities(original: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
-    """(Spearman, SSIM) of channel-summed maps, per pair."""
+def _similarities(original: Tensor, new: Tensor, ranked: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(Spearman, SSIM) of channel-summed maps, per pair (``ranked``: the original's centred ranks)."""
     a, b = original.to(torch.float64).sum(1), new.to(torch.float64).sum(1)
-    return spearman(a, b), ssim(a, b)
+    return spearman(a, b, ranked_a=ranked), ssim(a, b)
 
 
 class ParameterRandomisation(Metric):
@@ -84,6 +84,7 @@ class ParameterRandomisation(Metric):
             raise InvalidParameterError("parameter_randomisation: the model has no module with reset_parameters().")
         trained = {k: v.clone() for k, v in private.state_dict().items()} if self.order == "independent" else None
         original = pairs.maps.abs() if self.abs else pairs.maps
+        ranked = centred_ranks(original.to(torch.float64).sum(1))  # once, not once per layer
         rank_corr, structure = [], []
         for _, module in layers:
             if trained is not None:
@@ -92,7 +93,7 @@ class ParameterRandomisation(Metric):
                 torch.manual_seed(self.seed + 1)
                 module.reset_parameters()
             new = context.explain(private, pairs.sample, pairs.target)
-            r, s = _similarities(original, new.abs() if self.abs else new)
+            r, s = _similarities(original, new.abs() if self.abs else new, ranked)
             rank_corr.append(r)
             structure.append(s)
         names = [n for n, _ in layers]
