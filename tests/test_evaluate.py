@@ -117,3 +117,27 @@ def test_what_a_metric_needs_is_asked_for_plainly():
         evaluate(None, None, ds, metrics="completeness", methods=["deeplift"])
     with pytest.raises(xai_bench.UnknownMethodError, match="Unknown metric 'deletions'"):
         evaluate(None, None, ds, metrics="deletions")
+
+
+def test_the_evaluate_command_writes_metrics_into_the_store(tmp_path, capsys):
+    from xai_bench.app.cli import main
+    from xai_bench.testing.models import tiny_cnn32
+
+    store = tmp_path / "m.zarr"
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    explain(tiny_cnn32(), x, methods=["saliency", "deeplift"], targets=[1], store=store)
+    masks = np.zeros((2, 1, 32, 32), dtype=bool)
+    masks[:, :, 4:20, 4:20] = True
+    np.save(tmp_path / "masks.npy", masks)
+    argv = ["evaluate", str(store), "--model", "xai_bench.testing.models:tiny_cnn32", "--masks",
+            str(tmp_path / "masks.npy"), "--batch-size", "8", "--metrics"]  # fmt: skip
+    assert main([*argv, '{"deletion": {"patch": 8, "steps": 4}, "pointing_game": {}, "completeness": {}}']) == 0
+    out = capsys.readouterr().out
+    assert "metric variables written to" in out and "skipped saliency_completeness" in out
+    back = open_maps(store, verify=True)
+    assert back["deeplift_deletion_curve"].shape == (2, 1, 5) and "saliency_pointing_game" in back
+    assert main([*argv, "pointing_game"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds deeplift_pointing_game" in err and len(err.splitlines()) == 1
+    assert main(["evaluate", str(store), "--metrics", "deletion"]) == 2
+    assert "deletion call the model: give it with --model" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import xai_bench
 from xai_bench import explain
 from xai_bench.api.evaluating import evaluate
 from xai_bench.app.demo import make_shapes, train
@@ -102,3 +103,17 @@ def test_randomisation_fails_model_dependent_methods_and_passes_a_model_blind_on
     data = evaluate(model, None, ds, metrics={"data_randomisation": {"model": shuffled}})
     assert data["deeplift_data_randomisation"].mean() < 0.9
     assert np.all(data["edges_data_randomisation"].values > 0.999)
+
+
+def test_the_similarity_parameter_picks_the_main_value_and_the_extras():
+    model = tiny_cnn()
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ds = explain(model, x, methods=["saliency"], targets=[1])
+    both = evaluate(model, None, ds, metrics={"parameter_randomisation": {"layers": ["fc", "conv1"]}})
+    alone = evaluate(model, None, ds, metrics={"parameter_randomisation": {"layers": ["fc", "conv1"],
+                                                                            "similarity": "ssim"}})  # fmt: skip
+    np.testing.assert_array_equal(alone["saliency_parameter_randomisation"].values,
+                                  both["saliency_parameter_randomisation_ssim"].values)  # fmt: skip
+    assert "saliency_parameter_randomisation_ssim" not in alone
+    with pytest.raises(xai_bench.InvalidParameterError, match="similarity must be 'spearman', 'ssim'"):
+        evaluate(model, None, ds, metrics={"parameter_randomisation": {"similarity": "pearson"}})

@@ -42,7 +42,7 @@ def _metrics(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..api.evaluating import evaluate
+    from ..api.evaluating import evaluate, list_metrics
     from ..scale.factories import FactoryWithCheckpoint, load_factory
     from ..storage.zarr_io import open_maps
 
@@ -58,6 +58,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise InvalidParameterError(f"cannot read masks {args.masks!r} (a .npy array): {exc}") from exc
     chosen = _methods_arg(args.metrics)
     methods = _methods_arg(args.methods) if args.methods else None
+    listing = list_metrics()
+    calling = [
+        m for m in (chosen if isinstance(chosen, list) else list(chosen)) if listing.get(m, {}).get("needs_model")
+    ]
+    if calling and model is None:
+        raise InvalidParameterError(f"{', '.join(calling)} call the model: give it with --model module:function.")
     result = evaluate(
         model, None, open_maps(args.store), metrics=chosen, masks=masks, methods=methods,
         batch_size=args.batch_size, memory_budget=args.budget, device=args.device, store=args.store,

@@ -22,10 +22,23 @@ def randomised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if hasattr(m, "reset_parameters")]
 
 
-def _similarities(original: Tensor, new: Tensor, ranked: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(Spearman, SSIM) of channel-summed maps, per pair (``ranked``: the original's centred ranks)."""
+SIMILARITIES = ("spearman", "ssim")
+
+
+def _check_similarity(metric: str, value: Any) -> list[str]:
+    chosen = [value] if isinstance(value, str) else value
+    if not isinstance(chosen, (list, tuple)) or not chosen or any(s not in SIMILARITIES for s in chosen):
+        raise InvalidParameterError(
+            f"{metric}: similarity must be 'spearman', 'ssim' or a list of them (the first is the main value), "
+            f"got {value!r}."
+        )
+    return list(dict.fromkeys(chosen))
+
+
+def _similarities(original: Tensor, new: Tensor, chosen: list[str], ranked: Tensor | None = None) -> list[Tensor]:
+    """The ``chosen`` similarities of channel-summed maps, per pair (``ranked``: the original's centred ranks)."""
     a, b = original.to(torch.float64).sum(1), new.to(torch.float64).sum(1)
-    return spearman(a, b, ranked_a=ranked), ssim(a, b)
+    return [spearman(a, b, ranked_a=ranked) if name == "spearman" else ssim(a, b) for name in chosen]
 
 
 class ParameterRandomisation(Metric):
@@ -37,8 +50,9 @@ class ParameterRandomisation(Metric):
     is reset with its own ``reset_parameters()`` after seeding torch with ``seed + 1`` (Quantus's
     procedure), on a private copy of the model: the caller's model and random state are untouched.
     The value is Spearman's rank correlation per layer (``<method>_parameter_randomisation``,
-    dims ``(..., parameter_randomisation_layer)``), beside SSIM (``..._ssim``); maps are summed over
-    channels; ``abs`` compares |map|. A method that passes the check loses similarity as layers
+    dims ``(..., parameter_randomisation_layer)``), beside SSIM (``..._ssim``); ``similarity``
+    picks them (the first is the main value); maps are summed over channels; ``abs`` compares
+    |map|. A method that passes the check loses similarity as layers
     are randomised. ``layers`` limits the test to the named modules.
     """
 
@@ -47,8 +61,15 @@ class ParameterRandomisation(Metric):
     needs_model: ClassVar[bool] = True
 
     def __init__(
-        self, *, order: str = "top_down", seed: int = 42, layers: list[str] | None = None, abs: bool = False
+        self,
+        *,
+        order: str = "top_down",
+        seed: int = 42,
+        layers: list[str] | None = None,
+        similarity: str | list[str] = ("spearman", "ssim"),
+        abs: bool = False,
     ) -> None:
+        self.similarity = _check_similarity(self.id, similarity)
         if order not in ORDERS:
             raise InvalidParameterError(
                 f"parameter_randomisation: order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}."
@@ -85,7 +106,7 @@ class ParameterRandomisation(Metric):
         trained = {k: v.clone() for k, v in private.state_dict().items()} if self.order == "independent" else None
         original = pairs.maps.abs() if self.abs else pairs.maps
         ranked = centred_ranks(original.to(torch.float64).sum(1))  # once, not once per layer
-        rank_corr, structure = [], []
+        per_layer: list[list[Tensor]] = []
         for _, module in layers:
             if trained is not None:
                 private.load_state_dict(trained)
@@ -93,14 +114,11 @@ class ParameterRandomisation(Metric):
                 torch.manual_seed(self.seed + 1)
                 module.reset_parameters()
             new = context.explain(private, pairs.sample, pairs.target)
-            r, s = _similarities(original, new.abs() if self.abs else new, ranked)
-            rank_corr.append(r)
-            structure.append(s)
+            per_layer.append(_similarities(original, new.abs() if self.abs else new, self.similarity, ranked))
         names = [n for n, _ in layers]
         dim = f"{self.id}_layer"
-        return Score(
-            Curve(torch.stack(rank_corr, 1), dim, names), {"ssim": Curve(torch.stack(structure, 1), dim, names)}
-        )
+        curves = [Curve(torch.stack(values, 1), dim, names) for values in zip(*per_layer, strict=True)]
+        return Score(curves[0], {name: curve for name, curve in zip(self.similarity[1:], curves[1:], strict=True)})
 
 
 class DataRandomisation(Metric):
@@ -112,7 +130,10 @@ class DataRandomisation(Metric):
     higher_is_better: ClassVar[bool] = False
     needs_model: ClassVar[bool] = True
 
-    def __init__(self, *, model: nn.Module, abs: bool = False) -> None:
+    def __init__(
+        self, *, model: nn.Module, similarity: str | list[str] = ("spearman", "ssim"), abs: bool = False
+    ) -> None:
+        self.similarity = _check_similarity(self.id, similarity)
         if not isinstance(model, nn.Module):
             raise InvalidParameterError(
                 "data_randomisation: model must be the torch module trained on shuffled labels, "
@@ -122,11 +143,11 @@ class DataRandomisation(Metric):
         self.abs = bool(abs)
 
     def params(self) -> dict[str, Any]:
-        return {"model_fingerprint": model_fingerprint(self._model), "abs": self.abs}
+        return {"model_fingerprint": model_fingerprint(self._model), "similarity": self.similarity, "abs": self.abs}
 
     def score(self, pairs: Pairs, context: Context) -> Score:
         private = copy.deepcopy(self._model)
         new = context.explain(private, pairs.sample, pairs.target)
         original = pairs.maps.abs() if self.abs else pairs.maps
-        r, s = _similarities(original, new.abs() if self.abs else new)
-        return Score(r, {"ssim": s})
+        values = _similarities(original, new.abs() if self.abs else new, self.similarity)
+        return Score(values[0], dict(zip(self.similarity[1:], values[1:], strict=True)))

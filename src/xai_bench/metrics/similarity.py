@@ -44,20 +44,29 @@ def spearman(a: Tensor, b: Tensor, *, ranked_a: Tensor | None = None) -> Tensor:
     return torch.where(spread > 0, (ra * rb).sum(1) / spread, torch.nan)
 
 
+def _box_mean(t: Tensor, window: int) -> Tensor:
+    """The mean over each ``window`` x ``window`` square that fits in the image, from an integral image."""
+    c = F.pad(t, (1, 0, 1, 0)).cumsum(-2).cumsum(-1)
+    w = window
+    return (c[..., w:, w:] - c[..., :-w, w:] - c[..., w:, :-w] + c[..., :-w, :-w]) / (w * w)
+
+
 def ssim(a: Tensor, b: Tensor, *, window: int = 7) -> Tensor:
     """Structural similarity of each pair of 2-D maps (P, H, W) -> (P,), as ``skimage.metrics.structural_similarity``
     with its defaults (a uniform ``window`` x ``window`` filter, sample covariances, K1 = 0.01,
     K2 = 0.03) and the data range of the two maps together (as Quantus)."""
-    a, b = a.to(torch.float64)[:, None], b.to(torch.float64)[:, None]
+    a, b = a.to(torch.float64), b.to(torch.float64)
     both = torch.cat([a, b], 1).flatten(1)
-    data_range = (both.amax(1) - both.amin(1)).view(-1, 1, 1, 1)
+    data_range = (both.amax(1) - both.amin(1)).view(-1, 1, 1)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-
-    # The five local means in one filter pass; the valid part only, as skimage crops the border.
-    ux, uy, uxx, uyy, uxy = F.avg_pool2d(torch.cat([a, b, a * a, b * b, a * b], 1), window, stride=1).unbind(1)
-    ux, uy, uxx, uyy, uxy = (t[:, None] for t in (ux, uy, uxx, uyy, uxy))
+    # Local means of the maps centred on their own means: the integral image then sums small
+    # numbers, and variances need no difference of large ones.
+    ma, mb = a.mean((1, 2), keepdim=True), b.mean((1, 2), keepdim=True)
+    ca, cb = a - ma, b - mb
+    local = _box_mean(torch.stack([ca, cb, ca * ca, cb * cb, ca * cb], 1), window)
+    ua, ub, uaa, ubb, uab = local.unbind(1)
     norm = window * window / (window * window - 1)
-    vx, vy = norm * (uxx - ux * ux), norm * (uyy - uy * uy)
-    vxy = norm * (uxy - ux * uy)
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    va, vb, vab = norm * (uaa - ua * ua), norm * (ubb - ub * ub), norm * (uab - ua * ub)
+    ux, uy = ua + ma, ub + mb  # the crop skimage takes: only windows inside the image
+    s = ((2 * ux * uy + c1) * (2 * vab + c2)) / ((ux * ux + uy * uy + c1) * (va + vb + c2))
     return s.flatten(1).mean(1)
