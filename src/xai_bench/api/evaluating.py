@@ -32,20 +32,8 @@ MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 
 def list_metrics() -> dict[str, dict[str, Any]]:
     """List available metric ids with their provider, what they need and their parameters."""
-    listing = {}
-    for metric_id, entry in sorted(registry.metrics.entries().items()):
-        cls = entry.cls
-        listing[metric_id] = {
-            "provider": entry.provider,
-            "higher_is_better": cls.higher_is_better,
-            "needs_masks": cls.needs_masks,
-            "needs_model": cls.needs_model,
-            "parameters": {
-                name: (None if p.default is p.empty else p.default) for name, p in entry.parameters().items()
-            },
-            "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-        }
-    return listing
+    flags = ("higher_is_better", "needs_masks", "needs_model", "needs_replacement")
+    return {metric_id: entry.describe(flags) for metric_id, entry in sorted(registry.metrics.entries().items())}
 
 
 def evaluate(

@@ -390,19 +390,5 @@ def _method_attrs(entry: registry.Entry, attributor: Attributor, surgery: tuple[
 
 def methods() -> dict[str, dict[str, Any]]:
     """List available method ids with their provider, capabilities and parameters."""
-    listing = {}
-    for method_id, entry in sorted(registry.attributors.entries().items()):
-        cls = entry.cls
-        listing[method_id] = {
-            "provider": entry.provider,
-            "needs_baseline": cls.needs_baseline,
-            "needs_surgery": cls.needs_surgery,
-            "multiplies_by_inputs": cls.multiplies_by_inputs,
-            "has_delta": cls.has_delta,
-            "reports_outputs": cls.reports_outputs,
-            "parameters": {
-                name: (None if p.default is p.empty else p.default) for name, p in entry.parameters().items()
-            },
-            "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-        }
-    return listing
+    flags = ("needs_baseline", "needs_surgery", "multiplies_by_inputs", "has_delta", "reports_outputs")
+    return {method_id: entry.describe(flags) for method_id, entry in sorted(registry.attributors.entries().items())}

@@ -17,12 +17,16 @@ def _methods(args: argparse.Namespace) -> int:
 
     for method_id, info in methods().items():
         flags = [k for k in ("needs_baseline", "needs_surgery", "multiplies_by_inputs", "has_delta") if info[k]]
-        params = ", ".join(f"{k}={v!r}" for k, v in info["parameters"].items())
-        print(f"{method_id:<22} {info['provider']:<32} {' '.join(flags) or '-'}")
-        print(f"{'':<22} {info['summary'].replace('``', '')}")
-        if params:
-            print(f"{'':<22} parameters: {params}")
+        _print_entry(method_id, info, " ".join(flags) or "-")
     return 0
+
+
+def _print_entry(entry_id: str, info: dict, flags: str) -> None:
+    """Three plain-text lines: id, provider and flags; the summary; the parameters."""
+    print(f"{entry_id:<24} {info['provider']:<32} {flags}")
+    print(f"{'':<24} {info['summary'].replace('``', '')}")
+    if info["parameters"]:
+        print(f"{'':<24} parameters: {', '.join(f'{k}={v!r}' for k, v in info['parameters'].items())}")
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -31,11 +35,7 @@ def _metrics(args: argparse.Namespace) -> int:
     for metric_id, info in list_metrics().items():
         needs = [k.removeprefix("needs_") for k in ("needs_masks", "needs_model") if info[k]]
         better = "higher is better" if info["higher_is_better"] else "lower is better"
-        params = ", ".join(f"{k}={v!r}" for k, v in info["parameters"].items())
-        print(f"{metric_id:<24} {info['provider']:<30} {better}{'; needs ' + ', '.join(needs) if needs else ''}")
-        print(f"{'':<24} {info['summary'].replace('``', '')}")
-        if params:
-            print(f"{'':<24} parameters: {params}")
+        _print_entry(metric_id, info, better + ("; needs " + ", ".join(needs) if needs else ""))
     return 0
 
 

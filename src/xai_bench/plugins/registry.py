@@ -51,6 +51,19 @@ class Entry:
         """Whether xai_bench provides ``smooth=`` (a method with a ``smooth`` of its own keeps it)."""
         return self.smoothable and "smooth" not in inspect.signature(self.cls.__init__).parameters
 
+    def describe(self, flags: Sequence[str]) -> dict[str, Any]:
+        """The listing of this entry: its provider, the class's ``flags``, its parameters and its summary
+        (the docstring's first paragraph)."""
+        doc = (self.cls.__doc__ or "").strip()
+        return {
+            "provider": self.provider,
+            **{flag: getattr(self.cls, flag) for flag in flags},
+            "parameters": {
+                name: (None if p.default is p.empty else p.default) for name, p in self.parameters().items()
+            },
+            "summary": " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines()),
+        }
+
     def accepts_any_keyword(self) -> bool:
         sig = inspect.signature(self.cls.__init__)
         return any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
