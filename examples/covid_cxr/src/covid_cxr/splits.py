@@ -1,0 +1,75 @@
+"""Subject-wise splits: no subject's images on both sides, 60/40 train/test over folds, a validation part
+carved from train for choosing checkpoints; or the study authors' split files."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .datasets import Record
+
+
+@dataclass(frozen=True)
+class Split:
+    seed: int
+    train: tuple[str, ...]  # subjects
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def part(self, records: Sequence[Record], name: str) -> list[Record]:
+        """The records of ``name`` ("train", "val" or "test")."""
+        subjects = set(getattr(self, name))
+        return [r for r in records if r.subject in subjects]
+
+    def to_json(self) -> str:
+        """The study authors' one-line format."""
+        return json.dumps(
+            {"seed": self.seed, "train": list(self.train), "test": list(self.test), "val": list(self.val)}
+        )
+
+
+def subject_splits(
+    records: Sequence[Record], *, folds: int = 5, test: float = 0.4, val: float = 0.1, seed: int = 0
+) -> list[Split]:
+    """``folds`` random subject-wise splits (seed ``seed + fold``), stratified by each subject's label set:
+    ``test`` of the subjects to test, ``val`` of the rest to validation, the others to training."""
+    if not 0 < test < 1 or not 0 <= val < 1:
+        raise ValueError(f"test must be in (0, 1) and val in [0, 1), got {test} and {val}.")
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        labels_of[record.subject].update(record.labels)
+    for subject, labels in sorted(labels_of.items()):
+        by_stratum[";".join(sorted(labels))].append(subject)
+    result = []
+    for fold in range(folds):
+        rng = random.Random(seed + fold)
+        train, val_part, test_part = [], [], []
+        for stratum in sorted(by_stratum):
+            subjects = list(by_stratum[stratum])
+            rng.shuffle(subjects)
+            n_test = round(len(subjects) * test)
+            rest = subjects[n_test:]
+            n_val = round(len(rest) * val)
+            test_part += subjects[:n_test]
+            val_part += rest[:n_val]
+            train += rest[n_val:]
+        result.append(Split(seed + fold, tuple(sorted(train)), tuple(sorted(val_part)), tuple(sorted(test_part))))
+    return result
+
+
+def load_split(path: str | Path) -> Split:
+    """A split in the study authors' format: one JSON line ``{"seed", "train", "test", "val"}`` of subject ids."""
+    data = json.loads(Path(path).read_text())
+    missing = {"seed", "train", "test"} - set(data)
+    if missing:
+        raise ValueError(f"{path}: a split file needs seed, train and test (and val); missing {sorted(missing)}.")
+    train, test_part, val_part = (tuple(str(s) for s in data.get(k, [])) for k in ("train", "test", "val"))
+    both = set(train) & set(test_part) | set(val_part) & (set(train) | set(test_part))
+    if both:
+        raise ValueError(f"{path}: subjects on two sides of the split: {sorted(both)[:10]}.")
+    return Split(int(data["seed"]), train, val_part, test_part)
