@@ -1,0 +1,143 @@
+"""Training with the paper's recipe, resumable: BCE-with-logits, Adam (lr 1e-3, weight decay 1e-4), seeds,
+mixed precision on CUDA, the checkpoint chosen on validation (never on test)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .models import Normalized, build, training_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    pretrained: bool = False
+    device: str = "cpu"
+
+
+@dataclass
+class Trained:
+    model: nn.Module  # the checkpoint chosen on validation, in eval mode
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def data_checksum(*tensors: torch.Tensor) -> str:
+    """Shapes and a CRC-32 of the values: a checkpoint is only resumed on the data it was trained on."""
+    crc = 0
+    for t in tensors:
+        crc = zlib.crc32(t.detach().contiguous().cpu().numpy().tobytes(), crc)
+    return f"{[tuple(t.shape) for t in tensors]}:{crc:08x}"
+
+
+def make_model(name: str, num_labels: int, config: TrainConfig, image_size: int | None = None) -> nn.Module:
+    torch.manual_seed(config.seed)
+    model = build(name, num_labels, pretrained=config.pretrained, image_size=image_size)
+    return Normalized(model) if config.pretrained else model
+
+
+def train(
+    name: str,
+    train_xy: tuple[torch.Tensor, torch.Tensor],
+    val_xy: tuple[torch.Tensor, torch.Tensor],
+    config: TrainConfig,
+    checkpoint: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+) -> Trained:
+    """Train ``name`` on ``train_xy`` (images in [0, 1], 0/1 targets), keep the epoch with the lowest
+    validation loss, and save everything to ``checkpoint`` after every epoch: a run stopped at any
+    point resumes there, and a finished one loads without training again."""
+    x, y = train_xy
+    path = Path(checkpoint)
+    identity = {"name": name, "config": dataclasses.asdict(config), "data": data_checksum(x, y, *val_xy)}
+    model = make_model(name, y.shape[1], config, image_size=x.shape[-1]).to(config.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = _load(path, identity)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    else:
+        state = {**identity, "epoch": 0, "best_loss": math.inf, "best_epoch": -1, "best": None, "history": []}
+    scaler = torch.amp.GradScaler("cuda", enabled=config.device.startswith("cuda"))
+    bar = tqdm(total=config.epochs, initial=state["epoch"], desc=f"train {name}", unit="epoch", disable=not progress)
+    while state["epoch"] < config.epochs:
+        epoch = state["epoch"]
+        model.train()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        total = 0.0
+        for first in range(0, len(x), config.batch_size):
+            rows = order[first : first + config.batch_size]
+            if len(rows) < 2 and len(x) > 1:
+                continue  # batch norm cannot train on a batch of one
+            images, targets = x[rows].to(config.device), y[rows].to(config.device).float()
+            with torch.autocast("cuda", enabled=config.device.startswith("cuda")):
+                loss = training_loss(model, images, targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(rows)
+        val_loss = validation_loss(model, *val_xy, config)
+        state["history"].append({"epoch": epoch, "train_loss": total / len(x), "val_loss": val_loss})
+        if val_loss < state["best_loss"]:
+            state.update(best_loss=val_loss, best_epoch=epoch, best=copy.deepcopy(model.state_dict()))
+        state.update(epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict())
+        _save(path, state)
+        bar.update(1)
+        bar.set_postfix(val_loss=f"{val_loss:.3f}")
+    bar.close()
+    if state["best"] is not None:
+        model.load_state_dict(state["best"])
+    return Trained(model.eval(), state["best_epoch"], state["history"])
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> float:
+    if not len(x):
+        return 0.0
+    model.eval()
+    criterion = nn.BCEWithLogitsLoss(reduction="sum")
+    total = 0.0
+    for first in range(0, len(x), config.batch_size):
+        images = x[first : first + config.batch_size].to(config.device)
+        total += float(criterion(model(images), y[first : first + config.batch_size].to(config.device).float()))
+    return total / (len(x) * y.shape[1])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 32, device: str = "cpu") -> torch.Tensor:
+    """Sigmoid probabilities (N, L) of a trained model."""
+    model.eval()
+    out = [torch.sigmoid(model(x[i : i + batch_size].to(device))).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def _load(path: Path, identity: dict) -> dict | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    same = all(json.dumps(state.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in identity.items())
+    return state if same else None
+
+
+def _save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(state, partial)
+    os.replace(partial, path)  # a crash leaves the previous epoch's checkpoint, never half of one
