@@ -1,0 +1,130 @@
+"""The study's interpretability stages: six methods for every true and predicted label of every test image
+(one resumable store per model), the shortcut measured on the padding, localisation on known lesions,
+and neuron activation profiles with dead feature maps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from torch import nn
+
+import xai_bench
+from xai_bench import evaluate, open_maps, profile, run, study_layers
+
+from .prepared import ForRun, PreparedSet
+
+#: The groups the study profiled, by an image's labels.
+GROUPS = ("COVID-19", "pneumonia", "pneumonia without COVID-19", "healthy")
+
+
+def study_methods(size: int, *, ig_steps: int = 32) -> dict[str, dict[str, Any]]:
+    """The six methods, occlusion's window scaled to the image (the paper's 32 at 512 px)."""
+    window = max(4, size // 16)
+    return {
+        "occlusion": {"window": window, "stride": window // 2},
+        "saliency": {},
+        "input_x_gradient": {},
+        "guided_backprop": {},
+        "integrated_gradients": {"n_steps": ig_steps},
+        "deeplift": {},
+    }
+
+
+def targets_of(prepared: PreparedSet, rows: Sequence[int], probabilities: np.ndarray, t: float) -> list[list[int]]:
+    """Per test image, every output it has or the model predicts (the study explained both)."""
+    truth = prepared.targets[list(rows)].numpy() > 0.5
+    predicted = probabilities > t
+    return [sorted(np.flatnonzero(a | b).tolist()) for a, b in zip(truth, predicted, strict=True)]
+
+
+def groups_of(prepared: PreparedSet, rows: Sequence[int]) -> np.ndarray:
+    """(n, 4) membership in :data:`GROUPS` (multilabel: a COVID-19 image is also a pneumonia image)."""
+    labels = [set(prepared.labels[i]) for i in rows]
+    return np.array(
+        [["COVID-19" in s, "pneumonia" in s, "pneumonia" in s and "COVID-19" not in s, "healthy" in s] for s in labels]
+    )
+
+
+def explain_stage(
+    models: Mapping[str, nn.Module],
+    prepared: PreparedSet,
+    rows: Sequence[int],
+    probabilities: Mapping[str, np.ndarray],
+    folder: Path,
+    *,
+    methods: Mapping[str, Mapping[str, Any]],
+    threshold: float = 0.5,
+    memory_budget: str | int | None = None,
+    batch_size: int | str = "auto",
+    store_name: str = "maps",
+    progress: bool = True,
+) -> dict[str, Path]:
+    """``methods`` for every true and predicted label of the test images ``rows``, one store per model
+    (``folder/<store_name>/<model>.zarr``, with the inputs), resumed where a run stopped."""
+    stores = {}
+    for name, model in models.items():
+        store = folder / store_name / f"{name}.zarr"
+        run(model, ForRun(prepared, rows), methods=dict(methods), store=store,
+            targets=targets_of(prepared, rows, probabilities[name], threshold), labels=list(prepared.outputs),
+            task="multilabel", max_targets=len(prepared.outputs), memory_budget=memory_budget,
+            batch_size=batch_size, store_inputs=True, progress=progress)  # fmt: skip
+        stores[name] = store
+    return stores
+
+
+def relevance_in(maps: xr.Dataset, masks: torch.Tensor, *, metrics: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """Scores of the maps against ``masks`` (n, S, S) of their images (padding bands or lesions)."""
+    chosen = metrics or {"relevance_mass": {"positive": False, "abs": True}}
+    return evaluate(None, None, maps, metrics=dict(chosen), masks=masks[:, None])
+
+
+def table_by_group(
+    scores: Mapping[str, xr.Dataset], prepared: PreparedSet, rows: Sequence[int], metric: str
+) -> pd.DataFrame:
+    """Mean (and std over images) of ``metric`` per model x method x group, over each image's slots."""
+    membership = groups_of(prepared, rows)
+    records = []
+    for model, ds in scores.items():
+        for name, var in ds.data_vars.items():
+            if var.attrs.get("metric") != metric or not str(name).endswith(metric):
+                continue
+            per_image = np.nanmean(var.values, axis=1) if np.isfinite(var.values).any() else var.values[:, 0]
+            for g, group in enumerate(GROUPS):
+                values = per_image[membership[:, g]]
+                values = values[np.isfinite(values)]
+                if len(values):
+                    records.append({"model": model, "method": var.attrs["method"], "group": group,
+                                    "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1
+                                    else float("nan"), "images": len(values)})  # fmt: skip
+    return pd.DataFrame.from_records(records)
+
+
+def profile_stage(
+    models: Mapping[str, nn.Module], prepared: PreparedSet, rows: Sequence[int], folder: Path, *,
+    batch_size: int | str = "auto", progress: bool = True,
+) -> dict[str, Path]:  # fmt: skip
+    """NAPs and dead feature maps at the study's layers (ResNets and DenseNets), per group; one store each."""
+    done = {}
+    x = prepared.float_images(rows)
+    groups = torch.from_numpy(groups_of(prepared, rows))
+    for name, model in models.items():
+        try:
+            layers = study_layers(model)
+        except xai_bench.InvalidParameterError:
+            continue  # the study profiled the ResNets and DenseNet161
+        store = folder / "profiles" / f"{name}.zarr"
+        if not store.exists():
+            profile(model, x, layers=layers, groups=groups, group_names=list(GROUPS), batch_size=batch_size,
+                    store=store, progress=progress)  # fmt: skip
+        done[name] = store
+    return done
+
+
+def open_all(stores: Mapping[str, Path]) -> dict[str, xr.Dataset]:
+    return {name: open_maps(path) for name, path in stores.items()}
