@@ -1,0 +1,115 @@
+"""The ``covid-cxr`` command: ``quick`` (the synthetic study), ``study`` (real data), and its stages.
+
+Every stage is resumable and a stage run twice does nothing the second time; a later stage runs
+the earlier ones first (free when they are done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+STAGES = ("data", "train", "evaluate")
+
+
+def _quick(args: argparse.Namespace) -> int:
+    from .quick import QuickConfig, quick
+
+    config = QuickConfig(images=args.images, size=args.size, folds=args.folds, epochs=args.epochs,
+                         explain_images=args.explain_images, seed=args.seed)  # fmt: skip
+    report = quick(args.out, config)
+    print(f"report: {report}")
+    return 0
+
+
+def _records(args: argparse.Namespace):
+    from .datasets import cohen_collection, csv_folder, kermany, study_sample
+
+    records = []
+    if args.cohen:
+        records += cohen_collection(args.cohen)
+    if args.kermany:
+        ker = kermany(args.kermany)
+        records += study_sample(ker, healthy=args.healthy, viral=args.viral, bacterial=args.bacterial, seed=args.seed)
+    if args.csv:
+        folder, table = args.csv
+        records += csv_folder(folder, table)
+    if not records:
+        raise SystemExit("covid-cxr: error: give --cohen, --kermany and/or --csv FOLDER TABLE")
+    return records
+
+
+def _study(args: argparse.Namespace) -> int:
+    from .study import StudyConfig, data_stage, evaluate_stage, train_stage
+
+    config = StudyConfig(size=args.size, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
+                         seed=args.seed, pretrained=args.pretrained, device=args.device,
+                         models=tuple(args.models.split(",")))  # fmt: skip
+    out = Path(args.out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        records = _records(args)
+    prepared, splits = data_stage(records, out, config)
+    if args.command == "data":
+        print(f"{len(records)} images prepared at {config.size} px; {len(splits)} folds: {out / 'splits.json'}")
+        return 0
+    trained = train_stage(prepared, splits, out, config)
+    if args.command == "train":
+        print(f"{len(trained)} models trained: {out / 'checkpoints'}")
+        return 0
+    evaluate_stage(prepared, splits, trained, out, config)
+    print((out / "table2.md").read_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import ARCHITECTURES
+
+    parser = argparse.ArgumentParser(prog="covid-cxr", description="The COVID-19 chest X-ray study on xai_bench.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("quick", help="the whole study on synthetic phantoms, on a CPU (minutes)")
+    q.add_argument("--out", default="covid_cxr_quick")
+    q.add_argument("--images", type=int, default=400)
+    q.add_argument("--size", type=int, default=80)
+    q.add_argument("--folds", type=int, default=2)
+    q.add_argument("--epochs", type=int, default=6)
+    q.add_argument("--explain-images", type=int, default=16)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_quick)
+    stages = (
+        ("study", "the study on real data: data, train, evaluate"),
+        ("data", "prepare images and folds"),
+        ("train", "train every model on every fold"),
+        ("evaluate", "test scores and Table 2"),
+    )
+    for name, text in stages:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--out", default="covid_cxr_study")
+        p.add_argument("--cohen", help="the COVID-19 image data collection (metadata.csv + images/)")
+        p.add_argument("--kermany", help="Kermany's chest_xray folder ({train,test}/{NORMAL,PNEUMONIA})")
+        p.add_argument("--csv", nargs=2, metavar=("FOLDER", "TABLE"), help="your own images and labels CSV")
+        p.add_argument("--healthy", type=int, default=500)
+        p.add_argument("--viral", type=int, default=250)
+        p.add_argument("--bacterial", type=int, default=250)
+        p.add_argument("--size", type=int, default=512)
+        p.add_argument("--folds", type=int, default=5)
+        p.add_argument("--epochs", type=int, default=20)
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--models", default=",".join(ARCHITECTURES))
+        p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (you must have them)")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(func=_study)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

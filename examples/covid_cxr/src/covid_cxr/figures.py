@@ -1,0 +1,118 @@
+"""The study's figures and its report, from the stages' outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from xai_bench import overlay, select_map
+from xai_bench.app.viz import display_image, plot_naps
+from xai_bench.storage.datasets import method_ids, targets_of
+
+from .models import NAMES
+
+
+def scores_by_label(results: Mapping[str, list[dict]], labels: Sequence[str], path: Path) -> Path:
+    """Fig. 3: F1 per model and pathology, mean over folds with its spread."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(results)
+    for i, (model, folds) in enumerate(results.items()):
+        values = np.array([[fold["per_label"][label]["f1"] for label in labels] for fold in folds])
+        ax.bar(np.arange(len(labels)) + i * width, values.mean(0), width,
+               yerr=values.std(0, ddof=1) if len(folds) > 1 else None, label=model, capsize=2)  # fmt: skip
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+    ax.set_ylabel("F1 (test folds)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def method_grid(maps: Mapping[str, xr.Dataset], sample: str, target: str, path: Path) -> Path:
+    """Figs. 4-6: one image, a row per model and a column per method, each map over the image."""
+    models = list(maps)
+    methods = method_ids(next(iter(maps.values())))
+    fig, axes = plt.subplots(len(models), len(methods) + 1, figsize=(1.6 * (len(methods) + 1), 1.7 * len(models)),
+                             squeeze=False)  # fmt: skip
+    for row, model in enumerate(models):
+        ds = maps[model]
+        image = display_image(ds, sample)
+        axes[row, 0].imshow(image.transpose(1, 2, 0) if image.shape[0] == 3 else image[0], cmap="gray")
+        axes[row, 0].set_ylabel(NAMES.get(model, model), fontsize=7)
+        for col, method in enumerate(methods, start=1):
+            try:
+                axes[row, col].imshow(overlay(image, select_map(ds, method, sample=sample, target=target), alpha=0.6))
+            except KeyError:
+                axes[row, col].text(0.5, 0.5, "no map", ha="center", va="center", fontsize=7)
+            if row == 0:
+                axes[row, col].set_title(method.replace("_", " "), fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{sample}: maps of {target} (each map on its own scale, 99th percentile)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def occlusion_targets(ds: xr.Dataset, sample: str, path: Path) -> Path:
+    """Fig. 10: occlusion for each of one image's targets (e.g. COVID-19 and pneumonia)."""
+    targets = targets_of(ds, sample)
+    image = display_image(ds, sample)
+    fig, axes = plt.subplots(1, len(targets) + 1, figsize=(2.2 * (len(targets) + 1), 2.4), squeeze=False)
+    axes[0, 0].imshow(image.transpose(1, 2, 0), cmap="gray")
+    axes[0, 0].set_title(sample, fontsize=7)
+    for ax, target in zip(axes[0, 1:], targets, strict=True):
+        ax.imshow(overlay(image, select_map(ds, "occlusion", sample=sample, target=target), alpha=0.6))
+        ax.set_title(f"occlusion: {target}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def naps(profile: xr.Dataset, layer: str, path: Path) -> Path:
+    """Fig. 9: the groups' average inputs and the NAPs of a layer's most distinctive feature maps."""
+    fig = plot_naps(profile, layer, top=3)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def shortcut_chart(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """The share of |relevance| on the padding, per method and group (mean over images)."""
+    pivot = table.pivot_table(index="method", columns="group", values="mean", aggfunc="mean")
+    ax = pivot.plot.bar(figsize=(7, 3.2), rot=30)
+    ax.set_ylabel("share of |relevance| on the padding")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig = ax.get_figure()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as a Markdown table (no extra dependency)."""
+    frame = table.reset_index() if table.index.name else table
+    cells = [
+        [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)
+    ]
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    return "\n".join([header, rule, *("| " + " | ".join(row) + " |" for row in cells)])
