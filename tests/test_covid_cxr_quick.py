@@ -33,11 +33,15 @@ def test_the_quick_study_finds_the_padding_shortcut_and_its_control_does_not(tmp
     # Saliency puts relevance on the padding of the wide images with the confound on, far less without it.
     on, off = pd.read_csv(tmp_path / "padding.csv"), pd.read_csv(tmp_path / "control" / "padding.csv")
 
-    def share(table, group):
-        rows = table[(table.model == "resnet18") & (table.method == "saliency") & (table.group == group)]
+    def share(table, group, method="saliency"):
+        rows = table[(table.model == "resnet18") & (table.method == method) & (table.group == group)]
         return float(rows["mean"].mean())
 
-    assert share(on, "healthy") > share(on, "COVID-19") + 0.05
+    # Measured: saliency 0.16 (healthy) vs 0.06 (COVID-19) with the confound, 0.17 vs 0.19 without it; IG with
+    # the training-mean reference 0.22 vs 0.01, and 0.26 vs 0.27.
+    for method, margin in (("saliency", 0.05), ("integrated_gradients (mean image reference)", 0.1)):
+        assert share(on, "healthy", method) > share(on, "COVID-19", method) + margin, method
+        assert abs(share(off, "healthy", method) - share(off, "COVID-19", method)) < 0.05, method
     zero_reference = on[(on.method == "integrated_gradients") & (on.model == "resnet18")]["mean"]
     assert np.allclose(zero_reference, 0.0)  # the padding equals the zero reference: IG cannot see it
     again = quick(tmp_path, config, progress=False)  # resumed: nothing trained or explained again
