@@ -11,6 +11,6 @@ def test_readme_opens_with_the_two_commands_ci_runs():
     assert lines[0].startswith("# ") and lines[2] and lines[1] == "" and lines[3] == ""
     assert lines[4] == "```bash" and lines[7] == "```"
     install, test = lines[5], lines[6]
-    assert "torch==2.14.1 torchvision==0.29.1" in install and "xai-bench demo" in install
+    assert "torch==2.14.1 torchvision==0.29.1" in install and "covid-cxr quick" in install
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert install in ci and test in ci
