@@ -93,7 +93,10 @@ def evaluate(
     curve_coords: dict[str, Sequence[Any]] = {}
     skipped: dict[str, str] = {}
     model_attrs: dict[str, Any] = {}
-    with eval_mode(model) if model is not None else contextlib.nullcontext(), on_device(model or nn.Module(), chosen):
+    with (
+        eval_mode(model) if model is not None else contextlib.nullcontext(),
+        on_device(model if model is not None else nn.Module(), chosen),
+    ):
         if x is not None:
             x = x.to(chosen) if chosen is not None else x
             if model is not None:
@@ -105,7 +108,7 @@ def evaluate(
             pairs, column = _pairs(maps, method, table, mask_rows, method_params)
             context = _context(model, x, maps, method, pairs, fixed, budget, task, progress)
             for entry, metric in specs:
-                why = _why_not(metric, pairs, masks, x)
+                why = _why_not(metric, pairs)
                 if why:
                     skipped[f"{method}_{entry.id}"] = why
                     continue
@@ -232,7 +235,7 @@ def _stored_params(maps: xr.Dataset, method: str) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _why_not(metric: Metric, pairs: Pairs, masks: Any, x: Tensor | None) -> str | None:
+def _why_not(metric: Metric, pairs: Pairs) -> str | None:
     if not len(pairs.sample):
         return "no maps"
     return metric.applies_to(pairs)

@@ -69,18 +69,11 @@ def check_baseline_set(method: str, baselines: Any, baseline: Any) -> Tensor | N
     """
     if baselines is None:
         return None
-    if not (isinstance(baseline, (int, float)) and not isinstance(baseline, bool) and baseline == 0.0):
+    if not _is_default(baseline):
         raise InvalidParameterError(
             f"{method}: pass either baseline= (one reference) or baselines= (a set averaged over), not both."
         )
-    if not isinstance(baselines, Tensor) or baselines.dim() != 4 or baselines.shape[0] < 1:
-        got = tuple(baselines.shape) if isinstance(baselines, Tensor) else type(baselines).__name__
-        raise InvalidParameterError(
-            f"{method}: baselines must be a tensor of reference images, shape (B, C, H, W), got {got}."
-        )
-    if not torch.isfinite(baselines).all():
-        raise InvalidParameterError(f"{method}: baselines hold NaN or Inf values.")
-    return baselines.detach()
+    return _image_stack(method, "baselines", baselines, "a tensor of reference images, shape (B, C, H, W)")
 
 
 def check_sample_baselines(method: str, sample_baselines: Any, baseline: Any, baselines: Any) -> Tensor | None:
@@ -91,21 +84,29 @@ def check_sample_baselines(method: str, sample_baselines: Any, baseline: Any, ba
     """
     if sample_baselines is None:
         return None
-    if baselines is not None or not (
-        isinstance(baseline, (int, float)) and not isinstance(baseline, bool) and baseline == 0.0
-    ):
+    if baselines is not None or not _is_default(baseline):
         raise InvalidParameterError(
             f"{method}: pass one of baseline= (one reference), sample_baselines= (one per sample) and "
             "baselines= (a set averaged over)."
         )
-    if not isinstance(sample_baselines, Tensor) or sample_baselines.dim() != 4:
-        got = tuple(sample_baselines.shape) if isinstance(sample_baselines, Tensor) else type(sample_baselines).__name__
-        raise InvalidParameterError(
-            f"{method}: sample_baselines must be a tensor with one reference per input, shape (N, C, H, W), got {got}."
-        )
-    if not torch.isfinite(sample_baselines).all():
-        raise InvalidParameterError(f"{method}: sample_baselines hold NaN or Inf values.")
-    return sample_baselines.detach()
+    return _image_stack(
+        method, "sample_baselines", sample_baselines, "a tensor with one reference per input, shape (N, C, H, W)"
+    )
+
+
+def _is_default(baseline: Any) -> bool:
+    """Whether ``baseline`` is still its default, 0: a set or per-sample references may then take its place."""
+    return isinstance(baseline, (int, float)) and not isinstance(baseline, bool) and baseline == 0.0
+
+
+def _image_stack(method: str, name: str, value: Any, expected: str) -> Tensor:
+    """A finite (K, C, H, W) tensor of reference images, detached; else an error saying what ``name`` must be."""
+    if not isinstance(value, Tensor) or value.dim() != 4 or value.shape[0] < 1:
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise InvalidParameterError(f"{method}: {name} must be {expected}, got {got}.")
+    if not torch.isfinite(value).all():
+        raise InvalidParameterError(f"{method}: {name} hold NaN or Inf values.")
+    return value.detach()
 
 
 def check_sample_baselines_fit(method: str, sample_baselines: Tensor | None, inputs: Tensor) -> None:

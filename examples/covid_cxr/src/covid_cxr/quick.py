@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import xarray as xr
 
 import xai_bench
 
@@ -113,7 +114,7 @@ def _report(out: Path, config: QuickConfig, main: dict, control: dict, timings: 
     if covid is not None:
         drawn.append(figures.occlusion_targets(main["maps"][config.models[0]], covid, fig / "fig10_occlusion.png"))
     for name, store in main["profiles"].items():
-        drawn.append(figures.naps(xai_bench_profile(store), "input", fig / f"fig9_naps_{name}.png"))
+        drawn.append(figures.naps(xr.open_zarr(store), "input", fig / f"fig9_naps_{name}.png"))
     drawn.append(figures.shortcut_chart(main["padding"], fig / "shortcut_on.png", "confound on"))
     drawn.append(figures.shortcut_chart(control["padding"], fig / "shortcut_off.png", "confound off (control)"))
     table2 = (out / "table2.md").read_text()
@@ -135,9 +136,3 @@ def _report(out: Path, config: QuickConfig, main: dict, control: dict, timings: 
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
-
-
-def xai_bench_profile(store: Path):
-    import xarray as xr
-
-    return xr.open_zarr(store)
