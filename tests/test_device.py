@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xai_bench import DeviceMismatchError, InvalidParameterError, explain, run
+from xai_bench import DeviceMismatchError, InvalidParameterError, explain, profile, run
 from xai_bench.api.preflight import on_device
 from xai_bench.testing import tiny_cnn
 
@@ -84,3 +84,17 @@ def test_devices_that_hold_no_values_or_are_absent_are_refused(device):
     with pytest.raises(InvalidParameterError, match=f"{device} is not a device this torch can run on here"):
         explain(model, torch.rand(1, 3, 12, 12, dtype=torch.float64), methods="saliency", device=device)
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_profile_takes_a_device_gives_the_same_profile_and_leaves_the_model_where_it_was():
+    model = tiny_cnn()
+    images = torch.rand(6, 3, 12, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    groups = torch.tensor([0, 1, 0, 1, 1, 0])
+    snapshot = _snapshot(model)
+    given = profile(model, images, layers=["input"], groups=groups, group_names=["a", "b"], device="cpu")
+    default = profile(model, images, layers=["input"], groups=groups, group_names=["a", "b"])
+    for name in default.data_vars:
+        np.testing.assert_array_equal(given[name].values, default[name].values)
+    _assert_unchanged(model, snapshot)
+    with pytest.raises(InvalidParameterError, match="device must be a torch device"):
+        profile(model, images, layers=["input"], groups=groups, group_names=["a", "b"], device="gpu")

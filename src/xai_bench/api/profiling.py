@@ -21,7 +21,7 @@ from ..plugins import registry
 from ..profilers.base import INPUT, GlobalProfiler
 from ..storage.zarr_io import check_writable, save_maps
 from .layers import Layer, LayersArg, resolve_layers
-from .preflight import check_inputs, eval_mode
+from .preflight import check_device, check_inputs, eval_mode, on_device
 
 GroupsArg = Tensor | np.ndarray | Sequence[int] | Callable[[Tensor, Any], Tensor] | None
 
@@ -97,6 +97,7 @@ def profile(
     memory_budget: int | str | None = None,
     store: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    device: str | torch.device | None = None,
     progress: bool = False,
 ) -> xr.Dataset:
     """Stream ``data`` through ``model`` and return global profiles of ``layers``.
@@ -109,11 +110,13 @@ def profile(
     transform)}`` or a predicate; ``"input"`` profiles the input itself. ``batch_size`` and
     ``memory_budget`` mean what they mean for :func:`explain`: the engine splits the data (and
     any batch a loader yields) into passes. Memory does not grow with the data set: profilers keep
-    running sums per group.
+    running sums per group. ``device`` runs the model there for the call (batches are moved to it)
+    and puts it back where it was afterwards, as in :func:`explain`.
     """
     fixed = batch_size_arg(batch_size)
     if store is not None:
         check_writable(store, overwrite=overwrite)
+    chosen = check_device(device)
     taps = resolve_layers(model, layers)
     names = list(group_names) if group_names is not None else None
     if isinstance(data, Tensor) and names is None and groups is not None and not callable(groups):
@@ -130,13 +133,15 @@ def profile(
     armed = [True]  # the taps record only the passes of the data, not the memory probe
     left_out: dict[str, list[int]] = {}
     n_samples = 0
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), on_device(model, chosen), torch.no_grad():
         handles = [_tap(model, tap, captured, armed) for tap in taps if tap.module != INPUT]
         try:
             bar = tqdm(total=len(data) if isinstance(data, Tensor) else None, desc="profile", unit="sample",
                        disable=not progress)  # fmt: skip
             budget = None
             for images, labels in _batches(data, groups):
+                if chosen is not None and isinstance(images, Tensor):
+                    images = images.to(chosen)
                 images = check_inputs(model, images)
                 membership = groups(images, labels) if callable(groups) else labels
                 if membership is None:
