@@ -35,3 +35,48 @@ def test_data_train_evaluate_on_the_real_subset_and_again_without_work(tmp_path)
                            tmp_path, config)  # fmt: skip
     assert {p: p.stat().st_mtime_ns for p in written} == written  # nothing trained, prepared or predicted again
     assert again == results
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MINI.is_dir(), reason="the real subset ../shared/cxr_mini is not on this machine")
+def test_every_stage_of_the_command_on_real_images_in_the_collection_and_csv_layouts(tmp_path, capsys):
+    import csv
+
+    import pandas as pd
+    import xarray as xr
+    from covid_cxr.cli import main
+
+    # The Kermany images of the subset, described by a CSV of one's own (persons as patient ids).
+    table = tmp_path / "labels.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "labels", "patient_id"])
+        for path in sorted((MINI / "chest_xray").glob("*/*/*.jpeg")):
+            kind = "healthy" if path.parent.name == "NORMAL" else "viral" if "virus" in path.name else "bacterial"
+            writer.writerow([path.relative_to(MINI / "chest_xray"), kind, path.name.split("_")[0]])
+    out = tmp_path / "study"
+    args = ["--cohen", str(MINI / "covid-chestxray-dataset"), "--csv", str(MINI / "chest_xray"), str(table),
+            "--out", str(out), "--size", "64", "--folds", "2", "--epochs", "1", "--models", "resnet18,densenet161",
+            "--explain-images", "6", "--ig-steps", "4", "--occlusion-windows", "4"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the collection's lateral and CT rows are left out, with a warning
+        assert main(["explain", *args]) == 0
+        assert "6 test images explained" in capsys.readouterr().out
+        assert not (out / "profiles").exists() and not (out / "report.md").exists()  # only the stages asked for
+        assert main(["study", *args]) == 0
+    report = (out / "report.md").read_text()
+    for part in ("| ResNet18 |", "| DenseNet161 |", "## The shortcut", "## Dead feature maps", "fig4_COVID-19.png",
+                 "fig9_naps_densenet161.png", "images of"):  # fmt: skip
+        assert part in report, part
+    assert "## Localisation" not in report  # real images have no lesion masks
+    padding = pd.read_csv(out / "padding.csv")
+    assert set(padding.model) == {"resnet18", "densenet161"} and (padding["mean"].between(0, 1)).all()
+    maps = xr.open_zarr(out / "maps" / "resnet18.zarr")
+    assert maps.sizes["sample"] == 6 and len(maps.data_vars) >= 6
+    stored = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".npz", ".json") or
+              p.name == "zarr.json"}  # fmt: skip
+    stored.pop(out / "timings.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["study", *args]) == 0  # a second run: nothing prepared, trained, explained or profiled
+    assert {p: p.stat().st_mtime_ns for p in stored} == stored

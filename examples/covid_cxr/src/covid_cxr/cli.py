@@ -12,8 +12,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-STAGES = ("data", "train", "evaluate")
-
 
 def _quick(args: argparse.Namespace) -> int:
     from .quick import QuickConfig, quick
@@ -43,26 +41,43 @@ def _records(args: argparse.Namespace):
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .study import StudyConfig, data_stage, evaluate_stage, train_stage
+    from .splits import load_split
+    from .study import Study, StudyConfig
 
-    config = StudyConfig(size=args.size, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
-                         seed=args.seed, pretrained=args.pretrained, device=args.device,
-                         models=tuple(args.models.split(",")))  # fmt: skip
-    out = Path(args.out)
+    config = StudyConfig(size=args.size, folds=len(args.split_files) if args.split_files else args.folds,
+                         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, pretrained=args.pretrained,
+                         device=args.device, models=tuple(args.models.split(",")), threshold=args.threshold,
+                         explain_images=args.explain_images, ig_steps=args.ig_steps,
+                         occlusion_windows=args.occlusion_windows, memory_budget=args.memory_budget,
+                         explain_batch_size=_batch_size(args.explain_batch_size))  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         records = _records(args)
-    prepared, splits = data_stage(records, out, config)
-    if args.command == "data":
-        print(f"{len(records)} images prepared at {config.size} px; {len(splits)} folds: {out / 'splits.json'}")
-        return 0
-    trained = train_stage(prepared, splits, out, config)
-    if args.command == "train":
-        print(f"{len(trained)} models trained: {out / 'checkpoints'}")
-        return 0
-    evaluate_stage(prepared, splits, trained, out, config)
-    print((out / "table2.md").read_text())
+        splits = [load_split(path) for path in args.split_files] if args.split_files else None
+        study = Study(records, args.out, config, splits=splits)
+        stage = "report" if args.command == "study" else args.command
+        done = study.until(stage)
+    out = Path(args.out)
+    if stage == "data":
+        print(f"{len(records)} images prepared at {config.size} px; {len(done[1])} folds: {out / 'splits.json'}")
+    elif stage == "train":
+        print(f"{len(done)} models trained: {out / 'checkpoints'}")
+    elif stage == "evaluate":
+        print((out / "table2.md").read_text())
+    elif stage == "explain":
+        print(f"{len(done.rows)} test images explained: {out / 'maps'}, {out / 'padding.csv'}")
+    elif stage == "profile":
+        print(f"profiles of {', '.join(done) or 'no model (the study profiles ResNets and DenseNets)'}: "
+              f"{out / 'profiles'}")  # fmt: skip
+    elif stage == "figures":
+        print(f"{len(done)} figures: {out / 'figures'}")
+    else:
+        print(f"report: {done}")
     return 0
+
+
+def _batch_size(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,10 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_quick)
     stages = (
-        ("study", "the study on real data: data, train, evaluate"),
+        ("study", "the whole study on real data (every stage below, then the report)"),
         ("data", "prepare images and folds"),
         ("train", "train every model on every fold"),
         ("evaluate", "test scores and Table 2"),
+        ("explain", "six methods for every true and predicted label of the test images; the padding table"),
+        ("profile", "NAPs and dead feature maps (ResNets, DenseNets)"),
+        ("figures", "the paper's figures"),
+        ("report", "report.md with every table and figure"),
     )
     for name, text in stages:
         p = sub.add_parser(name, help=text)
@@ -100,8 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--models", default=",".join(ARCHITECTURES))
         p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (you must have them)")
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threshold", type=float, default=0.5, help="sigmoid threshold of a positive label")
+        p.add_argument("--split-files", nargs="+", metavar="JSON",
+                       help="the study authors' split files (one fold each) instead of drawing folds")  # fmt: skip
+        p.add_argument("--explain-images", type=int, help="explain this many test images (default: all)")
+        p.add_argument("--ig-steps", type=int, default=32)
+        p.add_argument("--occlusion-windows", type=int, default=16,
+                       help="occlusion window = size / this, stride half the window (16: 32 px at 512)")  # fmt: skip
+        p.add_argument("--memory-budget", help="e.g. 20GiB: the explaining engine's budget (default: what is free)")
+        p.add_argument("--explain-batch-size", default="auto")
         p.set_defaults(func=_study)
     return parser
 

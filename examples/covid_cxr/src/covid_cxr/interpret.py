@@ -52,7 +52,7 @@ def groups_of(prepared: PreparedSet, rows: Sequence[int]) -> np.ndarray:
     )
 
 
-def explain_stage(
+def explain_models(
     models: Mapping[str, nn.Module],
     prepared: PreparedSet,
     rows: Sequence[int],
@@ -64,6 +64,7 @@ def explain_stage(
     memory_budget: str | int | None = None,
     batch_size: int | str = "auto",
     store_name: str = "maps",
+    device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
     """``methods`` for every true and predicted label of the test images ``rows``, one store per model
@@ -74,7 +75,7 @@ def explain_stage(
         run(model, ForRun(prepared, rows), methods=dict(methods), store=store,
             targets=targets_of(prepared, rows, probabilities[name], threshold), labels=list(prepared.outputs),
             task="multilabel", max_targets=len(prepared.outputs), memory_budget=memory_budget,
-            batch_size=batch_size, store_inputs=True, progress=progress)  # fmt: skip
+            batch_size=batch_size, store_inputs=True, device=device, progress=progress)  # fmt: skip
         stores[name] = store
     return stores
 
@@ -109,9 +110,10 @@ def table_by_group(
     return pd.DataFrame.from_records(records)
 
 
-def profile_stage(
+def profile_models(
     models: Mapping[str, nn.Module], prepared: PreparedSet, rows: Sequence[int], folder: Path, *,
-    batch_size: int | str = "auto", progress: bool = True,
+    batch_size: int | str = "auto", memory_budget: str | None = None, device: str | None = None,
+    progress: bool = True,
 ) -> dict[str, Path]:  # fmt: skip
     """NAPs and dead feature maps at the study's layers (ResNets and DenseNets), per group; one store each."""
     done = {}
@@ -125,7 +127,7 @@ def profile_stage(
         store = folder / "profiles" / f"{name}.zarr"
         if not store.exists():
             profile(model, x, layers=layers, groups=groups, group_names=list(GROUPS), batch_size=batch_size,
-                    store=store, progress=progress)  # fmt: skip
+                    memory_budget=memory_budget, store=store, device=device, progress=progress)  # fmt: skip
         done[name] = store
     return done
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from .datasets import Record
 from .labels import Hierarchy
 from .preprocess import prepare
+from .splits import identifiers
 
 
 @dataclass
@@ -36,9 +37,11 @@ class PreparedSet:
         chosen = self.images if rows is None else self.images[torch.as_tensor(list(rows), dtype=torch.long)]
         return chosen.float() / 255.0
 
-    def rows_of(self, subjects: Sequence[str]) -> list[int]:
-        wanted = set(subjects)
-        return [i for i, s in enumerate(self.subjects) if s in wanted]
+    def rows_of(self, ids: Sequence[str]) -> list[int]:
+        """The rows of the subjects or images ``ids`` names (see :func:`covid_cxr.splits.identifiers`)."""
+        wanted = set(ids)
+        return [i for i, (s, n) in enumerate(zip(self.subjects, self.sample_ids, strict=True))
+                if wanted & identifiers(s, n)]  # fmt: skip
 
 
 class ForRun(torch.utils.data.Dataset):

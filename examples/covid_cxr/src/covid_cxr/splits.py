@@ -21,15 +21,47 @@ class Split:
     test: tuple[str, ...]
 
     def part(self, records: Sequence[Record], name: str) -> list[Record]:
-        """The records of ``name`` ("train", "val" or "test")."""
-        subjects = set(getattr(self, name))
-        return [r for r in records if r.subject in subjects]
+        """The records of ``name`` ("train", "val" or "test"), matched as :func:`identifiers` says."""
+        wanted = set(getattr(self, name))
+        return [r for r in records if wanted & identifiers(r.subject, r.sample_id)]
 
     def to_json(self) -> str:
         """The study authors' one-line format."""
         return json.dumps(
             {"seed": self.seed, "train": list(self.train), "test": list(self.test), "val": list(self.val)}
         )
+
+
+def identifiers(subject: str, sample_id: str) -> set[str]:
+    """The ids a split may name an image by: its subject with or without the collection prefix
+    (``cohen:6`` or ``6``), or the image's file name with or without its suffix. Split files that
+    name images rather than subjects are read too; :func:`leakage` tells what that costs."""
+    name = sample_id.split("/", 1)[-1]
+    return {subject, subject.split(":", 1)[-1], name, Path(name).stem}
+
+
+def leakage(split: Split, records: Sequence[Record]) -> dict[str, set[str]]:
+    """Subjects with images on more than one side of ``split`` (train, val, test), and those sides.
+
+    Also checks that the split fits the records: an image named on two sides, or an id that names no
+    image, is an error, since the split then belongs to other data."""
+    sides: dict[str, set[str]] = defaultdict(set)
+    matched: set[str] = set()
+    for record in records:
+        ids = identifiers(record.subject, record.sample_id)
+        found = [part for part in ("train", "val", "test") if ids & set(getattr(split, part))]
+        if len(found) > 1:
+            raise ValueError(f"{record.sample_id} is named on two sides of the split ({', '.join(found)}).")
+        if found:
+            sides[record.subject].add(found[0])
+            matched |= ids
+    unknown = (set(split.train) | set(split.val) | set(split.test)) - matched
+    if unknown:
+        raise ValueError(
+            f"the split names {len(unknown)} ids that match no image of the data (e.g. {sorted(unknown)[:5]}); "
+            "ids are subjects (with or without the collection prefix) or image file names."
+        )
+    return {subject: found for subject, found in sides.items() if len(found) > 1}
 
 
 def subject_splits(

@@ -1,31 +1,50 @@
-"""The study's stages over one output folder, each resumable: data, train, evaluate (explain, profile,
-figures and report build on what these leave behind).
+"""The study's stages over one output folder, each resumable; a stage runs the ones before it first
+(free when they are done) and a stage run twice does nothing the second time.
 
     folder/
       data/prepared-<size>.pt        every image at the study's size, labels, padding and lesion masks
-      splits.json                    the subject-wise folds
+      splits.json                    the subject-wise folds (or the split files given)
       checkpoints/fold<k>/<model>.pt the trained models (chosen on validation)
       predictions/fold<k>.npz        test probabilities per model
       table2.csv, table2.md          the scores beside the paper's
+      maps/<model>.zarr              six methods for every true and predicted label (explain)
+      maps_mean_reference/<model>.zarr  IG and DeepLIFT against the training mean image
+      padding.csv, localisation.csv  the shortcut and (synthetic data) relevance on the lesions
+      profiles/<model>.zarr          NAPs and dead feature maps (profile)
+      figures/*.png, report.md       (figures, report)
+      timings.json                   seconds spent in each stage, over every run of it
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+import xarray as xr
 
+import xai_bench
+
+from . import figures
 from .datasets import Record
+from .interpret import explain_models, open_all, profile_models, relevance_in, study_methods, table_by_group
 from .models import ARCHITECTURES, NAMES
 from .prepared import PreparedSet, prepare_set
 from .scores import majority_vote, mean_probability, multilabel_scores, threshold, write_table2
-from .splits import Split, subject_splits
+from .splits import Split, leakage, subject_splits
 from .train import TrainConfig, predict, train
+
+#: The stages in order; each runs those before it.
+STAGES = ("data", "train", "evaluate", "explain", "profile", "figures", "report")
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,12 @@ class StudyConfig:
     pretrained: bool = False
     device: str = "cpu"
     threshold: float = 0.5
+    explain_fold: int = 0
+    explain_images: int | None = None  # None: every test image of the fold
+    ig_steps: int = 32
+    occlusion_windows: int = 16  # occlusion's window is size / windows (the paper's 32 px at 512 px)
+    memory_budget: str | None = None  # e.g. "20GiB" on a GPU; None: what the device has free
+    explain_batch_size: int | str = "auto"
 
     def training(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
@@ -47,22 +72,45 @@ class StudyConfig:
 
 @dataclass
 class Timings:
+    """Seconds per stage, added up over every run of it (a resumed stage adds the rest of its work);
+    kept in ``path`` when one is given."""
+
+    path: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def measure(self, stage: str, work: Callable[[], object]) -> object:
+    def __post_init__(self) -> None:
+        if self.path is not None and self.path.exists():
+            self.seconds = {**json.loads(self.path.read_text()), **self.seconds}
+
+    def measure(self, stage: str, work: Callable[[], Any]) -> Any:
         start = time.perf_counter()
         result = work()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.seconds, indent=1))
         return result
 
 
-def data_stage(records: Sequence[Record], folder: Path, config: StudyConfig, *, lesions=None,
-               progress: bool = True) -> tuple[PreparedSet, list[Split]]:  # fmt: skip
-    """Prepare the images and draw the folds (both kept in ``folder``; a second call reads them)."""
+def data_stage(
+    records: Sequence[Record], folder: Path, config: StudyConfig, *, lesions=None,
+    splits: Sequence[Split] | None = None, progress: bool = True,
+) -> tuple[PreparedSet, list[Split]]:  # fmt: skip
+    """Prepare the images and draw the folds, or take ``splits`` (e.g. the study authors' files); both are
+    kept in ``folder`` and a second call reads them. Given splits that put one subject's images on two
+    sides are used as given (that is what reproducing them means) with a warning that counts the leak."""
     prepared = prepare_set(records, config.size, folder / "data" / f"prepared-{config.size}.pt", lesions=lesions,
                            progress=progress)  # fmt: skip
     path = folder / "splits.json"
-    splits = subject_splits(records, folds=config.folds, seed=config.seed)
+    if splits is None:
+        splits = subject_splits(records, folds=config.folds, seed=config.seed)
+    else:
+        splits = list(splits)
+        for k, split in enumerate(splits):
+            leaked = leakage(split, records)
+            if leaked:
+                warnings.warn(f"split {k}: {len(leaked)} subjects have images on two sides (e.g. "
+                              f"{sorted(leaked)[:3]}); scores on it are optimistic.", stacklevel=2)  # fmt: skip
     lines = "\n".join(split.to_json() for split in splits) + "\n"
     if not path.exists() or path.read_text() != lines:
         path.write_text(lines)
@@ -113,5 +161,211 @@ def evaluate_stage(prepared: PreparedSet, splits: Sequence[Split], trained, fold
         for model, pred in ensembles.items():
             results.setdefault(model, []).append(multilabel_scores(truth, pred, labels))
     write_table2(results, folder)
-    (folder / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    settings = folder / "config.json"
+    text = json.dumps(asdict(config), indent=1)
+    if not settings.exists() or settings.read_text() != text:
+        settings.write_text(text)
     return results
+
+
+@dataclass
+class Explained:
+    """What the explain stage leaves: the explained test rows of one fold and their stores, opened."""
+
+    fold: int
+    rows: list[int]
+    test_rows: list[int]
+    maps: dict[str, xr.Dataset]
+    mean_reference: dict[str, xr.Dataset]
+
+
+def explained_rows(prepared: PreparedSet, test_rows: Sequence[int], count: int | None) -> list[int]:
+    """All of ``test_rows``, or ``count`` of them taken in turn from each kind (COVID-19, bacterial, viral,
+    other pneumonia, healthy), so that every kind is explained as far as the count allows."""
+    if count is None or count >= len(test_rows):
+        return sorted(test_rows)
+    kinds: dict[str, list[int]] = {}
+    for row in test_rows:
+        labels = set(prepared.labels[row])
+        kind = next((k for k in ("COVID-19", "bacterial", "viral", "pneumonia", "healthy") if k in labels), "other")
+        kinds.setdefault(kind, []).append(row)
+    queues = [kinds[kind] for kind in sorted(kinds)]
+    chosen: list[int] = []
+    for turn in range(max(map(len, queues))):
+        chosen += [queue[turn] for queue in queues if turn < len(queue)]
+    return sorted(chosen[:count])
+
+
+def mean_image(prepared: PreparedSet, rows: Sequence[int], chunk: int = 64) -> torch.Tensor:
+    """The mean of the images ``rows`` in [0, 1], summed in chunks (the set may not fit as floats)."""
+    rows = list(rows)
+    total = torch.zeros(prepared.images.shape[1:], dtype=torch.float64)
+    for first in range(0, len(rows), chunk):
+        total += prepared.images[rows[first : first + chunk]].to(torch.float64).sum(0)
+    return (total / (255.0 * max(1, len(rows)))).float()
+
+
+class Study:
+    """The study over one output folder: each stage is a method that runs the ones before it once
+    (the stages themselves skip what the folder already holds)."""
+
+    def __init__(self, records: Sequence[Record], folder: str | Path, config: StudyConfig, *,
+                 lesions: Sequence[np.ndarray | None] | None = None, splits: Sequence[Split] | None = None,
+                 title: str = "The COVID-19 chest X-ray study", progress: bool = True) -> None:  # fmt: skip
+        self.records, self.folder, self.config = list(records), Path(folder), config
+        self.lesions, self.given_splits, self.title, self.progress = lesions, splits, title, progress
+        self.timings = Timings(self.folder / "timings.json")
+        self._done: dict[str, Any] = {}
+
+    def _once(self, stage: str, work: Callable[[], Any]) -> Any:
+        if stage not in self._done:
+            self._done[stage] = self.timings.measure(stage, work)
+        return self._done[stage]
+
+    def data(self) -> tuple[PreparedSet, list[Split]]:
+        return self._once("data", lambda: data_stage(self.records, self.folder, self.config, lesions=self.lesions,
+                                                      splits=self.given_splits, progress=self.progress))  # fmt: skip
+
+    def train(self) -> dict[tuple[int, str], torch.nn.Module]:
+        prepared, splits = self.data()
+        return self._once("train", lambda: train_stage(prepared, splits, self.folder, self.config,
+                                                        progress=self.progress))  # fmt: skip
+
+    def evaluate(self) -> dict[str, list[dict]]:
+        prepared, splits = self.data()
+        trained = self.train()
+        return self._once("evaluate", lambda: evaluate_stage(prepared, splits, trained, self.folder, self.config))
+
+    def explain(self) -> Explained:
+        """Six methods (and IG and DeepLIFT against the training mean image) for every true and predicted
+        label of the explained test images of ``config.explain_fold``; then the padding and lesion tables."""
+        self.evaluate()
+        return self._once("explain", self._explain)
+
+    def _explain(self) -> Explained:
+        config, (prepared, splits), trained = self.config, self.data(), self.train()
+        k = config.explain_fold
+        stored = np.load(self.folder / "predictions" / f"fold{k}.npz")
+        test_rows = [int(r) for r in stored["rows"]]
+        rows = explained_rows(prepared, test_rows, config.explain_images)
+        position = {r: i for i, r in enumerate(test_rows)}
+        probs = {name: stored[name][[position[r] for r in rows]] for name in config.models}
+        models = {name: trained[(k, name)] for name in config.models}
+        common = {"threshold": config.threshold, "memory_budget": config.memory_budget, "device": config.device,
+                  "batch_size": config.explain_batch_size, "progress": self.progress}  # fmt: skip
+        methods = study_methods(config.size, ig_steps=config.ig_steps, windows=config.occlusion_windows)
+        maps = explain_models(models, prepared, rows, probs, self.folder, methods=methods, **common)
+        # Against a reference that is not the padding's value (zero), the padding can be seen.
+        reference = mean_image(prepared, prepared.rows_of(splits[k].train))
+        others = {"integrated_gradients": {"n_steps": config.ig_steps, "baseline": reference},
+                  "deeplift": {"baseline": reference}}  # fmt: skip
+        mean_reference = explain_models(models, prepared, rows, probs, self.folder, methods=others,
+                                        store_name="maps_mean_reference", **common)  # fmt: skip
+        explained = Explained(k, rows, test_rows, open_all(maps), open_all(mean_reference))
+        self._tables(prepared, explained)
+        return explained
+
+    def _tables(self, prepared: PreparedSet, explained: Explained) -> None:
+        rows = explained.rows
+        padding = table_by_group({m: relevance_in(ds, prepared.padding[rows]) for m, ds in explained.maps.items()},
+                                 prepared, rows, "relevance_mass")  # fmt: skip
+        against_mean = table_by_group(
+            {m: relevance_in(ds, prepared.padding[rows]) for m, ds in explained.mean_reference.items()},
+            prepared, rows, "relevance_mass",
+        )  # fmt: skip
+        against_mean["method"] = against_mean["method"] + " (mean image reference)"
+        pd.concat([padding, against_mean]).to_csv(self.folder / "padding.csv", index=False)
+        if prepared.lesions is not None:
+            scores = {m: relevance_in(ds, prepared.lesions[rows], metrics={"pointing_game": {}, "relevance_mass": {}})
+                      for m, ds in explained.maps.items()}  # fmt: skip
+            localisation = pd.concat(
+                [table_by_group(scores, prepared, rows, "pointing_game").assign(metric="pointing game"),
+                 table_by_group(scores, prepared, rows, "relevance_mass").assign(metric="relevance mass")]
+            )  # fmt: skip
+            localisation.to_csv(self.folder / "localisation.csv", index=False)
+
+    def profile(self) -> dict[str, Path]:
+        """NAPs and dead feature maps of the explain fold's models over its test images."""
+        self.evaluate()
+
+        def work() -> dict[str, Path]:
+            config, (prepared, _), trained = self.config, self.data(), self.train()
+            k = config.explain_fold
+            test_rows = [int(r) for r in np.load(self.folder / "predictions" / f"fold{k}.npz")["rows"]]
+            models = {name: trained[(k, name)] for name in config.models}
+            return profile_models(models, prepared, test_rows, self.folder, batch_size=config.explain_batch_size,
+                                  memory_budget=config.memory_budget, device=config.device,
+                                  progress=self.progress)  # fmt: skip
+
+        return self._once("profile", work)
+
+    def figures(self) -> list[Path]:
+        """The paper's figures from the stages' outputs (drawn again each time: they are cheap)."""
+        results, explained, profiles = self.evaluate(), self.explain(), self.profile()
+        return self._once("figures", lambda: self._draw(results, explained, profiles))
+
+    def _draw(self, results: dict, explained: Explained, profiles: dict[str, Path]) -> list[Path]:
+        prepared, _ = self.data()
+        fig = self.folder / "figures"
+        fig.mkdir(parents=True, exist_ok=True)
+        drawn = [figures.scores_by_label(results, list(prepared.outputs), fig / "fig3_scores.png")]
+        for kind, target in (("COVID-19", "COVID-19"), ("bacterial", "pneumonia"), ("viral", "pneumonia"),
+                             ("healthy", "healthy")):  # fmt: skip
+            sample = next((prepared.sample_ids[r] for r in explained.rows if kind in prepared.labels[r]), None)
+            if sample is not None:
+                drawn.append(figures.method_grid(explained.maps, sample, target, fig / f"fig4_{kind}.png"))
+        covid = next((prepared.sample_ids[r] for r in explained.rows if "COVID-19" in prepared.labels[r]), None)
+        if covid is not None:
+            first = self.config.models[0]
+            drawn.append(figures.occlusion_targets(explained.maps[first], covid, fig / "fig10_occlusion.png"))
+        for name, store in profiles.items():
+            drawn.append(figures.naps(xr.open_zarr(store), "input", fig / f"fig9_naps_{name}.png"))
+        drawn.append(figures.shortcut_chart(pd.read_csv(self.folder / "padding.csv"), fig / "shortcut.png",
+                                            "share of |relevance| on the zero padding"))  # fmt: skip
+        return drawn
+
+    def report(self, extra: Sequence[str] = ()) -> Path:
+        """``report.md``: what was run (versions, settings, data, timings), the tables and the figures;
+        ``extra`` Markdown lines go before the figures."""
+        drawn = self.figures()
+        prepared, splits = self.data()
+        folder, config = self.folder, self.config
+        sources = Counter(prepared.sources)
+        kinds = Counter(next((k for k in ("COVID-19", "bacterial", "viral", "pneumonia", "healthy") if k in labels),
+                             "other") for labels in prepared.labels)  # fmt: skip
+        padding = pd.read_csv(folder / "padding.csv")
+        lines = [
+            f"# {self.title}", "",
+            f"xai_bench {xai_bench.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
+            f"{torch.get_num_threads()} threads, device {config.device}. Settings: `{json.dumps(asdict(config))}`.", "",
+            f"Data: {len(prepared.sample_ids)} images of {len(set(prepared.subjects))} subjects "
+            f"({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; "
+            f"{', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), {len(splits)} folds; explained: "
+            f"{len(self.explain().rows)} test images of fold {config.explain_fold}.", "",
+            "## Timings", "", *(f"- {stage}: {seconds:.0f} s" for stage, seconds in self.timings.seconds.items()), "",
+            "## Classification (Table 2)", "", (folder / "table2.md").read_text(), "",
+            "## The shortcut: share of |relevance| on the zero padding", "",
+            "Rows: model x method x group, mean and std over images. Integrated gradients and DeepLIFT with the "
+            "zero reference (and occlusion, which fills with zero) cannot see the padding, which equals the "
+            "reference; the mean-image rows can.", "",
+            figures.markdown(padding), "",
+        ]  # fmt: skip
+        if (folder / "localisation.csv").exists():
+            lines += ["## Localisation on the lesions", "", figures.markdown(pd.read_csv(folder / "localisation.csv")),
+                      ""]  # fmt: skip
+        dead = [{"model": NAMES.get(name, name), "layer": str(layer), "dead share": float(share)}
+                for name, store in self.profile().items()
+                for layer, share in xr.open_zarr(store)["dead_share"].to_series().items()]  # fmt: skip
+        if dead:
+            lines += ["## Dead feature maps (never above 0 on the test images)", "",
+                      figures.markdown(pd.DataFrame(dead)), ""]  # fmt: skip
+        lines += [*extra, "## Figures", "", *(f"![{p.stem}](figures/{p.name})" for p in drawn), ""]
+        report = folder / "report.md"
+        self.timings.measure("report", lambda: report.write_text("\n".join(lines)))
+        return report
+
+    def until(self, stage: str) -> Any:
+        """Run every stage up to ``stage`` (one of :data:`STAGES`) and return what it returns."""
+        if stage not in STAGES:
+            raise ValueError(f"no stage {stage!r}; the stages are {', '.join(STAGES)}.")
+        return getattr(self, stage)()
