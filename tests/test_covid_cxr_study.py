@@ -80,3 +80,16 @@ def test_every_stage_of_the_command_on_real_images_in_the_collection_and_csv_lay
         warnings.simplefilter("ignore")
         assert main(["study", *args]) == 0  # a second run: nothing prepared, trained, explained or profiled
     assert {p: p.stat().st_mtime_ns for p in stored} == stored
+
+
+def test_the_gpu_script_passes_only_options_the_command_has():
+    import re
+
+    from covid_cxr.cli import build_parser
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "covid_cxr" / "scripts" / "full_study_gpu.sh"
+    flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", script.read_text()))
+    study = build_parser()._subparsers._group_actions[0].choices["study"]
+    known = {flag for action in study._actions for flag in action.option_strings}
+    assert {"--size", "--folds", "--device", "--pretrained", "--memory-budget", "--explain-images"} <= flags
+    assert flags <= known, flags - known
