@@ -20,6 +20,7 @@ from .api.evaluating import evaluate, list_metrics
 from .api.explaining import explain, methods
 from .api.layers import study_layers
 from .api.profiling import profile
+from .app.report import report
 from .app.viz import overlay
 from .attributors.base import Attribution, Attributor, Batch, Cost, OneTarget, Prepared
 from .core.errors import (
@@ -83,6 +84,7 @@ __all__ = [
     "open_maps",
     "overlay",
     "profile",
+    "report",
     "run",
     "save_maps",
     "select_map",

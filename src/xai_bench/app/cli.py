@@ -224,6 +224,17 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .report import report
+
+    page = report(args.stores, args.out, title=args.title, per_page=args.per_page, progress=True)
+    print(page)
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from ..storage.zarr_io import verify_store
 
@@ -312,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--device", help="e.g. cuda:0 (default: cpu)")
     scoring.add_argument("--overwrite", action="store_true", help="replace metric variables the store has")
     scoring.set_defaults(func=_evaluate)
+
+    page = sub.add_parser("report", help="an HTML report of stores of maps and profiles (offline, paged)")
+    page.add_argument("stores", nargs="+", help="zarr stores of run/explain (side by side) and of profile")
+    page.add_argument("--out", default="report", help="folder for index.html and its images (default: report)")
+    page.add_argument("--title", default="xai_bench report")
+    page.add_argument("--per-page", type=int, default=20, help="samples per page (default: 20)")
+    page.set_defaults(func=_report)
 
     check = sub.add_parser("verify", help="check every done sample's chunks (checksums); exit 1 if any is damaged")
     check.add_argument("store")

@@ -144,6 +144,8 @@ def run(
         store = Path(store)
         target = SampleStore(store)
         computed = 0
+        # Shown from the start: the first block, which creates the store, may be the longest wait.
+        bar = tqdm(total=len(ids), desc="run", unit="sample", disable=not progress)
         if not target.exists():
             block = list(range(min(samples_per_block, len(ids))))
             first = explain_block(net, dataset, block, ids, explain_args, chosen)
@@ -164,7 +166,7 @@ def run(
             for k in sorted({int(i) // samples_per_block for i in undone})
         ]
         computed += sum(len(b) for b in blocks)
-        bar = tqdm(total=len(ids), initial=len(ids) - len(undone), desc="run", unit="sample", disable=not progress)
+        bar.update(len(ids) - len(undone))
         if client is None:
             missing = set(undone.tolist())
             for block in blocks:

@@ -1,0 +1,91 @@
+"""xai_bench.report and `xai-bench report`: what the page holds, and what it refuses."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from xai_bench import InvalidParameterError, evaluate, explain, open_maps, profile, report, run
+from xai_bench.app.cli import main
+from xai_bench.testing import tiny_cnn
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stores")
+    images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    model = tiny_cnn().float()
+    maps = folder / "maps" / "net.zarr"
+    methods = {"saliency": {}, "occlusion": {"window": 4, "stride": 4}}
+    run(model, images, methods=methods, store=maps, targets=[[0], [1], [0, 1], [1], [0]], max_targets=2,
+        store_inputs=True, progress=False)  # fmt: skip
+    evaluate(model, images, open_maps(maps), metrics=["deletion"], store=maps)
+    prof = folder / "profiles" / "net.zarr"
+    profile(model, images, layers=["input"], groups=torch.tensor([0, 1, 0, 1, 0]), group_names=["a", "b"], store=prof)
+    return maps, prof, images, model
+
+
+def test_the_page_shows_every_sample_target_and_method_over_its_input(stores, tmp_path):
+    maps, prof, _, _ = stores
+    index = report([maps, prof], tmp_path / "r", per_page=2, title="Tiny <study>")
+    page = index.read_text()
+    assert "<title>Tiny &lt;study&gt;</title>" in page  # text is escaped
+    assert page.count("<section class='sample'") == 5
+    assert re.findall(r"data-page='(\d)'", page) == ["0", "0", "1", "1", "2"]
+    assert "maps/net" in page and "profiles/net" in page  # same file names: told apart by their folders
+    assert "Metrics: maps/net" in page and "deletion" in page
+    assert "99th percentile" in page and "http" not in page.replace("http-equiv", "")  # nothing fetched online
+    pictures = sorted(p.name for p in (tmp_path / "r" / "img").iterdir())
+    # Sample 2 has two targets and each target a row: input, saliency, occlusion.
+    assert {"0-2-0-saliency.png", "0-2-1-saliency.png", "0-2-1-occlusion.png", "0-2-input.png"} <= set(pictures)
+    assert any(name.startswith("profile0-") for name in pictures)
+    for name in re.findall(r"src='img/([^']+)'", page):
+        assert name in pictures, name
+    overlay = np.asarray(Image.open(tmp_path / "r" / "img" / "0-2-1-saliency.png").convert("RGB"), dtype=float)
+    assert overlay.shape[:2] == (16, 16) and overlay.std() > 5
+
+
+def test_a_report_replaces_its_own_folder_but_nothing_else(stores, tmp_path):
+    maps, _, _, _ = stores
+    report([maps], tmp_path / "r", per_page=10)
+    (tmp_path / "r" / "img" / "stale.png").write_bytes(b"")
+    report([maps], tmp_path / "r", per_page=10)
+    assert not (tmp_path / "r" / "img" / "stale.png").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(InvalidParameterError, match="exists and is not a report"):
+        report([maps], tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_bad_arguments_are_refused_with_what_to_do(stores, tmp_path):
+    maps = stores[0]
+    with pytest.raises(InvalidParameterError, match="per_page must be a positive integer, got 0"):
+        report([maps], tmp_path / "r", per_page=0)
+    with pytest.raises(FileNotFoundError, match="no store at"):
+        report([tmp_path / "absent.zarr"], tmp_path / "r")
+    with pytest.raises(InvalidParameterError, match="two stores share a name"):
+        report([maps, maps], tmp_path / "r")
+    with pytest.raises(InvalidParameterError, match="no stores given"):
+        report([], tmp_path / "r")
+
+
+def test_datasets_in_memory_are_reported_side_by_side(stores, tmp_path):
+    _, _, images, model = stores
+    a = explain(model, images[:2], methods="saliency", targets=[0])
+    b = explain(model, images[:3], methods="saliency", targets=[0])
+    page = report({"first": a, "second": b}, tmp_path / "r").read_text()
+    assert page.count("<section class='sample'") == 3
+    assert "first: not in this store" in page  # the third sample exists in the second only
+
+
+def test_the_command_writes_the_page_and_prints_its_path(stores, tmp_path, capsys):
+    maps, prof, _, _ = stores
+    assert main(["report", str(maps), str(prof), "--out", str(tmp_path / "r"), "--per-page", "3"]) == 0
+    assert capsys.readouterr().out.strip().endswith("index.html")
+    assert (tmp_path / "r" / "index.html").exists()
