@@ -38,7 +38,7 @@ def test_the_page_shows_every_sample_target_and_method_over_its_input(stores, tm
     assert page.count("<section class='sample'") == 5
     assert re.findall(r"data-page='(\d)'", page) == ["0", "0", "1", "1", "2"]
     assert "maps/net" in page and "profiles/net" in page  # same file names: told apart by their folders
-    assert "Metrics: maps/net" in page and "deletion" in page
+    assert "<h2 id='metrics'>Metrics</h2>" in page and "<h3>maps/net</h3>" in page and "deletion" in page
     assert "99th percentile" in page and "http" not in page.replace("http-equiv", "")  # nothing fetched online
     pictures = sorted(p.name for p in (tmp_path / "r" / "img").iterdir())
     # Sample 2 has two targets and each target a row: input, saliency, occlusion.

@@ -76,12 +76,16 @@ def report(
     (building / "img").mkdir(parents=True)
     samples = _samples(maps)
     pages = max(1, math.ceil(len(samples) / per_page))
-    body = [f"<h1>{_e(title)}</h1>", _summary(maps, profiles, samples, pages, per_page)]
+    body = [f"<h1>{_e(title)}</h1>", _contents(samples, maps, profiles)]
+    body.append(_summary(maps, profiles, samples, pages, per_page))
     if maps:
         body.append(f"<p class='scale'>{_e(_SCALE.format(p=percentile, a=alpha))}</p>")
-    body += [_metrics(s) for s in maps if _has_metrics(s.ds)]
-    body += [_profile(s, building / "img", i) for i, s in enumerate(profiles)]
+    if any(_has_metrics(s.ds) for s in maps):
+        body += ["<h2 id='metrics'>Metrics</h2>", *(_metrics(s) for s in maps if _has_metrics(s.ds))]
+    if profiles:
+        body += ["<h2 id='profiles'>Profiles</h2>", *(_profile(s, building / "img", i) for i, s in enumerate(profiles))]
     if samples:
+        body.append("<h2 id='samples'>Samples</h2>")
         body.append(_pager(pages))
         bar = tqdm(total=len(samples), desc="report", unit="sample", disable=not progress)
         for position, sample in enumerate(samples):
@@ -142,6 +146,13 @@ def _samples(maps: list[_Store]) -> list[Any]:
     return list(seen)
 
 
+def _contents(samples: list[Any], maps: list[_Store], profiles: list[_Store]) -> str:
+    links = [("samples", "Samples")] if samples else []
+    links += [("metrics", "Metrics")] if any(_has_metrics(s.ds) for s in maps) else []
+    links += [("profiles", "Profiles")] if profiles else []
+    return "<nav class='contents'>" + " · ".join(f"<a href='#{i}'>{t}</a>" for i, t in links) + "</nav>"
+
+
 def _summary(maps: list[_Store], profiles: list[_Store], samples: list[Any], pages: int, per_page: int) -> str:
     rows = []
     for s in maps:
@@ -174,16 +185,15 @@ def _has_metrics(ds: xr.Dataset) -> bool:
 
 def _metrics(store: _Store) -> str:
     table = metrics_table(store.ds)
-    return (
-        f"<h2>Metrics: {_e(store.name)}</h2><p>Mean over the scored sample and target pairs, per method.</p>"
-        + table.to_html(float_format=lambda v: f"{v:.3f}", classes="metrics", border=0)
+    return f"<h3>{_e(store.name)}</h3><p>Mean over the scored sample and target pairs, per method.</p>" + table.to_html(
+        float_format=lambda v: f"{v:.3f}", classes="metrics", border=0
     )
 
 
 def _profile(store: _Store, folder: Path, index: int) -> str:
     import matplotlib.pyplot as plt
 
-    parts = [f"<h2>Profiles: {_e(store.name)}</h2>"]
+    parts = [f"<h3>{_e(store.name)}</h3>"]
     layers = [str(name)[: -len("_top")] for name in store.ds.data_vars if str(name).endswith("_top")]
     for layer in layers:
         name = f"profile{index}-{_slug(layer)}.png"
