@@ -107,6 +107,18 @@ def shortcut_chart(table: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
+def by_group(table: pd.DataFrame) -> pd.DataFrame:
+    """A long model x method x group table as rows (model, method) and a "mean ± std (n)" column per group."""
+    cells = table.assign(
+        cell=[f"{m:.3f} ± {s:.3f} ({n})" if np.isfinite(s) else f"{m:.3f} ({n})"
+              for m, s, n in zip(table["mean"], table["std"], table["images"], strict=True)]
+    )  # fmt: skip
+    keys = [k for k in ("model", "method", "metric") if k in table.columns]
+    wide = cells.pivot(index=keys, columns="group", values="cell")
+    order = [g for g in ("COVID-19", "pneumonia", "pneumonia without COVID-19", "healthy") if g in wide.columns]
+    return wide[order].reset_index().rename_axis(columns=None)
+
+
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:
     """A DataFrame as a Markdown table (no extra dependency)."""
     frame = table.reset_index() if table.index.name else table

@@ -59,7 +59,7 @@ def quick(out: str | Path = "covid_cxr_quick", config: QuickConfig = QuickConfig
         f"{config.control_model} only; its full report is [control/report.md]({control_report.relative_to(out)}).",
         "", (out / "control" / "table2.md").read_text(), "",
         "Share of |relevance| on the zero padding without the confound:", "",
-        figures.markdown(pd.read_csv(out / "control" / "padding.csv")), "",
+        figures.markdown(figures.by_group(pd.read_csv(out / "control" / "padding.csv"))), "",
         f"![shortcut_off](figures/{shortcut_off.name})", "",
     ]  # fmt: skip
     return main.report(extra=extra)

@@ -345,24 +345,35 @@ class Study:
             "## Timings", "", *(f"- {stage}: {seconds:.0f} s" for stage, seconds in self.timings.seconds.items()), "",
             "## Classification (Table 2)", "", (folder / "table2.md").read_text(), "",
             "## The shortcut: share of |relevance| on the zero padding", "",
-            "Rows: model x method x group, mean and std over images. Integrated gradients and DeepLIFT with the "
-            "zero reference (and occlusion, which fills with zero) cannot see the padding, which equals the "
-            "reference; the mean-image rows can.", "",
-            figures.markdown(padding), "",
+            "Per model and method, the mean ± std over images (and their number) of each group. Input × gradient, "
+            "and integrated gradients and DeepLIFT with the zero reference, give the padding exactly nothing: it "
+            "equals the reference. Against the training mean image they can see it. Occlusion fills with zero "
+            "too: a window that lies wholly in the padding changes nothing, and what it shows there is spread "
+            "from windows that also cover the image.", "",
+            figures.markdown(figures.by_group(padding)), "",
         ]  # fmt: skip
         if (folder / "localisation.csv").exists():
-            lines += ["## Localisation on the lesions", "", figures.markdown(pd.read_csv(folder / "localisation.csv")),
-                      ""]  # fmt: skip
+            lines += ["## Localisation on the lesions", "",
+                      figures.markdown(figures.by_group(pd.read_csv(folder / "localisation.csv"))), ""]  # fmt: skip
         dead = [{"model": NAMES.get(name, name), "layer": str(layer), "dead share": float(share)}
                 for name, store in self.profile().items()
                 for layer, share in xr.open_zarr(store)["dead_share"].to_series().items()]  # fmt: skip
         if dead:
             lines += ["## Dead feature maps (never above 0 on the test images)", "",
                       figures.markdown(pd.DataFrame(dead)), ""]  # fmt: skip
-        lines += [*extra, "## Figures", "", *(f"![{p.stem}](figures/{p.name})" for p in drawn), ""]
+        lines += [
+            *extra, "Every explained image with each model's maps, and the profiles: [html](html/index.html).",
+            "", "## Figures", "", *(f"![{p.stem}](figures/{p.name})" for p in drawn), "",
+        ]  # fmt: skip
         report = folder / "report.md"
-        self.timings.measure("report", lambda: report.write_text("\n".join(lines)))
+        self.timings.measure("report", lambda: (report.write_text("\n".join(lines)), self.html()))
         return report
+
+    def html(self) -> Path:
+        """``html/index.html``: every explained image with each model's maps side by side, and the profiles."""
+        stores: dict[str, Path] = {NAMES.get(m, m): self.folder / "maps" / f"{m}.zarr" for m in self.config.models}
+        stores |= {f"{NAMES.get(m, m)} profiles": path for m, path in self.profile().items()}
+        return xai_bench.report(stores, self.folder / "html", title=self.title, progress=self.progress)
 
     def until(self, stage: str) -> Any:
         """Run every stage up to ``stage`` (one of :data:`STAGES`) and return what it returns."""
