@@ -145,6 +145,7 @@ class OneTarget(Attributor):
         """Return ``Attribution(maps)`` with maps (N, C, H, W) of ``inputs`` for classes ``target`` (N,)."""
 
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
+        """One pass: each target column's rows through :meth:`attribute_target`, gathered into the batch's pairs."""
         maps = zero_maps(batch.inputs, batch.targets.shape[1])
         delta = torch.zeros(batch.targets.shape, dtype=maps.dtype, device=maps.device) if self.has_delta else None
         for column, rows in batch.columns():

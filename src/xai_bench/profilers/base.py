@@ -37,6 +37,7 @@ class GlobalProfiler(abc.ABC):
 
     @property
     def groups(self) -> list[str]:
+        """The group names, in the order of the membership columns."""
         return list(self._groups)
 
     def is_input(self, layer: str) -> bool:

@@ -36,6 +36,7 @@ class RunSummary:
     skipped: int  # samples already done in the store and kept
 
     def open(self):
+        """The store's maps, opened lazily (:func:`xai_bench.open_maps`)."""
         return open_maps(self.store)
 
 

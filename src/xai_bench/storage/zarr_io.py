@@ -204,13 +204,16 @@ class StoreReport:
 
     @property
     def complete(self) -> bool:
+        """Every sample is done."""
         return self.done == self.samples
 
     @property
     def ok(self) -> bool:
+        """Complete and nothing damaged: the store can be read as it is."""
         return self.complete and not self.damaged
 
     def summary(self) -> str:
+        """A few lines for people: samples done, and the damaged ones with their variables."""
         lines = [f"{self.path}: {self.done} of {self.samples} samples done"]
         if self.damaged:
             lines.append(f"{len(self.damaged)} damaged samples (missing or corrupt chunks):")

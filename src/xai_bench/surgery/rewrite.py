@@ -50,6 +50,7 @@ class SurgeryReport:
     counts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> list[str]:
+        """One line per kind of rewrite with its count, for a map's ``surgery`` attribute."""
         return [f"{what}: {n}" for what, n in sorted(self.counts.items()) if n]
 
 

@@ -31,6 +31,7 @@ class GuidedReLU(nn.Module):
     """ReLU whose backward passes only positive gradients through positive activations."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """ReLU forward; backward passes only positive gradients through positive inputs."""
         return _GuidedReLUFunction.apply(x)
 
 
@@ -96,6 +97,7 @@ class RescaleReLU(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        """ReLU forward; backward multiplies by Δy/Δx against the reference half of the batch."""
         return _RescaleReLUFunction.apply(x, self.eps)
 
 
@@ -108,6 +110,7 @@ class Rescale(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        """``fn`` forward; backward multiplies by Δy/Δx against the reference half of the batch."""
         return _RescaleFunction.apply(x, self.fn, self.eps)
 
 
@@ -163,6 +166,7 @@ class RescaleMaxPool(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        """Max pooling forward; backward splits each window's Δy exactly over its inputs."""
         return _RescaleMaxPoolFunction.apply(x, self.pool, self.eps)
 
 
@@ -174,6 +178,7 @@ class Pointwise(nn.Module):
         self.fn = fn
 
     def forward(self, x: Tensor) -> Tensor:
+        """``fn`` applied as it is (a call site kept as its own module)."""
         return self.fn(x)
 
 
@@ -185,4 +190,5 @@ class Pool(nn.Module):
         self.pool = pool
 
     def forward(self, x: Tensor) -> Tensor:
+        """The pooling applied as it is (a call site kept as its own module)."""
         return self.pool(x)[0]

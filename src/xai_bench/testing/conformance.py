@@ -57,6 +57,8 @@ def model_state(model: nn.Module) -> dict[str, Any]:
 
 
 def assert_model_unchanged(before: Mapping[str, Any], model: nn.Module) -> None:
+    """Fail, naming what changed, unless ``model`` is as :func:`model_state` recorded it in ``before``
+    (mode, gradient flags, in-place flags, modules, hooks and values)."""
     after = model_state(model)
     for key in ("training", "requires_grad", "inplace", "modules", "hooks"):
         if before[key] != after[key]:
