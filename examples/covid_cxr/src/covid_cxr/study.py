@@ -36,7 +36,16 @@ import xai_bench
 
 from . import figures
 from .datasets import Record
-from .interpret import explain_models, open_all, profile_models, relevance_in, study_methods, table_by_group
+from .interpret import (
+    GROUPS,
+    explain_models,
+    groups_of,
+    open_all,
+    profile_models,
+    relevance_in,
+    study_methods,
+    table_by_group,
+)
 from .models import ARCHITECTURES, NAMES
 from .prepared import PreparedSet, prepare_set
 from .scores import majority_vote, mean_probability, multilabel_scores, threshold, write_table2
@@ -205,6 +214,20 @@ def mean_image(prepared: PreparedSet, rows: Sequence[int], chunk: int = 64) -> t
     return (total / (255.0 * max(1, len(rows)))).float()
 
 
+def area_by_group(prepared: PreparedSet, rows: Sequence[int]) -> pd.DataFrame:
+    """The padding's share of each image's area per group: what a map spread evenly would put there."""
+    share = prepared.padding[list(rows)].float().mean((1, 2)).numpy()
+    membership = groups_of(prepared, rows)
+    records = []
+    for g, group in enumerate(GROUPS):
+        values = share[membership[:, g]]
+        if len(values):
+            records.append({"model": "(any)", "method": "area of the padding (an even map)", "group": group,
+                            "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1
+                            else float("nan"), "images": len(values)})  # fmt: skip
+    return pd.DataFrame.from_records(records)
+
+
 class Study:
     """The study over one output folder: each stage is a method that runs the ones before it once
     (the stages themselves skip what the folder already holds)."""
@@ -274,7 +297,8 @@ class Study:
             prepared, rows, "relevance_mass",
         )  # fmt: skip
         against_mean["method"] = against_mean["method"] + " (mean image reference)"
-        pd.concat([padding, against_mean]).to_csv(self.folder / "padding.csv", index=False)
+        pd.concat([area_by_group(prepared, rows), padding, against_mean]).to_csv(self.folder / "padding.csv",
+                                                                                  index=False)  # fmt: skip
         if prepared.lesions is not None:
             scores = {m: relevance_in(ds, prepared.lesions[rows], metrics={"pointing_game": {}, "relevance_mass": {}})
                       for m, ds in explained.maps.items()}  # fmt: skip
