@@ -280,3 +280,20 @@ def test_the_progress_bar_counts_maps_and_warnings_point_at_the_callers_line(cas
     err = capsys.readouterr().err
     # 3 samples x 2 targets x 2 methods = 12 maps.
     assert "12/12" in err and "map/s" in err
+
+
+def test_a_model_whose_forward_asserts_on_the_input_gets_an_error_that_says_so():
+    class SizeChecked(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 12 * 12, 2)
+
+        def forward(self, x):
+            assert x.shape[-1] == 12, f"Input width ({x.shape[-1]}) doesn't match model (12)."
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(InvalidInputError) as caught:
+        explain(SizeChecked().eval(), torch.rand(1, 3, 16, 16), methods="saliency", targets=[0])
+    message = str(caught.value)
+    assert "the model's forward failed on inputs of shape (1, 3, 16, 16)" in message
+    assert "AssertionError: Input width (16) doesn't match model (12)." in message

@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import DeviceMismatchError, InvalidInputError, InvalidParameterError, ModelOutputError, warn
+from ..core.errors import (
+    DeviceMismatchError,
+    InvalidInputError,
+    InvalidParameterError,
+    ModelOutputError,
+    XaiBenchError,
+    warn,
+)
 
 
 @contextlib.contextmanager
@@ -153,11 +160,15 @@ def probe(model: nn.Module, inputs: Tensor) -> int:
     The same forward pass measures what an image costs in memory (:func:`xai_bench.engine.memory.image_cost`),
     and both are remembered per module tree, input shape, dtype and device.
     """
-    from ..engine.memory import image_cost
+    from ..engine.memory import image_cost, is_out_of_memory
 
     try:
         cost = image_cost(model, inputs)
-    except RuntimeError as exc:
+    except XaiBenchError:
+        raise
+    except Exception as exc:  # a model may raise anything: an assertion on the input size, a shape error, ...
+        if is_out_of_memory(exc):
+            raise
         # Which layer an input reaches first is only known by running it: the model's own error
         # names it (a stem registered after the head, a model that expands grey to RGB inside).
         hint = (
@@ -165,5 +176,8 @@ def probe(model: nn.Module, inputs: Tensor) -> int:
             if "channels" in str(exc) and inputs.shape[1] == 1
             else ""
         )
-        raise InvalidInputError(f"the model failed on inputs of shape {tuple(inputs[:1].shape)}: {exc}.{hint}") from exc
+        raise InvalidInputError(
+            f"the model's forward failed on inputs of shape {tuple(inputs[:1].shape)}: "
+            f"{type(exc).__name__}: {str(exc).strip() or '(no message)'}.{hint}"
+        ) from exc
     return check_outputs(cost.output, 1).shape[1]
