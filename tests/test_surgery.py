@@ -63,17 +63,25 @@ def test_rewrite_is_rebuilt_when_a_layer_is_swapped():
     assert rewrite(model, PLAIN)[0] is not first
 
 
-def test_product_of_activations_is_refused_naming_the_call_site():
-    with pytest.raises(SurgeryError, match=r"(?s)'deeplift.*operator.mul\(\)") as info:
-        rewrite(ProductModel().double().eval(), deeplift_rules(1e-10))
+def test_a_product_of_activations_is_exact_and_an_operation_without_a_rule_is_refused_naming_the_call_site():
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    ds = explain(ProductModel().double().eval(), x, methods=["deeplift"], targets=[0, 1])
+    assert float(abs(ds["deeplift_delta"]).max()) < 1e-12  # the average (Shapley) rule is exact
+    assert "product" in str(ds["deeplift"].attrs["surgery"])
+
+    class Maximum(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3 * 8 * 8, 2), nn.Linear(3 * 8 * 8, 2)
+
+        def forward(self, x):
+            return torch.maximum(self.a(x.flatten(1)), self.b(x.flatten(1)))
+
+    with pytest.raises(SurgeryError, match=r"(?s)'deeplift.*torch.maximum\(\)") as info:
+        rewrite(Maximum().double().eval(), deeplift_rules(1e-10))
     assert "silently wrong" in str(info.value)
     with pytest.raises(SurgeryError):
-        explain(
-            ProductModel().double().eval(),
-            torch.rand(1, 3, 8, 8, dtype=torch.float64),
-            methods=["deeplift"],
-            targets=0,
-        )
+        explain(Maximum().double().eval(), x, methods=["deeplift"], targets=0)
 
 
 class DataDependent(nn.Module):

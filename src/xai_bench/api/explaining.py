@@ -151,10 +151,13 @@ def _prepared_and_checked(
     for attempt in range(2):
         with torch.no_grad():
             expected, got = model(batch), prepared.model(batch)
-        # The same ops on the same batch: equal but for the rounding of a reordered sum.
+        # The same function on the same batch: equal but for rounding. Layer norm, softmax and attention
+        # computed step by step round differently from their fused kernels, which a deep network adds
+        # up over its layers; what the check is for (a branch that fx took the other way, a flag that
+        # changed) differs by far more than this.
         scale = float(expected.abs().max()) + torch.finfo(expected.dtype).tiny
         difference = float((got.to(expected.dtype) - expected).abs().max())
-        if difference <= 2 * torch.finfo(expected.dtype).eps * scale:
+        if difference <= 1000 * torch.finfo(expected.dtype).eps * scale:
             known[entry.id] = key
             return prepared
         if attempt == 0:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..core.checks import json_safe
 from ..core.errors import InvalidParameterError
-from ..surgery import Rescale, RescaleMaxPool, RescaleReLU, RuleSet, rewrite
+from ..surgery import Product, Rescale, RescaleMaxPool, RescaleReLU, RuleSet, composite, rewrite
 from .arguments import (
     check_baseline,
     check_baseline_set,
@@ -27,11 +27,19 @@ from .base import Attribution, Attributor, Batch, Cost, Prepared, zero_maps
 
 
 def deeplift_rules(eps: float) -> RuleSet:
+    """The rescale rule for element-wise functions, the exact max-pooling rule, the average (Shapley) rule
+    for products of two activations, and layer norm, softmax and attention composed of those."""
+
+    def pointwise(fn):
+        return Rescale(fn, eps)
+
     return RuleSet(
         name=f"deeplift(eps={eps!r})",
         relu=lambda site: RescaleReLU(eps),
-        pointwise=lambda site: Rescale(site.fn, eps),
+        pointwise=lambda site: pointwise(site.fn),
         max_pool=lambda site: RescaleMaxPool(site.fn, eps),
+        product=lambda site: Product(site.fn),
+        composite=lambda site: composite(site.composite, pointwise, Product, site.fn),
         strict=True,
     )
 

@@ -10,12 +10,19 @@ from ..surgery import GuidedReLU, RuleSet, rewrite
 from .base import Attribution, Attributor, Batch, Prepared
 from .gradients import input_gradients
 
-# Every ReLU call site, module or functional, in-place or re-used, becomes its own guided ReLU.
-GUIDED_RULES = RuleSet(name="guided_backprop", relu=lambda site: GuidedReLU())
+# Every ReLU call site, module or functional, in-place or re-used, becomes its own guided ReLU. Other
+# activations (SiLU, GELU, sigmoid gates, ...) pass their plain gradient, as in zennit's and captum's
+# guided backprop: "guided" is defined for ReLUs only. A gradient method needs no exact rule for
+# products or normalisations, so nothing is refused; the map's `surgery` attribute counts what was kept.
+GUIDED_RULES = RuleSet(name="guided_backprop", relu=lambda site: GuidedReLU(), strict=False)
 
 
 class GuidedBackprop(Attributor):
-    """Gradient where every ReLU passes back only positive gradients through positive inputs."""
+    """Gradient where every ReLU passes back only positive gradients through positive inputs.
+
+    Only ReLUs (module, functional, in-place, re-used or ``clamp(min=0)``) are guided; other
+    activations pass their plain gradient, as in zennit and captum.
+    """
 
     id: ClassVar[str] = "guided_backprop"
     needs_surgery: ClassVar[bool] = True

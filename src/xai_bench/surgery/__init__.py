@@ -3,12 +3,20 @@
 Part of the methods layer: may import ``xai_bench.core`` only.
 """
 
+from .composites import Attention, LayerNorm, MultiheadAttention, Quotient, Softmax, composite
 from .rewrite import PLAIN, RuleSet, SurgeryReport, dry_run_sites, forget, rewrite, trace
-from .rules import GuidedReLU, Rescale, RescaleMaxPool, RescaleReLU
+from .rules import GuidedReLU, Product, Rescale, RescaleMaxPool, RescaleReLU
 
 __all__ = [
     "PLAIN",
+    "Attention",
     "GuidedReLU",
+    "LayerNorm",
+    "MultiheadAttention",
+    "Product",
+    "Quotient",
+    "Softmax",
+    "composite",
     "Rescale",
     "RescaleMaxPool",
     "RescaleReLU",

@@ -30,6 +30,9 @@ class RuleSet:
     relu: Callable[[S.Site], nn.Module]
     pointwise: Callable[[S.Site], nn.Module | None] = lambda site: None
     max_pool: Callable[[S.Site], nn.Module | None] = lambda site: None
+    # A product of two activations, and layer norm / softmax / attention / a quotient of activations.
+    product: Callable[[S.Site], nn.Module | None] = lambda site: None
+    composite: Callable[[S.Site], nn.Module | None] = lambda site: None
     # Refuse graphs with operations whose attribution rule is unknown (products, norms, ...).
     strict: bool = True
 
@@ -132,16 +135,20 @@ def _apply(gm: fx.GraphModule, rules: RuleSet, model_name: str) -> SurgeryReport
         if site.kind == S.UNKNOWN:
             unknown.append(site)
             continue
-        factory = {S.RELU: rules.relu, S.POINTWISE: rules.pointwise, S.MAX_POOL: rules.max_pool}[site.kind]
+        factory = {S.RELU: rules.relu, S.POINTWISE: rules.pointwise, S.MAX_POOL: rules.max_pool,
+                   S.PRODUCT: rules.product, S.COMPOSITE: rules.composite}[site.kind]  # fmt: skip
         replacement = factory(site)
         if replacement is None:
+            if site.kind in (S.POINTWISE, S.PRODUCT, S.COMPOSITE):
+                counts[f"{site.composite or site.kind} calls with their plain gradient"] += 1
             continue
         _count(node, gm, site, module_calls, counts)
         serial += 1
-        name = f"xai_bench_{site.kind}_{serial}"
+        name = f"xai_bench_{site.composite or site.kind}_{serial}"
         gm.add_submodule(name, replacement)
+        inputs = site.args if site.args is not None else (node.args[0] if node.args else node.kwargs["input"],)
         with graph.inserting_before(node):
-            new = graph.call_module(name, (node.args[0] if node.args else node.kwargs["input"],))
+            new = graph.call_module(name, inputs, site.kwargs or {})
         new.meta = dict(node.meta)
         tensors[new] = True
         node.replace_all_uses_with(new)
@@ -175,13 +182,13 @@ def _make_out_of_place(node: fx.Node, counts: Counter[str]) -> None:
 def _count(node: fx.Node, gm: fx.GraphModule, site: S.Site, module_calls: Counter[Any], counts: Counter[str]) -> None:
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
-        counts[f"{site.kind} modules replaced"] += 1
+        counts[f"{site.composite or site.kind} modules replaced"] += 1
         if module_calls[node.target] > 1:
             counts[f"{site.kind} call sites of re-used modules unshared"] += 1
         if getattr(mod, "inplace", False):
             counts[f"in-place {site.kind} modules replaced out-of-place"] += 1
     else:
-        counts[f"functional {site.kind} calls lifted to modules"] += 1
+        counts[f"functional {site.composite or site.kind} calls lifted to modules"] += 1
 
 
 def dry_run_sites(model: nn.Module, example: torch.Tensor) -> list[str]:

@@ -15,6 +15,8 @@ from torch import fx, nn
 RELU = "relu"
 POINTWISE = "pointwise"
 MAX_POOL = "max_pool"
+PRODUCT = "product"  # a product of two activations (element-wise, matrix, einsum)
+COMPOSITE = "composite"  # layer norm, softmax, attention, a quotient: rewritten as the operations above
 LINEAR = "linear"
 STRUCTURAL = "structural"
 UNKNOWN = "unknown"
@@ -30,9 +32,20 @@ POINTWISE_MODULES: tuple[type[nn.Module], ...] = (
 POINTWISE_FUNCTIONS = {
     F.relu6, F.leaky_relu, F.leaky_relu_, F.elu, F.elu_, F.selu, F.celu, F.gelu, F.silu, F.mish,
     F.sigmoid, torch.sigmoid, F.tanh, torch.tanh, F.softplus, F.hardtanh, F.hardtanh_,
-    F.hardswish, F.hardsigmoid, F.logsigmoid, F.softsign, F.tanhshrink,
+    F.hardswish, F.hardsigmoid, F.logsigmoid, F.softsign, F.tanhshrink, torch.exp, torch.sqrt, torch.rsqrt,
+    torch.reciprocal, torch.square, torch.erf, torch.log, torch.special.erf,
 }  # fmt: skip
-POINTWISE_METHODS = {"sigmoid", "sigmoid_", "tanh", "tanh_"}
+POINTWISE_METHODS = {"sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "exp_", "sqrt", "sqrt_", "rsqrt", "rsqrt_",
+                     "reciprocal", "reciprocal_", "square", "square_", "erf", "erf_", "log", "log_"}  # fmt: skip
+POWER_FUNCTIONS = {operator.pow, torch.pow}
+POWER_METHODS = {"pow", "pow_", "__pow__"}
+# Bilinear in their two operands: linear when one of them is a constant, a product otherwise.
+BILINEAR_FUNCTIONS = {operator.matmul, torch.matmul, torch.bmm, torch.mm, torch.einsum}
+BILINEAR_METHODS = {"matmul", "bmm", "mm", "__matmul__"}
+LAYER_NORM_FUNCTIONS = {F.layer_norm}
+SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax}
+SOFTMAX_METHODS = {"softmax"}
+ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention}
 
 MAX_POOL_MODULES: dict[type[nn.Module], Callable[..., Any]] = {
     nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d,
@@ -59,7 +72,8 @@ LINEAR_MODULES: tuple[type[nn.Module], ...] = (
 LINEAR_FUNCTIONS = {
     operator.add, operator.iadd, operator.sub, operator.isub, operator.neg, operator.pos,
     operator.getitem, torch.add, torch.sub, torch.neg, torch.cat, torch.concat, torch.stack,
-    torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute,
+    torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute, torch.unbind,
+    torch.movedim, torch.flip, torch.roll,
     torch.chunk, torch.split, torch.narrow, torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d,
     F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
     F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.pad, F.linear, F.conv1d, F.conv2d,
@@ -74,7 +88,7 @@ LINEAR_METHODS = {
     "view", "view_as", "reshape", "reshape_as", "flatten", "contiguous", "permute", "transpose",
     "t", "mean", "sum", "chunk", "split", "squeeze", "unsqueeze", "expand", "expand_as", "repeat",
     "narrow", "add", "add_", "sub", "sub_", "neg", "__getitem__", "to", "float", "double", "type_as",
-    "clone",
+    "clone", "unbind", "movedim", "swapaxes", "flip", "roll",
 }  # fmt: skip
 SCALING_METHODS = {"mul", "mul_", "div", "div_"}
 STRUCTURAL_METHODS = {"size", "dim"}
@@ -86,7 +100,9 @@ OUT_OF_PLACE_FUNCTIONS = {
     F.leaky_relu_: F.leaky_relu, F.elu_: F.elu, F.hardtanh_: F.hardtanh,
 }  # fmt: skip
 OUT_OF_PLACE_METHODS = {"add_": "add", "sub_": "sub", "mul_": "mul", "div_": "div", "relu_": "relu",
-                        "sigmoid_": "sigmoid", "tanh_": "tanh"}  # fmt: skip
+                        "sigmoid_": "sigmoid", "tanh_": "tanh", "exp_": "exp", "sqrt_": "sqrt", "rsqrt_": "rsqrt",
+                        "reciprocal_": "reciprocal", "square_": "square", "erf_": "erf", "log_": "log",
+                        "pow_": "pow"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,7 +112,11 @@ class Site:
     node: str
     kind: str
     where: str
-    fn: Callable[..., Any] | None = None  # element-wise function, or pooling returning (y, indices)
+    fn: Callable[..., Any] | None = None  # element-wise function, pooling returning (y, indices), or product
+    # What the replacement module is called with (graph nodes and constants); None: the first input alone.
+    args: tuple[Any, ...] | None = None
+    kwargs: dict[str, Any] | None = None
+    composite: str = ""  # for COMPOSITE sites: "layer_norm", "softmax", "attention", "quotient", "mha"
 
 
 def qualified_name(obj: Any) -> str:
@@ -104,8 +124,8 @@ def qualified_name(obj: Any) -> str:
         return f"Tensor.{obj}"
     module = getattr(obj, "__module__", None) or ""
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
-    if module.startswith("torch._C") or module == "torch":
-        module = "torch"
+    if module.startswith("torch._C") or module == "torch" or name.startswith("_VariableFunctionsClass."):
+        module, name = "torch", name.removeprefix("_VariableFunctionsClass.")
     module = module.lstrip("_")  # '_operator' reads better as 'operator'
     return f"{module}.{name}" if module else name
 
@@ -211,6 +231,14 @@ def _is_clamp_relu(node: fx.Node) -> bool:
     return lower == 0 and upper is None
 
 
+def _is_identity_in_eval(node: fx.Node) -> bool:
+    """torchvision's stochastic depth, wrapped as one call by fx, traced with ``training=False``."""
+    if node.op != "call_function" or qualified_name(node.target) != "torchvision.ops.stochastic_depth.stochastic_depth":
+        return False
+    training = node.kwargs.get("training", node.args[3] if len(node.args) > 3 else True)
+    return training is False
+
+
 def classify(node: fx.Node, gm: fx.GraphModule, tensors: dict[fx.Node, bool]) -> Site | None:
     """Return the site ``node`` is, or ``None`` for nodes attribution rules need not touch."""
     if node.op in ("placeholder", "output", "get_attr"):
@@ -224,6 +252,12 @@ def classify(node: fx.Node, gm: fx.GraphModule, tensors: dict[fx.Node, bool]) ->
             return Site(node.name, RELU, where)
         if isinstance(mod, POINTWISE_MODULES):
             return Site(node.name, POINTWISE, where, _pointwise_from_module(mod))
+        if type(mod) is nn.LayerNorm:
+            return Site(node.name, COMPOSITE, where, mod, composite="layer_norm")
+        if type(mod) is nn.Softmax:
+            return Site(node.name, COMPOSITE, where, None, (node.args[0],), {"dim": mod.dim}, composite="softmax")
+        if type(mod) is nn.MultiheadAttention:
+            return Site(node.name, COMPOSITE, where, mod, tuple(node.args), dict(node.kwargs), composite="mha")
         if type(mod) in MAX_POOL_MODULES:
             pool = _pool_from_module(mod)
             return Site(node.name, MAX_POOL, where, pool) if pool else Site(node.name, UNKNOWN, where)
@@ -231,6 +265,8 @@ def classify(node: fx.Node, gm: fx.GraphModule, tensors: dict[fx.Node, bool]) ->
             return Site(node.name, LINEAR, where)
         return Site(node.name, UNKNOWN, where)
     target = node.target
+    if _is_identity_in_eval(node):
+        return Site(node.name, LINEAR, where)
     if _is_clamp_relu(node):
         return Site(node.name, RELU, where)
     if node.op == "call_function":
@@ -245,8 +281,14 @@ def classify(node: fx.Node, gm: fx.GraphModule, tensors: dict[fx.Node, bool]) ->
             return Site(node.name, MAX_POOL, where, pool) if pool else Site(node.name, UNKNOWN, where)
         if target in LINEAR_FUNCTIONS:
             return Site(node.name, LINEAR, where)
-        if target in SCALING_FUNCTIONS:
-            return Site(node.name, _scaling_kind(node, tensors), where)
+        if target in POWER_FUNCTIONS:
+            return _power(node, tensors, where)
+        if target in LAYER_NORM_FUNCTIONS | SOFTMAX_FUNCTIONS | ATTENTION_FUNCTIONS:
+            kind = "layer_norm" if target in LAYER_NORM_FUNCTIONS else "attention"
+            kind = "softmax" if target in SOFTMAX_FUNCTIONS else kind
+            return Site(node.name, COMPOSITE, where, None, tuple(node.args), dict(node.kwargs), composite=kind)
+        if target in SCALING_FUNCTIONS or target in BILINEAR_FUNCTIONS:
+            return _scaling(node, tensors, where, target)
         return Site(node.name, UNKNOWN, where)
     if node.op == "call_method":
         if target in RELU_METHODS:
@@ -256,17 +298,70 @@ def classify(node: fx.Node, gm: fx.GraphModule, tensors: dict[fx.Node, bool]) ->
             return Site(node.name, POINTWISE, where, getattr(torch, name))
         if target in LINEAR_METHODS:
             return Site(node.name, LINEAR, where)
-        if target in SCALING_METHODS:
-            return Site(node.name, _scaling_kind(node, tensors), where)
+        if target in POWER_METHODS:
+            return _power(node, tensors, where)
+        if target in SOFTMAX_METHODS:
+            return Site(node.name, COMPOSITE, where, None, tuple(node.args), dict(node.kwargs), composite="softmax")
+        if target in SCALING_METHODS or target in BILINEAR_METHODS:
+            return _scaling(node, tensors, where, target)
     return Site(node.name, UNKNOWN, where)
 
 
-def _scaling_kind(node: fx.Node, tensors: dict[fx.Node, bool]) -> str:
-    operands = [a for a in node.args if isinstance(a, fx.Node) and tensors.get(a, False)]
-    if len(operands) <= 1:
-        divisor = node.args[1] if len(node.args) > 1 else None
-        divides = node.target in (operator.truediv, operator.itruediv, torch.div, "div", "div_")
-        if divides and isinstance(divisor, fx.Node) and tensors.get(divisor, False):
-            return UNKNOWN
-        return LINEAR
-    return UNKNOWN  # a product of two activations: no rule makes it exact
+def _callable(target: Any) -> Callable[..., Any]:
+    """The node's target as a function of its arguments (a method name becomes a call on the first)."""
+    if isinstance(target, str):
+        return lambda first, *rest, **kwargs: getattr(first, target)(*rest, **kwargs)
+    return target
+
+
+def _substituting(node: fx.Node, positions: tuple[int, ...]) -> Callable[..., Any]:
+    """``node``'s call as a function of the arguments at ``positions`` (the others are constants)."""
+    call, args, kwargs = _callable(node.target), list(node.args), dict(node.kwargs)
+
+    def fn(*operands: Any) -> Any:
+        filled = list(args)
+        for position, value in zip(positions, operands, strict=True):
+            filled[position] = value
+        return call(*filled, **kwargs)
+
+    return fn
+
+
+def _operands(node: fx.Node, tensors: dict[fx.Node, bool]) -> tuple[tuple[int, ...], bool]:
+    """Positions of the activation operands, and whether another argument is a graph value (a parameter,
+    a shape): a call with such arguments cannot be repeated from constants."""
+    positions = tuple(i for i, a in enumerate(node.args) if isinstance(a, fx.Node) and tensors.get(a, False))
+    others = [a for i, a in enumerate(node.args) if i not in positions] + list(node.kwargs.values())
+    return positions, any(isinstance(a, fx.Node) for a in others)
+
+
+def _power(node: fx.Node, tensors: dict[fx.Node, bool], where: str) -> Site:
+    """``x ** c`` and ``c ** x`` are element-wise; ``x ** y`` of two activations has no exact rule."""
+    positions, other_nodes = _operands(node, tensors)
+    if other_nodes or len(positions) != 1:
+        return Site(node.name, UNKNOWN, where)
+    # In-place forms were made out-of-place before classification, so the call is safe to repeat.
+    return Site(node.name, POINTWISE, where, _substituting(node, positions), (node.args[positions[0]],))
+
+
+def _scaling(node: fx.Node, tensors: dict[fx.Node, bool], where: str, target: Any) -> Site:
+    """Products and quotients: linear with one activation operand (a constant factor or divisor of an
+    activation), a product rule with two, the reciprocal's rule for an activation divisor."""
+    positions, other_nodes = _operands(node, tensors)
+    divides = target in (operator.truediv, operator.itruediv, torch.div, "div", "div_")
+    divisor_varies = divides and 1 in positions
+    if target is torch.einsum:
+        positions = tuple(p for p in positions if p > 0)
+    if len(positions) <= 1 and not divisor_varies:
+        return Site(node.name, LINEAR, where)  # a constant factor (a parameter, a number) or divisor
+    if other_nodes:
+        return Site(node.name, UNKNOWN, where)
+    if divides:
+        if "rounding_mode" in node.kwargs:
+            return Site(node.name, UNKNOWN, where)
+        if len(positions) == 1:  # c / x: element-wise in x
+            return Site(node.name, POINTWISE, where, _substituting(node, positions), (node.args[1],))
+        return Site(node.name, COMPOSITE, where, None, (node.args[0], node.args[1]), composite="quotient")
+    if len(positions) != 2:
+        return Site(node.name, UNKNOWN, where)
+    return Site(node.name, PRODUCT, where, _substituting(node, positions), tuple(node.args[p] for p in positions))
