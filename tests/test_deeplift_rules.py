@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 
 import pytest
 import torch
@@ -177,3 +178,29 @@ def test_products_of_rescaled_activations_sum_to_their_change(seed, n):
     out[0].backward()
     change = (F.silu(x) * torch.sigmoid(x) - F.silu(x0) * torch.sigmoid(x0)).sum()
     assert math.isclose(float((both.grad[0] * (x - x0)[0]).sum()), float(change), rel_tol=1e-10, abs_tol=1e-12)
+
+
+def test_a_reference_that_layer_norm_sees_as_constant_is_warned_about():
+    from xai_bench import XaiBenchWarning, explain
+
+    class Stem(torch.nn.Module):
+        """A convolution without bias, then layer norm over channels: the zero image stays exactly zero."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, bias=False)
+            self.norm = torch.nn.LayerNorm(8)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.norm(self.conv(x).permute(0, 2, 3, 1)).mean((1, 2)))
+
+    torch.manual_seed(0)
+    model = Stem().double().eval()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.warns(XaiBenchWarning, match=r"layer norm module 'norm' \(LayerNorm\): the reference is constant"):
+        explain(model, x, methods="deeplift", targets=[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = explain(model, x, methods={"deeplift": {"baseline": 0.5 * x[0].flip(-1)}}, targets=[0])
+    assert float(abs(ds["deeplift_delta"]).max()) < 1e-12

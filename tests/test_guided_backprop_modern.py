@@ -3,13 +3,10 @@ gradient (zennit's and captum's definition), checked against zennit."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
 from xai_bench import explain
-
-zennit = pytest.importorskip("zennit")
 
 
 class GatedNet(nn.Module):

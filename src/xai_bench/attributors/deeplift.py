@@ -39,7 +39,7 @@ def deeplift_rules(eps: float) -> RuleSet:
         pointwise=lambda site: pointwise(site.fn),
         max_pool=lambda site: RescaleMaxPool(site.fn, eps),
         product=lambda site: Product(site.fn),
-        composite=lambda site: composite(site.composite, pointwise, Product, site.fn),
+        composite=lambda site: composite(site.composite, pointwise, Product, site.fn, site.where),
         strict=True,
     )
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import SurgeryError
+from ..core.errors import SurgeryError, warn
 
 Factory = Callable[[Callable[..., Tensor]], nn.Module]
 
@@ -84,9 +84,11 @@ class LayerNorm(_Parts):
     calls (the arguments arrive with the call).
     """
 
-    def __init__(self, pointwise: Factory, product: Factory, module: nn.LayerNorm | None = None) -> None:
+    def __init__(self, pointwise: Factory, product: Factory, module: nn.LayerNorm | None = None,
+                 where: str = "") -> None:  # fmt: skip
         super().__init__(pointwise, product)
         self.norm = module
+        self.where = where
         self.square = self.pointwise(torch.square)
         self.rsqrt = self.pointwise(torch.rsqrt)
         self.times = self.product(operator.mul)
@@ -100,12 +102,26 @@ class LayerNorm(_Parts):
         dims = tuple(range(-len(tuple(normalized_shape)), 0))
         centred = x - x.mean(dims, keepdim=True)
         variance = self.square(centred).mean(dims, keepdim=True)
+        self._check_reference(variance.detach(), eps)
         y = self.times(centred, self.rsqrt(variance + eps))
         if weight is not None:
             y = y * weight
         if bias is not None:
             y = y + bias
         return y
+
+    def _check_reference(self, variance: Tensor, eps: float) -> None:
+        """Warn where the reference is constant over the normalised features but the input is not."""
+        half = len(variance) // 2
+        flat = (variance[half:] < eps) & (variance[:half] > 100 * eps)
+        if bool(flat.any()):
+            warn(
+                f"layer norm {self.where}: the reference is constant over the normalised features where the "
+                "input is not, so 1/sqrt(variance + eps) is far larger for the reference. DeepLIFT's maps through "
+                "it are then made of large terms that cancel: exact in exact arithmetic, but in float32 the "
+                "rounding of those terms can exceed the map's sum. Use a reference that varies there (a blurred "
+                "input, the training mean image, a set of training images) or float64."
+            )
 
 
 class Attention(_Parts):
@@ -167,10 +183,10 @@ class MultiheadAttention(_Parts):
         return (out if m.batch_first else out.transpose(0, 1)), None
 
 
-def composite(kind: str, pointwise: Factory, product: Factory, module: Any = None) -> nn.Module:
+def composite(kind: str, pointwise: Factory, product: Factory, module: Any = None, where: str = "") -> nn.Module:
     """The composition for a site of ``kind`` (``layer_norm``, ``softmax``, ``attention``, ``mha``, ``quotient``)."""
     if kind == "layer_norm":
-        return LayerNorm(pointwise, product, module)
+        return LayerNorm(pointwise, product, module, where)
     if kind == "mha":
         return MultiheadAttention(pointwise, product, module)
     return {"softmax": Softmax, "attention": Attention, "quotient": Quotient}[kind](pointwise, product)

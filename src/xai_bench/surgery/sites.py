@@ -364,4 +364,6 @@ def _scaling(node: fx.Node, tensors: dict[fx.Node, bool], where: str, target: An
         return Site(node.name, COMPOSITE, where, None, (node.args[0], node.args[1]), composite="quotient")
     if len(positions) != 2:
         return Site(node.name, UNKNOWN, where)
-    return Site(node.name, PRODUCT, where, _substituting(node, positions), tuple(node.args[p] for p in positions))
+    plain = target in (operator.mul, torch.mul, "mul") and positions == (0, 1) and not node.kwargs
+    fn = operator.mul if plain else _substituting(node, positions)  # the rule has a fast path for a * b
+    return Site(node.name, PRODUCT, where, fn, tuple(node.args[p] for p in positions))
