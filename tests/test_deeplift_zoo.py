@@ -65,3 +65,12 @@ def test_deeplift_sums_to_the_change_of_the_logit(name):
     assert (delta.abs() <= 1e-9 * change.abs().clamp(min=1.0)).all(), (name, delta, change)
     rewrites = str(ds["deeplift"].attrs["surgery"])
     assert any(kind in rewrites for kind in ("product", "layer_norm", "mha", "attention")), rewrites
+
+
+def test_a_vision_transformer_given_another_input_size_gets_an_error_naming_the_models_message():
+    from xai_bench import InvalidInputError
+
+    model = ZOO["timm vit_tiny_patch16_224"]().eval()
+    with pytest.raises(InvalidInputError, match=r"model's forward failed on inputs of shape \(1, 3, 80, 80\): "
+                       r"AssertionError: .*80"):  # fmt: skip
+        explain(model, torch.rand(1, 3, 80, 80), methods="deeplift", targets=[0])
