@@ -23,6 +23,7 @@ import torchvision
 from captum.attr import DeepLift
 
 from xai_bench import XaiBenchError, explain
+from xai_bench.testing import randomised
 
 tv = torchvision.models
 
@@ -51,28 +52,9 @@ ZOO: dict[str, Callable[[], torch.nn.Module]] = {
 }
 
 
-def random_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere (zero-initialised heads and 1e-6 layer scales would leave the logits
-    flat) and batch norms with random statistics, as a trained model has (the same as the slow tests)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2 and "scale" not in name and "gamma" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) / max(1, p[0].numel()) ** 0.5)
-            elif name.endswith(("weight", "gamma")) or "scale" in name:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.2 + 0.2)
-    return model
-
-
 def one(name: str, factory: Callable[[], torch.nn.Module]) -> dict[str, str]:
     torch.manual_seed(0)
-    model = random_statistics(factory()).eval().double()
+    model = randomised(factory()).eval().double()
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 64, 64, generator=g, dtype=torch.float64)
     reference = torch.rand(1, 3, 64, 64, generator=g, dtype=torch.float64) * 0.5

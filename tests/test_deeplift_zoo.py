@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 from xai_bench import explain
+from xai_bench.testing import randomised
 
 pytestmark = pytest.mark.slow
 
@@ -27,33 +28,10 @@ ZOO = {
 }
 
 
-def random_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere (zero-initialised heads and 1e-6 layer scales would leave the logits
-    flat) and batch norms with random running statistics and affine parameters, as a trained model has."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2 and "scale" not in name and "gamma" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) / max(1, p[0].numel()) ** 0.5)
-            elif name.endswith(("weight", "gamma")) or "scale" in name:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.2 + 0.2)
-                if m.weight is not None:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model
-
-
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_deeplift_sums_to_the_change_of_the_logit(name):
     torch.manual_seed(0)
-    model = random_statistics(ZOO[name]()).eval().double()
+    model = randomised(ZOO[name]()).eval().double()
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 64, 64, generator=g, dtype=torch.float64)
     baseline = torch.rand(3, 64, 64, generator=g, dtype=torch.float64) * 0.5

@@ -4,7 +4,7 @@ At the edge, beside ``app``: may import the front doors and everything below the
 """
 
 from .conformance import CHECKS, assert_model_unchanged, check_attributor, check_metric, hook_counts, model_state
-from .models import AdditiveModel, FunctionalReluMLP, LinearModel, ReluNet, tiny_cnn
+from .models import AdditiveModel, FunctionalReluMLP, LinearModel, ReluNet, randomised, tiny_cnn
 
 __all__ = [
     "CHECKS",
@@ -17,5 +17,6 @@ __all__ = [
     "check_metric",
     "hook_counts",
     "model_state",
+    "randomised",
     "tiny_cnn",
 ]

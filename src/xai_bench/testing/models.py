@@ -140,3 +140,27 @@ def tiny_cnn32() -> ReluNet:
 def unseeded_cnn() -> ReluNet:
     """A factory with weights from torch's global random state: other weights on every call (for tests)."""
     return ReluNet().double().eval()
+
+
+def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give ``model`` random weights everywhere and random batch-norm statistics, in place, and return it.
+
+    Initialisations that zero a head or scale residual branches by 1e-6 leave a fresh model's logits
+    nearly flat, which hides whether attribution maps add up; a trained model has neither. Weights
+    are normal with variance 1/fan-in; scales near one; biases, shifts and running means small;
+    running variances between 0.2 and 0.4.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and "scale" not in name and "gamma" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) / max(1, p[0].numel()) ** 0.5)
+            elif name.endswith(("weight", "gamma")) or "scale" in name:
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.2 + 0.2)
+    return model
