@@ -204,3 +204,24 @@ def test_a_reference_that_layer_norm_sees_as_constant_is_warned_about():
         warnings.simplefilter("error")
         ds = explain(model, x, methods={"deeplift": {"baseline": 0.5 * x[0].flip(-1)}}, targets=[0])
     assert float(abs(ds["deeplift_delta"]).max()) < 1e-12
+
+
+def test_near_ties_take_the_derivative_only_where_the_function_does_not_pass_through_zero():
+    x = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    x0 = x - 1e-12  # closer than eps = 1e-10
+    # sigmoid(0) = 1/2: the derivative at the midpoint.
+    torch.testing.assert_close(
+        _multipliers(Rescale(torch.sigmoid), x, x0),
+        torch.sigmoid((x + x0) / 2) * (1 - torch.sigmoid((x + x0) / 2)),
+        rtol=1e-14,
+        atol=0,
+    )
+    # silu(0) = 0: the secant of the computed values, which m * Δx reproduces to the last bit.
+    m = _multipliers(Rescale(F.silu), x, x0)
+    torch.testing.assert_close(m, (F.silu(x) - F.silu(x0)) / (x - x0), rtol=1e-15, atol=0)
+    # Exact ties still take the derivative; squares use x + x0 everywhere.
+    tie = _multipliers(Rescale(F.silu), x, x.clone())
+    probe = x.clone().requires_grad_(True)
+    (slope,) = torch.autograd.grad(F.silu(probe).sum(), probe)
+    torch.testing.assert_close(tie, slope, rtol=1e-14, atol=0)
+    torch.testing.assert_close(_multipliers(Rescale(torch.square), x, x), 2 * x, rtol=0, atol=0)
