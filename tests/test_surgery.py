@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import DeepLift as CaptumDeepLift
 from torch import nn
 
-from xai_bench import SurgeryError, explain
+from xai_bench import SurgeryError, XaiBenchWarning, explain
 from xai_bench.attributors.deeplift import deeplift_rules
 from xai_bench.attributors.guided_backprop import GUIDED_RULES
 from xai_bench.surgery import PLAIN, GuidedReLU, RescaleMaxPool, RescaleReLU, rewrite
@@ -143,3 +144,84 @@ def test_max_pool_rule_is_exact_where_captum_unpooling_loses_overlaps(gen):
     assert ours.abs().max() < 1e-12
     # captum's max_unpool writes overlapping windows' credit to one place: the sum misses it.
     assert captum_delta.abs().max() > 1e-3
+
+
+class _TwoBranches(nn.Module):
+    """Two linear branches of the input combined by ``combine(self, a, b)``."""
+
+    def __init__(self, combine) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)  # inputs (N, 1, 2, 2)
+        self.weight = nn.Parameter(torch.randn(4, 4))
+        self.same = nn.Identity()
+        self.combine = combine
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.combine(self, self.a(x), self.b(x))
+
+
+NOT_LINEAR = {
+    "product by keyword": lambda s, a, b: torch.mul(a, other=b),
+    "quotient by keyword": lambda s, a, b: torch.div(a, other=b),
+    "floor division by a constant": lambda s, a, b: torch.div(a, 2, rounding_mode="floor"),
+    "a mask from an activation": lambda s, a, b: a * (b > 0),
+    "a float mask from an activation": lambda s, a, b: a * (b > 0).float(),
+    "an activation as a linear layer's weight": lambda s, a, b: F.linear(a, b.reshape(-1, 4)[:4]),
+    "einsum in sublist form": lambda s, a, b: torch.einsum(a, [0, 1], b, [0, 1], [0, 1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_LINEAR))
+def test_non_linear_operations_in_unusual_spellings_are_refused_not_taken_as_linear(case):
+    with pytest.raises(SurgeryError, match="no exact rule is known"):
+        rewrite(_TwoBranches(NOT_LINEAR[case]).double().eval(), deeplift_rules(1e-10))
+
+
+def test_a_module_applied_to_a_parameter_is_a_constant_and_the_map_stays_exact():
+    model = _TwoBranches(lambda s, a, b: torch.relu(a) @ s.same(s.weight) + b).double().eval()
+    x = torch.rand(3, 1, 2, 2, dtype=torch.float64)
+    ds = explain(model, x, methods=["deeplift"], targets=[0, 1])
+    assert float(abs(ds["deeplift_delta"]).max()) < 1e-12
+
+
+def test_a_model_that_moves_the_batch_dimension_is_refused_by_the_rules():
+    class SequenceFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.norm, self.head = nn.Linear(3, 8), nn.LayerNorm(8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            tokens = self.embed(x.flatten(2).transpose(1, 2)).permute(1, 0, 2)  # (tokens, batch, features)
+            h = self.norm(tokens)
+            return self.head((h * torch.sigmoid(1.702 * h)).permute(1, 0, 2).mean(1))
+
+    with pytest.raises(SurgeryError, match="first dimension is not the batch of 2"):
+        explain(SequenceFirst().double().eval(), torch.rand(1, 3, 2, 2, dtype=torch.float64), methods="deeplift",
+                targets=[0])  # fmt: skip
+
+
+def test_softmax_rewritten_keeps_its_dtype_and_far_apart_peaks_are_warned_about_not_nan():
+    class Scores(nn.Module):
+        def __init__(self, dtype=None) -> None:
+            super().__init__()
+            self.dtype = dtype
+
+        def forward(self, x):
+            if self.dtype is None:
+                return torch.softmax(x.flatten(1), -1)
+            return torch.softmax(x.flatten(1), -1, self.dtype)  # the dtype given by position
+
+    rewritten, _ = rewrite(Scores(torch.float64).eval(), deeplift_rules(1e-10))
+    assert rewritten(torch.zeros(2, 1, 2, 2)).dtype == torch.float64
+    model = Scores().eval()
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    near = torch.tensor([10.0, 0, 0, 0], dtype=torch.float64).reshape(1, 2, 2)
+    ds = explain(model, x, methods={"deeplift": {"baseline": near}}, targets=[0, 1])
+    assert float(abs(ds["deeplift_delta"]).max()) < 1e-9
+    # Peaks 200 apart: the normalisers differ by e^200, the exact terms cancel beyond float64, and the
+    # summation check says so; no NaN either way.
+    far = torch.tensor([200.0, 0, 0, 0], dtype=torch.float64).reshape(1, 2, 2)
+    with pytest.warns(XaiBenchWarning, match=r"the maps miss f\(x\) - f\(baseline\)"):
+        ds = explain(model, x, methods={"deeplift": {"baseline": far}}, targets=[0, 1])
+    assert np.isfinite(ds["deeplift"].values).all()

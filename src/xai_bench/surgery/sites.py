@@ -82,8 +82,15 @@ LINEAR_FUNCTIONS = {
 }  # fmt: skip
 # Linear as long as at most one operand is a tensor computed from the input.
 SCALING_FUNCTIONS = {operator.mul, operator.imul, operator.truediv, operator.itruediv, torch.mul, torch.div}
-STRUCTURAL_FUNCTIONS = {getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
-                        operator.ge, torch._assert, len}  # fmt: skip
+STRUCTURAL_FUNCTIONS = {getattr, torch._assert, len}
+# Comparisons: of shapes and flags, structural; of activations, a step function with no exact rule.
+COMPARISONS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge}
+# Linear in every tensor argument together: activations may arrive in several of them.
+ADDITIVE_FUNCTIONS = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub, torch.cat,
+                      torch.concat, torch.stack}  # fmt: skip
+ADDITIVE_METHODS = {"add", "add_", "sub", "sub_"}
+# Methods whose second tensor argument lends only its shape or dtype.
+SHAPE_METHODS = {"view_as", "reshape_as", "expand_as", "type_as"}
 LINEAR_METHODS = {
     "view", "view_as", "reshape", "reshape_as", "flatten", "contiguous", "permute", "transpose",
     "t", "mean", "sum", "chunk", "split", "squeeze", "unsqueeze", "expand", "expand_as", "repeat",
@@ -147,7 +154,7 @@ def tensor_valued(graph: fx.Graph) -> dict[fx.Node, bool]:
     """Tell which nodes carry tensors derived from the model's input (not shapes, flags or ints)."""
     result: dict[fx.Node, bool] = {}
     for node in graph.nodes:
-        if node.op in ("placeholder", "call_module"):
+        if node.op == "placeholder":
             result[node] = True
         elif node.op == "get_attr":
             result[node] = False  # parameters and buffers are constants for attribution
@@ -262,7 +269,7 @@ def classify(node: fx.Node, gm: fx.GraphModule, tensors: dict[fx.Node, bool]) ->
             pool = _pool_from_module(mod)
             return Site(node.name, MAX_POOL, where, pool) if pool else Site(node.name, UNKNOWN, where)
         if isinstance(mod, LINEAR_MODULES):
-            return Site(node.name, LINEAR, where)
+            return _linear(node, tensors, where, additive=False)
         return Site(node.name, UNKNOWN, where)
     target = node.target
     if _is_identity_in_eval(node):
@@ -279,13 +286,18 @@ def classify(node: fx.Node, gm: fx.GraphModule, tensors: dict[fx.Node, bool]) ->
         if target in MAX_POOL_FUNCTIONS:
             pool = _pool_from_call(target, node.args, dict(node.kwargs))
             return Site(node.name, MAX_POOL, where, pool) if pool else Site(node.name, UNKNOWN, where)
+        if target in COMPARISONS:
+            return Site(node.name, UNKNOWN, where)  # a step function of activations
         if target in LINEAR_FUNCTIONS:
-            return Site(node.name, LINEAR, where)
+            return _linear(node, tensors, where, additive=target in ADDITIVE_FUNCTIONS)
         if target in POWER_FUNCTIONS:
             return _power(node, tensors, where)
-        if target in LAYER_NORM_FUNCTIONS | SOFTMAX_FUNCTIONS | ATTENTION_FUNCTIONS:
+        if target in SOFTMAX_FUNCTIONS:
+            return _softmax(node, tensors, where)
+        if target in LAYER_NORM_FUNCTIONS | ATTENTION_FUNCTIONS:
             kind = "layer_norm" if target in LAYER_NORM_FUNCTIONS else "attention"
-            kind = "softmax" if target in SOFTMAX_FUNCTIONS else kind
+            if kind == "layer_norm" and _activation_args(node, tensors) not in ([0], ["input"]):
+                return Site(node.name, UNKNOWN, where)  # weights computed from activations: a product
             return Site(node.name, COMPOSITE, where, None, tuple(node.args), dict(node.kwargs), composite=kind)
         if target in SCALING_FUNCTIONS or target in BILINEAR_FUNCTIONS:
             return _scaling(node, tensors, where, target)
@@ -297,14 +309,44 @@ def classify(node: fx.Node, gm: fx.GraphModule, tensors: dict[fx.Node, bool]) ->
             name = OUT_OF_PLACE_METHODS.get(target, target)
             return Site(node.name, POINTWISE, where, getattr(torch, name))
         if target in LINEAR_METHODS:
-            return Site(node.name, LINEAR, where)
+            return _linear(node, tensors, where, additive=target in ADDITIVE_METHODS | SHAPE_METHODS)
         if target in POWER_METHODS:
             return _power(node, tensors, where)
         if target in SOFTMAX_METHODS:
-            return Site(node.name, COMPOSITE, where, None, tuple(node.args), dict(node.kwargs), composite="softmax")
+            return _softmax(node, tensors, where)
         if target in SCALING_METHODS or target in BILINEAR_METHODS:
             return _scaling(node, tensors, where, target)
     return Site(node.name, UNKNOWN, where)
+
+
+def _activation_args(node: fx.Node, tensors: dict[fx.Node, bool]) -> list[int | str]:
+    """Positions (and keyword names) of the arguments that carry activations, nested ones included."""
+    found: list[int | str] = []
+    for key, value in [*enumerate(node.args), *node.kwargs.items()]:
+        carried: list[bool] = []
+        fx.node.map_arg(value, lambda n, carried=carried: carried.append(tensors.get(n, False)) or n)
+        if any(carried):
+            found.append(key)
+    return found
+
+
+def _linear(node: fx.Node, tensors: dict[fx.Node, bool], where: str, *, additive: bool) -> Site:
+    """A linear operation is linear in its first argument; weights, indices and the like must be constants,
+    or the operation is a product (an activation as a convolution's weight, say) without a rule here."""
+    if additive:
+        return Site(node.name, LINEAR, where)
+    carried = _activation_args(node, tensors)
+    return Site(node.name, LINEAR if carried in ([], [0]) else UNKNOWN, where)
+
+
+def _softmax(node: fx.Node, tensors: dict[fx.Node, bool], where: str) -> Site:
+    """Softmax in any of its spellings, as ``(input, dim=, dtype=)``."""
+    names = ("input", "dim", "_stacklevel", "dtype") if node.target is F.softmax else ("input", "dim", "dtype")
+    bound = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+    options = {"dim": bound.get("dim"), "dtype": bound.get("dtype")}
+    if _activation_args(node, tensors) not in ([0], ["input"]) or any(isinstance(v, fx.Node) for v in options.values()):
+        return Site(node.name, UNKNOWN, where)
+    return Site(node.name, COMPOSITE, where, None, (bound["input"],), options, composite="softmax")
 
 
 def _callable(target: Any) -> Callable[..., Any]:
@@ -329,10 +371,15 @@ def _substituting(node: fx.Node, positions: tuple[int, ...]) -> Callable[..., An
 
 def _operands(node: fx.Node, tensors: dict[fx.Node, bool]) -> tuple[tuple[int, ...], bool]:
     """Positions of the activation operands, and whether another argument is a graph value (a parameter,
-    a shape): a call with such arguments cannot be repeated from constants."""
-    positions = tuple(i for i, a in enumerate(node.args) if isinstance(a, fx.Node) and tensors.get(a, False))
+    a shape, an activation passed by keyword or inside a list): such a call has no rule here."""
+    carried = _activation_args(node, tensors)
+    positions = tuple(i for i in carried if isinstance(i, int) and isinstance(node.args[i], fx.Node))
     others = [a for i, a in enumerate(node.args) if i not in positions] + list(node.kwargs.values())
-    return positions, any(isinstance(a, fx.Node) for a in others)
+    nested = len(positions) != len(carried)  # activations by keyword or in a list
+    graph_values: list[bool] = []
+    for value in others:
+        fx.node.map_arg(value, lambda n: graph_values.append(True) or n)
+    return positions, nested or any(graph_values)
 
 
 def _power(node: fx.Node, tensors: dict[fx.Node, bool], where: str) -> Site:
@@ -348,17 +395,18 @@ def _scaling(node: fx.Node, tensors: dict[fx.Node, bool], where: str, target: An
     """Products and quotients: linear with one activation operand (a constant factor or divisor of an
     activation), a product rule with two, the reciprocal's rule for an activation divisor."""
     positions, other_nodes = _operands(node, tensors)
+    if node.kwargs.get("rounding_mode") is not None:
+        return Site(node.name, UNKNOWN, where)  # floor or truncating division: a step function
+    carried = _activation_args(node, tensors)
     divides = target in (operator.truediv, operator.itruediv, torch.div, "div", "div_")
-    divisor_varies = divides and 1 in positions
-    if target is torch.einsum:
-        positions = tuple(p for p in positions if p > 0)
-    if len(positions) <= 1 and not divisor_varies:
+    divisor_varies = divides and (1 in carried or "other" in carried)
+    if target is torch.einsum and not isinstance(node.args[0], str):
+        return Site(node.name, UNKNOWN, where)  # the sublist form
+    if len(carried) <= 1 and not divisor_varies:
         return Site(node.name, LINEAR, where)  # a constant factor (a parameter, a number) or divisor
     if other_nodes:
         return Site(node.name, UNKNOWN, where)
     if divides:
-        if "rounding_mode" in node.kwargs:
-            return Site(node.name, UNKNOWN, where)
         if len(positions) == 1:  # c / x: element-wise in x
             return Site(node.name, POINTWISE, where, _substituting(node, positions), (node.args[1],))
         return Site(node.name, COMPOSITE, where, None, (node.args[0], node.args[1]), composite="quotient")
