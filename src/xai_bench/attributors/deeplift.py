@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.checks import json_safe
-from ..core.errors import InvalidParameterError
-from ..surgery import Product, Rescale, RescaleMaxPool, RescaleReLU, RuleSet, composite, rewrite
+from ..core.errors import InvalidParameterError, warn
+from ..surgery import Product, Rescale, RescaleMaxPool, RescaleReLU, RuleSet, composite, pairs_in_pass, rewrite
 from .arguments import (
     check_baseline,
     check_baseline_set,
@@ -42,6 +42,19 @@ def deeplift_rules(eps: float) -> RuleSet:
         composite=lambda site: composite(site.composite, pointwise, Product, site.fn, site.where),
         strict=True,
     )
+
+
+def _check_summation(missed: Tensor, scale: Tensor) -> None:
+    """Warn when maps miss f(x) - f(reference) by more than rounding: every rule is exact, so a larger
+    miss means an operation the rules did not see as it is, or rounding of large cancelling terms."""
+    tolerance = torch.finfo(missed.dtype).eps ** 0.5
+    worst = float((missed.abs() / scale.clamp(min=torch.finfo(missed.dtype).tiny)).max()) if len(missed) else 0.0
+    if worst > tolerance:
+        warn(
+            f"deeplift: the maps miss f(x) - f(baseline) by up to {worst:.2g} of the logits' size (rounding would be "
+            f"below {tolerance:.1g}); see deeplift_delta. An operation whose rule is not exact for this model, or "
+            "large terms that cancel (a reference that layer norm sees as constant), can cause it."
+        )
 
 
 class DeepLift(Attributor):
@@ -117,7 +130,8 @@ class DeepLift(Attributor):
         with torch.enable_grad():
             # Inputs and references in one batch: each rule module sees both halves.
             both = torch.cat([x, ref]).requires_grad_(True)
-            out = model(both)
+            with pairs_in_pass(pairs):
+                out = model(both)
             for i, c in enumerate(columns):
                 rows = wanted[:, c].nonzero().flatten()
                 picked = targets[sample[rows], c]
@@ -125,8 +139,10 @@ class DeepLift(Attributor):
                 with torch.no_grad():
                     pair_maps = grad[rows] * diff[rows]
                     expected = out[rows, picked] - out[pairs + rows, picked]
+                    missed = pair_maps.flatten(1).sum(1) - expected
+                    _check_summation(missed, out[rows, picked].abs() + out[pairs + rows, picked].abs())
                     maps[:, c].index_add_(0, sample[rows], share * pair_maps)
-                    delta[:, c].index_add_(0, sample[rows], share * (pair_maps.flatten(1).sum(1) - expected))
+                    delta[:, c].index_add_(0, sample[rows], share * missed)
         outputs = inputs.new_full((n, out.shape[1]), float("nan"))
         outputs[sample] = out[:pairs].detach()
         return Attribution(maps, delta=delta, outputs=outputs)

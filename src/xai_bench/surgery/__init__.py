@@ -5,7 +5,7 @@ Part of the methods layer: may import ``xai_bench.core`` only.
 
 from .composites import Attention, LayerNorm, MultiheadAttention, Quotient, Softmax, composite
 from .rewrite import PLAIN, RuleSet, SurgeryReport, dry_run_sites, forget, rewrite, trace
-from .rules import GuidedReLU, Product, Rescale, RescaleMaxPool, RescaleReLU
+from .rules import GuidedReLU, Product, Rescale, RescaleMaxPool, RescaleReLU, pairs_in_pass
 
 __all__ = [
     "PLAIN",
@@ -17,6 +17,7 @@ __all__ = [
     "Quotient",
     "Softmax",
     "composite",
+    "pairs_in_pass",
     "Rescale",
     "RescaleMaxPool",
     "RescaleReLU",

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.errors import SurgeryError, warn
+from .rules import _halves
 
 Factory = Callable[[Callable[..., Tensor]], nn.Module]
 
@@ -64,17 +65,23 @@ class Softmax(_Parts):
         self.reciprocal = self.pointwise(torch.reciprocal)
         self.times = self.product(operator.mul)
 
-    def forward(self, x: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:
-        """Softmax over ``dim``, composed of exact steps."""
+    def forward(self, x: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
+        """Softmax over ``dim``, composed of exact steps (in float64: the shift shared by both halves
+        leaves the half with the lower peak far down the exponential)."""
         if dim is None:
             raise SurgeryError("softmax without dim= cannot be rewritten; pass dim explicitly.")
-        if dtype is not None:
-            x = x.to(dtype)
-        peak = x.detach().amax(dim, keepdim=True)
-        half = len(peak) // 2
-        shift = torch.maximum(peak[:half], peak[half:])
-        e = self.exp(x - torch.cat([shift, shift]))
-        return self.times(e, self.reciprocal(e.sum(dim, keepdim=True)))
+        result_dtype = dtype or x.dtype
+        work = x.to(torch.float64) if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else x
+        peak = work.detach().amax(dim, keepdim=True)
+        shift = torch.maximum(*_halves(peak))
+        e = self.exp(work - torch.cat([shift, shift]))
+        total = e.sum(dim, keepdim=True)
+        if bool((total == 0).any()):
+            raise SurgeryError(
+                "softmax: the input's and the reference's largest scores differ by more than float64's exponential "
+                "can span, so the exact rule cannot be computed; use a reference closer to the input."
+            )
+        return self.times(e, self.reciprocal(total)).to(result_dtype)
 
 
 class LayerNorm(_Parts):
@@ -112,8 +119,8 @@ class LayerNorm(_Parts):
 
     def _check_reference(self, variance: Tensor, eps: float) -> None:
         """Warn where the reference is constant over the normalised features but the input is not."""
-        half = len(variance) // 2
-        flat = (variance[half:] < eps) & (variance[:half] > 100 * eps)
+        value, reference = _halves(variance)
+        flat = (reference < eps) & (value > 100 * eps)
         if bool(flat.any()):
             warn(
                 f"layer norm {self.where}: the reference is constant over the normalised features where the "

@@ -6,9 +6,11 @@ the inputs followed by their references, ``cat([x, x_ref])``, as the DeepLIFT at
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +39,32 @@ class GuidedReLU(nn.Module):
         return _GuidedReLUFunction.apply(x)
 
 
+# The number of (input, reference) pairs of the pass a DeepLIFT attributor is running, so that every
+# rule can check that the first dimension of what it sees is that batch (a sequence-first transformer
+# moves it elsewhere, and halving another dimension would give silently wrong maps).
+_PAIRS: contextvars.ContextVar[int | None] = contextvars.ContextVar("xai_bench_pairs", default=None)
+
+
+@contextlib.contextmanager
+def pairs_in_pass(pairs: int) -> Iterator[None]:
+    """Run the rules of a DeepLIFT forward pass over ``pairs`` inputs followed by their references."""
+    token = _PAIRS.set(pairs)
+    try:
+        yield
+    finally:
+        _PAIRS.reset(token)
+
+
 def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
     n = t.shape[0]
+    pairs = _PAIRS.get()
+    if pairs is not None and n != 2 * pairs:
+        raise SurgeryError(
+            f"A DeepLIFT rule saw a tensor of shape {tuple(t.shape)} whose first dimension is not the batch of "
+            f"{2 * pairs} (inputs, then their references): the model moves the batch dimension (a sequence-first "
+            "transformer, a reshape that folds the batch into another dimension), which the rules cannot follow. "
+            "Keep the batch first, or use a gradient method or occlusion."
+        )
     if n % 2:
         raise SurgeryError(
             f"A DeepLIFT rule saw a batch of {n}; it expects inputs followed by their references "
@@ -175,6 +201,7 @@ class _RescaleMaxPoolFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, pool: Callable[[Tensor], tuple[Tensor, Tensor]], eps: float) -> Tensor:
+        _halves(x)
         y, idx = pool(x)
         ctx.eps = eps
         ctx.save_for_backward(x, y, idx)
@@ -266,6 +293,7 @@ class _ProductFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        _halves(a), _halves(b)  # both must carry the batch first
         ctx.fn = fn
         ctx.save_for_backward(a, b)
         return fn(a, b)
