@@ -42,11 +42,12 @@ def test_the_page_shows_every_sample_target_and_method_over_its_input(stores, tm
     assert "99th percentile" in page and "http" not in page.replace("http-equiv", "")  # nothing fetched online
     pictures = sorted(p.name for p in (tmp_path / "r" / "img").iterdir())
     # Sample 2 has two targets and each target a row: input, saliency, occlusion.
-    assert {"0-2-0-saliency.png", "0-2-1-saliency.png", "0-2-1-occlusion.png", "0-2-input.png"} <= set(pictures)
+    # Files are named store-sample-target-method by position: names from labels could collide.
+    assert {"0-2-0-0.png", "0-2-1-0.png", "0-2-1-1.png", "0-2-input.png"} <= set(pictures)
     assert any(name.startswith("profile0-") for name in pictures)
     for name in re.findall(r"src='img/([^']+)'", page):
         assert name in pictures, name
-    overlay = np.asarray(Image.open(tmp_path / "r" / "img" / "0-2-1-saliency.png").convert("RGB"), dtype=float)
+    overlay = np.asarray(Image.open(tmp_path / "r" / "img" / "0-2-1-0.png").convert("RGB"), dtype=float)
     assert overlay.shape[:2] == (16, 16) and overlay.std() > 5
 
 
@@ -58,6 +59,9 @@ def test_a_report_replaces_its_own_folder_but_nothing_else(stores, tmp_path):
     assert not (tmp_path / "r" / "img" / "stale.png").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(InvalidParameterError, match="exists and is not a report"):
+        report([maps], tmp_path / "mine")
+    (tmp_path / "mine" / "index.html").write_text("<html>a site of one's own</html>")
     with pytest.raises(InvalidParameterError, match="exists and is not a report"):
         report([maps], tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"

@@ -34,6 +34,10 @@ _SCALE = (
 )
 
 
+# Marks a folder as a report, the only kind of folder report() replaces.
+_MARK = ".xai_bench_report"
+
+
 @dataclass
 class _Store:
     name: str
@@ -69,8 +73,10 @@ def report(
     maps = [s for s in opened if s.kind == "maps"]
     profiles = [s for s in opened if s.kind == "profile"]
     target = Path(out)
-    if target.exists() and not (target / "index.html").exists():
-        raise InvalidParameterError(f"{os.fspath(target)!r} exists and is not a report; choose another --out.")
+    if target.exists() and not (target / _MARK).exists():
+        raise InvalidParameterError(
+            f"{os.fspath(target)!r} exists and is not a report written by xai_bench; choose another --out."
+        )
     building = target.with_name(f".{target.name}.partial")
     shutil.rmtree(building, ignore_errors=True)
     (building / "img").mkdir(parents=True)
@@ -94,6 +100,7 @@ def report(
         bar.close()
         body.append(_pager(pages))
     (building / "index.html").write_text(_page(title, "\n".join(body)), encoding="utf-8")
+    (building / _MARK).write_text("A report written by xai_bench.report; writing the report again replaces it.\n")
     if target.exists():
         shutil.rmtree(target)
     os.replace(building, target)
@@ -167,7 +174,7 @@ def _summary(maps: list[_Store], profiles: list[_Store], samples: list[Any], pag
         groups = ", ".join(str(g) for g in s.ds["group"].values) if "group" in s.ds.coords else ""
         rows.append(
             f"<tr><td>{_e(s.name)}</td><td>profiles</td><td>{_e(attrs.get('model', '?'))}</td>"
-            f"<td>{attrs.get('samples', '?')}</td><td>groups: {_e(groups)}</td>"
+            f"<td>{_e(attrs.get('samples', '?'))}</td><td>groups: {_e(groups)}</td>"
             f"<td><details><summary>provenance</summary><pre>{_e(_provenance(attrs))}</pre></details></td></tr>"
         )
     head = "<tr><th>store</th><th>holds</th><th>model</th><th>samples</th><th>methods</th><th></th></tr>"
@@ -195,8 +202,8 @@ def _profile(store: _Store, folder: Path, index: int) -> str:
 
     parts = [f"<h3>{_e(store.name)}</h3>"]
     layers = [str(name)[: -len("_top")] for name in store.ds.data_vars if str(name).endswith("_top")]
-    for layer in layers:
-        name = f"profile{index}-{_slug(layer)}.png"
+    for number, layer in enumerate(layers):
+        name = f"profile{index}-layer{number}.png"
         fig = plot_naps(store.ds, layer, top=4)
         fig.savefig(folder / name, dpi=80)
         plt.close(fig)
@@ -234,17 +241,15 @@ def _sample(sample: Any, position: int, page: int, maps: list[_Store], folder: P
                 if t == 0:
                     plt.imsave(folder / name, _rgb(image))
                 cells.append(_cell(name, "input", ""))
-            for method in method_ids(ds):
-                name = f"{k}-{position}-{t}-{_slug(method)}.png"
+            for m, method in enumerate(method_ids(ds)):
+                name = f"{k}-{position}-{t}-{m}.png"
                 try:
                     values = select_map(ds, method, sample=sample, target=target).values
                 except KeyError:
                     cells.append(f"<div class='cell empty'>{_e(method)}: no map</div>")
                     continue
                 limit = colour_limit([values.sum(0)], percentile)
-                base = image if image is not None else np.full(values.shape[-2:], 0.5)
-                plt.imsave(folder / name, overlay(base, values, alpha=alpha if image is not None else 1.0,
-                                                  percentile=percentile, limit=limit))  # fmt: skip
+                plt.imsave(folder / name, _picture(image, values, alpha, limit))
                 cells.append(_cell(name, method, f"|map| limit {limit:.3g}"))
             score = _score(ds, sample, target)
             shown = f"logit {score:.3g}" if np.isfinite(score) else "no score"
@@ -284,8 +289,11 @@ def _pager(pages: int) -> str:
     )
 
 
-def _slug(text: Any) -> str:
-    return "".join(c if c.isalnum() else "_" for c in str(text))[:60]
+def _picture(image: np.ndarray | None, values: np.ndarray, alpha: float, limit: float) -> np.ndarray:
+    """The map over its input, or on grey where there is no input or one that is not grey or RGB."""
+    if image is not None and image.shape[0] in (1, 3):
+        return overlay(image, values, alpha=alpha, limit=limit)
+    return overlay(np.full(values.shape[-2:], 0.5), values, alpha=1.0, limit=limit)
 
 
 def _e(text: Any) -> str:
