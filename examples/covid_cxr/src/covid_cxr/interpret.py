@@ -113,7 +113,7 @@ def table_by_group(
 def profile_models(
     models: Mapping[str, nn.Module], prepared: PreparedSet, rows: Sequence[int], folder: Path, *,
     batch_size: int | str = "auto", memory_budget: str | None = None, device: str | None = None,
-    progress: bool = True,
+    keys: Mapping[str, str] | None = None, progress: bool = True,
 ) -> dict[str, Path]:  # fmt: skip
     """NAPs and dead feature maps at the study's layers (ResNets and DenseNets), per group; one store each."""
     done = {}
@@ -125,9 +125,14 @@ def profile_models(
         except xai_bench.InvalidParameterError:
             continue  # the study profiled the ResNets and DenseNet161
         store = folder / "profiles" / f"{name}.zarr"
-        if not store.exists():
+        # A profile is made again when what it was made from (``keys``: images and checkpoint) changed.
+        key = (keys or {}).get(name, "")
+        stamp = store.with_suffix(".made-from")
+        if not store.exists() or not stamp.exists() or stamp.read_text() != key:
             profile(model, x, layers=layers, groups=groups, group_names=list(GROUPS), batch_size=batch_size,
-                    memory_budget=memory_budget, store=store, device=device, progress=progress)  # fmt: skip
+                    memory_budget=memory_budget, store=store, overwrite=True, device=device,
+                    progress=progress)  # fmt: skip
+            stamp.write_text(key)
         done[name] = store
     return done
 

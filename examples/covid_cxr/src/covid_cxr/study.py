@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -49,7 +50,7 @@ from .interpret import (
 from .models import ARCHITECTURES, NAMES
 from .prepared import PreparedSet, prepare_set
 from .scores import majority_vote, mean_probability, multilabel_scores, threshold, write_table2
-from .splits import Split, leakage, subject_splits
+from .splits import Split, leakage, subject_splits, unmatched
 from .train import TrainConfig, predict, train
 
 #: The stages in order; each runs those before it.
@@ -116,6 +117,10 @@ def data_stage(
     else:
         splits = list(splits)
         for k, split in enumerate(splits):
+            missing = unmatched(split, records)
+            if missing:
+                warnings.warn(f"split {k}: {len(missing)} ids name no image of this data (e.g. {sorted(missing)[:3]}); "
+                              "they are left out.", stacklevel=2)  # fmt: skip
             leaked = leakage(split, records)
             if leaked:
                 warnings.warn(f"split {k}: {len(leaked)} subjects have images on two sides (e.g. "
@@ -141,6 +146,16 @@ def train_stage(prepared: PreparedSet, splits: Sequence[Split], folder: Path, co
     return trained
 
 
+def made_from(folder: Path, fold: int, models: Sequence[str], rows: Sequence[int]) -> str:
+    """What an output of ``fold`` is made from: its images and the checkpoints (by their last write), so
+    that one made before a split, the models or the size changed is made again, never reused."""
+    parts = [list(map(int, rows))]
+    for name in models:
+        checkpoint = folder / "checkpoints" / f"fold{fold}" / f"{name}.pt"
+        parts.append([name, checkpoint.stat().st_mtime_ns if checkpoint.exists() else None])
+    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=12).hexdigest()
+
+
 def evaluate_stage(prepared: PreparedSet, splits: Sequence[Split], trained, folder: Path,
                    config: StudyConfig) -> dict[str, list[dict]]:  # fmt: skip
     """Test probabilities per fold and model (kept as ``predictions/fold<k>.npz``), the scores of each model
@@ -149,14 +164,15 @@ def evaluate_stage(prepared: PreparedSet, splits: Sequence[Split], trained, fold
     for k, split in enumerate(splits):
         rows = prepared.rows_of(split.test)
         path = folder / "predictions" / f"fold{k}.npz"
-        if path.exists():
-            stored = np.load(path)
+        key = made_from(folder, k, config.models, rows)
+        stored = np.load(path) if path.exists() else None
+        if stored is not None and "key" in stored and str(stored["key"]) == key:
             probs = {name: stored[name] for name in config.models}
-        else:
+        else:  # none yet, or made from other test images or other checkpoints
             x = prepared.float_images(rows)
             probs = {name: predict(trained[(k, name)], x, device=config.device).numpy() for name in config.models}
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **probs, rows=np.asarray(rows))
+            np.savez(path, **probs, rows=np.asarray(rows), key=np.asarray(key))
         truth = prepared.targets[rows].numpy().astype(np.int64)
         labels = list(prepared.outputs)
         decisions = {NAMES[name]: threshold(p, config.threshold) for name, p in probs.items()}
@@ -317,8 +333,9 @@ class Study:
             k = config.explain_fold
             test_rows = [int(r) for r in np.load(self.folder / "predictions" / f"fold{k}.npz")["rows"]]
             models = {name: trained[(k, name)] for name in config.models}
+            keys = {name: made_from(self.folder, k, [name], test_rows) for name in config.models}
             return profile_models(models, prepared, test_rows, self.folder, batch_size=config.explain_batch_size,
-                                  memory_budget=config.memory_budget, device=config.device,
+                                  memory_budget=config.memory_budget, device=config.device, keys=keys,
                                   progress=self.progress)  # fmt: skip
 
         return self._once("profile", work)
