@@ -3,6 +3,7 @@ products (the two-player Shapley value by enumeration), layer norm and softmax (
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import warnings
@@ -158,7 +159,9 @@ def test_layer_norm_is_its_composition_with_the_rules_applied_by_hand():
     )
     by_hand = weight[:, None] * (d_y_d_c @ centre)
     expected_change = (norm(x)[0] - norm(x0)[0]).detach()
-    for j in range(n):
+    # The step-by-step composition, and the closed form of it that DeepLIFT runs.
+    for fused, j in itertools.product((False, True), range(n)):
+        rule.fused = fused
         both = torch.cat([x, x0]).requires_grad_(True)
         rule(both)[0, j].backward()
         torch.testing.assert_close(both.grad[0], by_hand[j], rtol=1e-11, atol=1e-13)

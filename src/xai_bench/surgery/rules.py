@@ -301,9 +301,10 @@ class _ProductFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         a, b = ctx.saved_tensors
-        if ctx.fn is operator.mul:  # the common case (gates), without the generic route's extra passes
+        if ctx.fn is operator.mul:  # the common case (gates, layer norm), without the generic route's passes
+            # Halving after the sum over broadcast dimensions touches the smaller tensor.
             return (_per_half(grad, _half_mean(b)).sum_to_size(a.shape),
-                    _per_half(grad, _half_mean(a)).sum_to_size(b.shape), None)  # fmt: skip
+                    _per_half(grad, torch.add(*_halves(a))).sum_to_size(b.shape) / 2, None)  # fmt: skip
         a_mean, b_mean = _mean_of_halves(a), _mean_of_halves(b)
         with torch.enable_grad():
             probe_a = a.detach().requires_grad_(True)
