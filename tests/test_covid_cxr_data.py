@@ -159,3 +159,15 @@ def test_split_files_may_name_images_and_leakage_counts_the_subjects_they_split(
     assert leakage(Split(0, ("0", "1"), (), ("2", "3", "p9_1")), records) == {}
     with pytest.raises(ValueError, match="cohen/p0_0.png is named on two sides of the split \\(train, test\\)"):
         leakage(Split(0, ("0",), (), ("p0_0",)), records)
+
+
+def test_an_image_wise_split_leaks_the_subjects_with_several_images():
+    from covid_cxr.datasets import Record
+    from covid_cxr.splits import image_split_leak
+
+    h = Hierarchy.load()
+    alone = [Record(Path(f"{i}.png"), h.closure(["COVID-19"]), f"s{i}", "PA", "x") for i in range(100)]
+    assert image_split_leak(alone, seed=3) == 0.0  # one image per subject: nothing to leak
+    pairs = [Record(Path(f"{i}.png"), h.closure(["COVID-19"]), f"s{i // 2}", "PA", "x") for i in range(1000)]
+    # Each test image's partner is in training with probability about 0.6 (the training share).
+    assert 0.5 < image_split_leak(pairs, seed=3) < 0.7

@@ -106,3 +106,15 @@ def load_split(path: str | Path) -> Split:
     if both:
         raise ValueError(f"{path}: subjects on two sides of the split: {sorted(both)[:10]}.")
     return Split(int(data["seed"]), train, val_part, test_part)
+
+
+def image_split_leak(records: Sequence[Record], *, test: float = 0.4, seed: int = 0) -> float:
+    """The share of test images whose subject also has an image in training when ``records`` are split
+    by image rather than by subject (``test`` of the images to test, drawn with ``seed``): what an
+    image-wise split leaks."""
+    order = list(records)
+    random.Random(seed).shuffle(order)
+    n_test = round(len(order) * test)
+    trained = {r.subject for r in order[n_test:]}
+    tested = order[:n_test]
+    return sum(r.subject in trained for r in tested) / max(1, len(tested))
