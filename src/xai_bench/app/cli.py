@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.errors import InvalidParameterError, StoreDamagedError, XaiBenchError
+from ..core.errors import InvalidInputError, InvalidParameterError, StoreDamagedError, XaiBenchError
+
+#: The seconds ``run --scheduler`` waits for the scheduler to answer (dask's own default is 30).
+CONNECT_TIMEOUT = 10.0
 
 
 def _methods(args: argparse.Namespace) -> int:
@@ -46,6 +50,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..scale.factories import FactoryWithCheckpoint, load_factory
     from ..storage.zarr_io import open_maps
 
+    _sound(args.store)  # refuse damaged chunks before any work, not halfway through the metrics
     model = None
     if args.model:
         load_factory(args.model)
@@ -90,6 +95,7 @@ def _plugins(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    _writable(args.out, "--out")
     result = run_demo(args.out, steps=args.steps)
     print(f"test accuracy of the demo CNN: {result.accuracy:.1%}")
     print("share of |attribution| inside the object (higher is better; objects cover about 4% of the pixels):")
@@ -99,6 +105,64 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"max |completeness delta| of {method}: {delta:.2e}")
     print(f"maps: {result.store}\nfigure: {result.figure}")
     return 0
+
+
+def _sound(store: str) -> None:
+    """Refuse a store with damaged samples in one line that says how to find and mend them."""
+    from ..storage.zarr_io import verify_store
+
+    damaged = list(verify_store(store, read=True).damaged)
+    if damaged:
+        shown = ", ".join(repr(s) for s in damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        raise StoreDamagedError(
+            f"{store} has {len(damaged)} damaged samples ({shown}); `xai-bench verify {store}` lists their arrays, "
+            "and the same `xai-bench run` again recomputes them."
+        )
+
+
+def _writable(path: str, option: str) -> None:
+    """Refuse, before any work, an output path whose nearest existing folder is a file or read-only."""
+    folder = Path(path).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {folder} is a file, not a folder; choose another path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {path}: the folder {folder} is read-only; choose a folder you can write.")
+
+
+def _client(address: str, timeout: float):
+    from dask.distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except ValueError as exc:  # distributed's parse of the address: no port, unknown protocol
+        raise InvalidParameterError(f"--scheduler {address!r} is no dask scheduler address: {exc}") from exc
+    except OSError as exc:  # distributed raises OSError (a TimeoutError) when nothing answers
+        raise ConnectionError(
+            f"no dask scheduler answered at {address!r} within {timeout:g} s; start one (`dask scheduler`), check "
+            "the address, or wait longer with --connect-timeout."
+        ) from exc
+
+
+def _positive(kind: type, text: str, what: str) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _positive(int, text, "a whole number of at least 1")
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    return _positive(float, text, "a number above 0")
 
 
 def _targets(text: str):
@@ -139,31 +203,45 @@ def _run(args: argparse.Namespace) -> int:
                 "an input_normalization attribute, e.g. 'imagenet', to have it recorded)."
             )
         dataset = load_factory(args.dataset)()
+        _check_dataset(dataset, args.dataset)
     else:
         dataset = ImageFolder(args.images, size=args.size, channels=args.channels, normalize=args.normalize)
-    client = None
-    if args.scheduler:
-        from dask.distributed import Client
-
-        client = Client(args.scheduler)
-    summary = run(
-        factory if client is not None else factory(),
-        dataset,
-        methods=_methods_arg(args.methods),
-        store=args.store,
-        targets=_targets(args.targets),
-        labels=args.labels.split(",") if args.labels else None,
-        task=args.task,
-        batch_size=args.batch_size,
-        memory_budget=args.budget,
-        device=args.device,
-        client=client,
-        verify=not args.no_verify,
-        progress=True,
-        store_inputs=args.store_inputs,
-    )
+    _writable(args.store, "--store")
+    client = _client(args.scheduler, args.connect_timeout) if args.scheduler else None
+    try:
+        summary = run(
+            factory if client is not None else factory(),
+            dataset,
+            methods=_methods_arg(args.methods),
+            store=args.store,
+            targets=_targets(args.targets),
+            labels=args.labels.split(",") if args.labels else None,
+            task=args.task,
+            batch_size=args.batch_size,
+            memory_budget=args.budget,
+            device=args.device,
+            client=client,
+            verify=not args.no_verify,
+            progress=True,
+            store_inputs=args.store_inputs,
+        )
+    finally:
+        if client is not None:
+            client.close()
     print(f"{summary.computed} samples explained, {summary.skipped} already done: {summary.store}")
     return 0
+
+
+def _check_dataset(dataset: object, name: str) -> None:
+    import torch
+
+    if isinstance(dataset, torch.utils.data.DataLoader):
+        dataset = dataset.dataset  # run() explains a loader's data set
+    if isinstance(dataset, (str, bytes)) or not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise InvalidInputError(
+            f"--dataset {name!r} returned {type(dataset).__name__!r}, not a data set; it must return a map-style "
+            "data set (len() and indexing) of image tensors, (image, id) pairs or dicts with 'image' and 'id'."
+        )
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -230,6 +308,9 @@ def _report(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from .report import report
 
+    for store in args.stores:
+        _sound(store)
+    _writable(args.out, "--out")
     page = report(args.stores, args.out, title=args.title, per_page=args.per_page, progress=True)
     print(page)
     return 0
@@ -243,56 +324,92 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit 2), pointing at ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; `{self.prog} --help` lists the options.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xai-bench", description="Interpretability for PyTorch image classifiers.")
+    parser = OneLineParser(prog="xai-bench", description="Interpretability for PyTorch image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list attribution methods").set_defaults(func=_methods)
     sub.add_parser("plugins", help="list loaded plugins").set_defaults(func=_plugins)
     demo = sub.add_parser("demo", help="explain a tiny CNN on generated shapes with every method")
-    demo.add_argument("--out", default="demo_out", help="folder for maps.zarr and maps.png")
-    demo.add_argument("--steps", type=int, default=300, help="training steps of the demo CNN")
+    demo.add_argument("--out", default="demo_out", help="folder for maps.zarr and maps.png (default: demo_out)")
+    demo.add_argument("--steps", type=positive_int, default=300, help="training steps of the demo CNN (default: 300)")
     demo.set_defaults(func=_demo)
 
     runp = sub.add_parser("run", help="explain every image of a folder into a zarr store (resumable)")
-    runp.add_argument("--model", required=True, help="model factory as 'package.module:function'")
-    runp.add_argument("--checkpoint", help="state dict to load (torch.load with weights_only=True)")
+    runp.add_argument("--model", required=True, help="model factory as 'package.module:function' (required)")
+    runp.add_argument(
+        "--checkpoint", help="state dict to load (torch.load with weights_only=True; default: the factory's weights)"
+    )
     source = runp.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", help="folder of images (searched recursively)")
-    source.add_argument("--dataset", help="dataset factory as 'package.module:function' (a map-style dataset)")
-    runp.add_argument("--size", type=int, default=224, help="images are resized to size x size")
-    runp.add_argument("--channels", type=int, default=3, choices=(1, 3), help="1: grayscale; 3: RGB (grey repeated)")
+    source.add_argument("--images", help="folder of images, searched recursively (this or --dataset)")
+    source.add_argument(
+        "--dataset", help="dataset factory as 'package.module:function', a map-style dataset (this or --images)"
+    )
+    runp.add_argument(
+        "--size", type=positive_int, default=224, help="images are resized to size x size pixels (default: 224)"
+    )
+    runp.add_argument(
+        "--channels", type=int, default=3, choices=(1, 3), help="1: grayscale; 3: RGB, grey repeated (default: 3)"
+    )
     runp.add_argument(
         "--normalize",
         help="normalise the images: 'imagenet', or the means then the standard deviations as one comma list "
-        "(recorded in the store, undone in pictures)",
+        "(recorded in the store, undone in pictures; default: none)",
     )
-    runp.add_argument("--store-inputs", action="store_true", help="keep the images in the store (for show/report)")
+    runp.add_argument(
+        "--store-inputs", action="store_true", help="keep the images in the store, for show/report (default: off)"
+    )
     runp.add_argument(
         "--methods",
         nargs="+",
         required=True,
         help="comma-separated method ids (saliency,deeplift), or a JSON object of ids and parameters "
-        '(\'{"integrated_gradients": {"n_steps": 32}}\')',
+        '(\'{"integrated_gradients": {"n_steps": 32}}\'; required)',
     )
-    runp.add_argument("--targets", default="predicted", help="'predicted', 'all' or a comma list of indices/labels")
-    runp.add_argument("--labels", help="comma-separated label names, one per model output")
-    runp.add_argument("--task", default="multiclass", choices=("multiclass", "multilabel"))
-    runp.add_argument("--store", required=True, help="zarr store to write (or resume)")
+    runp.add_argument(
+        "--targets",
+        default="predicted",
+        help="'predicted', 'all' or a comma list of indices/labels (default: predicted)",
+    )
+    runp.add_argument("--labels", help="comma-separated label names, one per model output (default: the indices)")
+    runp.add_argument(
+        "--task",
+        default="multiclass",
+        choices=("multiclass", "multilabel"),
+        help="what 'predicted' means: the top class, or every output above 0.5 (default: multiclass)",
+    )
+    runp.add_argument("--store", required=True, help="zarr store to write or resume (required)")
     runp.add_argument("--budget", help="memory budget, e.g. 4GiB (default: half the free memory)")
-    runp.add_argument("--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto'")
+    runp.add_argument(
+        "--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto' (default: auto)"
+    )
     runp.add_argument("--device", help="e.g. cuda:0 (default: where the model is)")
-    runp.add_argument("--scheduler", help="dask scheduler address, to spread the work over a cluster")
+    runp.add_argument(
+        "--scheduler", help="dask scheduler address, to spread the work over a cluster (default: this process)"
+    )
+    runp.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=CONNECT_TIMEOUT,
+        help=f"seconds to wait for the --scheduler to answer (default: {CONNECT_TIMEOUT:g})",
+    )
     runp.add_argument(
         "--no-verify",
         action="store_true",
         help="on a resume, skip reading the store's checksums and the done samples' images (missing chunks "
-        "are still found)",
+        "are still found; default: read them)",
     )
     runp.set_defaults(func=_run)
 
     show = sub.add_parser("show", help="draw the maps of one sample of a store to PNG")
-    show.add_argument("store")
-    show.add_argument("--sample", required=True, help="sample id")
+    show.add_argument("store", help="zarr store of run/explain")
+    show.add_argument("--sample", required=True, help="sample id (required)")
     show.add_argument("--target", help="target label or index (default: the highest-scoring)")
     show.add_argument("--methods", nargs="+", help="method ids to draw, comma-separated (default: all)")
     show.add_argument(
@@ -300,40 +417,52 @@ def build_parser() -> argparse.ArgumentParser:
         default="map",
         choices=("map", "sample", "method"),
         help="which maps share colour limits: each map its own (map), the sample's methods (sample), or a method's "
-        "samples (method)",
+        "samples (method) (default: map)",
     )
     show.add_argument("--out", help="PNG path (default: <sample>.png)")
     show.set_defaults(func=_show)
 
     sub.add_parser("metrics", help="list metrics that score maps").set_defaults(func=_metrics)
     scoring = sub.add_parser("evaluate", help="score a store's maps with metrics, into the same store")
-    scoring.add_argument("store")
+    scoring.add_argument("store", help="zarr store of run/explain; the scores are written into it")
     scoring.add_argument(
         "--metrics",
         nargs="+",
         required=True,
-        help="comma-separated metric ids (deletion,insertion), or a JSON object of ids and parameters",
+        help="comma-separated metric ids (deletion,insertion), or a JSON object of ids and parameters (required)",
     )
-    scoring.add_argument("--model", help="model factory as 'package.module:function' (for metrics that call it)")
-    scoring.add_argument("--checkpoint", help="state dict to load (torch.load with weights_only=True)")
-    scoring.add_argument("--masks", help="ground-truth masks, a .npy array (N, 1, H, W) or (N, T, H, W)")
+    scoring.add_argument(
+        "--model", help="model factory as 'package.module:function', for metrics that call it (default: none)"
+    )
+    scoring.add_argument(
+        "--checkpoint", help="state dict to load (torch.load with weights_only=True; default: the factory's weights)"
+    )
+    scoring.add_argument(
+        "--masks", help="ground-truth masks, a .npy array (N, 1, H, W) or (N, T, H, W) (default: none)"
+    )
     scoring.add_argument("--methods", nargs="+", help="method ids to score, comma-separated (default: all)")
     scoring.add_argument("--budget", help="memory budget, e.g. 4GiB (default: half the free memory)")
-    scoring.add_argument("--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto'")
+    scoring.add_argument(
+        "--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto' (default: auto)"
+    )
     scoring.add_argument("--device", help="e.g. cuda:0 (default: cpu)")
-    scoring.add_argument("--overwrite", action="store_true", help="replace metric variables the store has")
+    scoring.add_argument(
+        "--overwrite", action="store_true", help="replace metric variables the store has (default: refuse)"
+    )
     scoring.set_defaults(func=_evaluate)
 
     page = sub.add_parser("report", help="an HTML report of stores of maps and profiles (offline, paged)")
     page.add_argument("stores", nargs="+", help="zarr stores of run/explain (side by side) and of profile")
     page.add_argument("--out", default="report", help="folder for index.html and its images (default: report)")
-    page.add_argument("--title", default="xai_bench report")
-    page.add_argument("--per-page", type=int, default=20, help="samples per page (default: 20)")
+    page.add_argument("--title", default="xai_bench report", help="the page's title (default: xai_bench report)")
+    page.add_argument("--per-page", type=positive_int, default=20, help="samples per page (default: 20)")
     page.set_defaults(func=_report)
 
     check = sub.add_parser("verify", help="check every done sample's chunks (checksums); exit 1 if any is damaged")
-    check.add_argument("store")
-    check.add_argument("--quick", action="store_true", help="only check that every chunk exists, read none")
+    check.add_argument("store", help="zarr store of run/explain")
+    check.add_argument(
+        "--quick", action="store_true", help="only check that every chunk exists, read none (default: read all)"
+    )
     check.set_defaults(func=_verify)
     return parser
 
@@ -346,9 +475,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (XaiBenchError, FileNotFoundError, json.JSONDecodeError) as exc:
-        print(f"xai-bench: error: {exc}", file=sys.stderr)
+    # The project's errors, and the system's about files, folders and connections (a read-only folder,
+    # a full disk, no scheduler), are the user's to fix: one line each. Anything else is a bug: a traceback.
+    except (XaiBenchError, OSError, json.JSONDecodeError) as exc:
+        print(f"xai-bench: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line; an OSError of the system as its reason and the path it names."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        text = f"{exc.strerror}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":
