@@ -69,7 +69,7 @@ def test_a_folder_and_csv_of_ones_own(tmp_path):
     assert records[0].labels == {"COVID-19", "viral", "pneumonia", "ARDS"} and records[0].subject == "csv:A"
     assert records[1].subject == "csv:p2.png"  # no patient id: each image is its own subject
     table.write_text("file,labels\np1.png,Tuberculosis\n")
-    with pytest.raises(UnknownFindingError, match="labels.csv:2: unknown finding 'Tuberculosis'"):
+    with pytest.raises(UnknownFindingError, match=r"labels.csv: unknown labels 'Tuberculosis' \(line 2\);"):
         csv_folder(tmp_path / "scans", table)
 
 

@@ -7,15 +7,37 @@ the earlier ones first (free when they are done).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
+import json
+import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import xai_bench
+
+
+class InputError(ValueError):
+    """A bad argument, or data that cannot be read as the study's, found before the study starts."""
+
+
+@contextlib.contextmanager
+def _reading_inputs() -> Iterator[None]:
+    # The loaders raise ValueError for what they cannot read (unknown labels, a split file that is no
+    # split): there it is the user's input at fault. Later, a ValueError is a bug and keeps its traceback.
+    try:
+        yield
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def _quick(args: argparse.Namespace) -> int:
+    from .models import ARCHITECTURES
     from .quick import QuickConfig, quick
 
+    _fits(args.size, ARCHITECTURES)
     config = QuickConfig(images=args.images, size=args.size, folds=args.folds, epochs=args.epochs,
                          explain_images=args.explain_images, seed=args.seed)  # fmt: skip
     report = quick(args.out, config)
@@ -23,20 +45,46 @@ def _quick(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fits(size: int, models: Sequence[str]) -> None:
+    from .models import MIN_SIZE
+
+    small = [m for m in models if size < MIN_SIZE[m]]
+    if small:
+        need = max(MIN_SIZE[m] for m in small)
+        them = "it" if len(small) == 1 else "them"
+        raise InputError(
+            f"--size {size} is below the smallest input of {', '.join(small)} ({need} px); give --size {need} or "
+            f"more, or leave {them} out of --models."
+        )
+
+
+def _json(path: str, option: str):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{option} {path} is not JSON: {exc}") from exc
+
+
 def _records(args: argparse.Namespace):
     from .datasets import cohen_collection, csv_folder, kermany, study_sample
+    from .labels import Hierarchy
 
+    if not (args.cohen or args.kermany or args.csv):
+        raise InputError("give --cohen, --kermany and/or --csv FOLDER TABLE: the study needs images.")
+    hierarchy = Hierarchy.load()
+    if args.labels:
+        hierarchy = hierarchy.with_labels(_json(args.labels, "--labels"), args.labels)
     records = []
     if args.cohen:
-        records += cohen_collection(args.cohen)
+        records += cohen_collection(args.cohen, hierarchy)
     if args.kermany:
         ker = kermany(args.kermany)
         records += study_sample(ker, healthy=args.healthy, viral=args.viral, bacterial=args.bacterial, seed=args.seed)
     if args.csv:
         folder, table = args.csv
-        records += csv_folder(folder, table)
+        records += csv_folder(folder, table, hierarchy)
     if not records:
-        raise SystemExit("covid-cxr: error: give --cohen, --kermany and/or --csv FOLDER TABLE")
+        raise InputError("none of the images given is a frontal X-ray with a known finding; nothing to study.")
     return records
 
 
@@ -46,16 +94,24 @@ def _study(args: argparse.Namespace) -> int:
 
     config = StudyConfig(size=args.size, folds=len(args.split_files) if args.split_files else args.folds,
                          epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, pretrained=args.pretrained,
-                         device=args.device, models=tuple(args.models.split(",")), threshold=args.threshold,
+                         device=args.device, models=args.models, threshold=args.threshold,
                          explain_images=args.explain_images, ig_steps=args.ig_steps,
                          occlusion_windows=args.occlusion_windows, memory_budget=args.memory_budget,
-                         explain_batch_size=_batch_size(args.explain_batch_size))  # fmt: skip
+                         explain_batch_size=args.explain_batch_size)  # fmt: skip
+    stage = "report" if args.command == "study" else args.command
+    if stage != "data":
+        _fits(args.size, args.models)
+    if args.occlusion_windows > args.size:
+        raise InputError(f"--occlusion-windows {args.occlusion_windows} is more than --size {args.size}: the "
+                         "occlusion window (size / windows) would be under a pixel.")  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        records = _records(args)
-        splits = [load_split(path) for path in args.split_files] if args.split_files else None
+        with _reading_inputs():
+            records = _records(args)
+            for path in args.split_files or ():
+                _json(path, "--split-files")  # load_split's own error would not name the file
+            splits = [load_split(path) for path in args.split_files] if args.split_files else None
         study = Study(records, args.out, config, splits=splits)
-        stage = "report" if args.command == "study" else args.command
         done = study.until(stage)
     out = Path(args.out)
     if stage == "data":
@@ -76,23 +132,125 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(kind: Callable[[str], float], low: float, what: str, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``kind`` at least ``low`` (above it with ``above``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive = _number(int, 1, "a whole number of at least 1")
+count = _number(int, 0, "a whole number of at least 0")
+
+
+def share(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    value = _number(float, 0, "a number between 0 and 1", above=True)(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
 def _batch_size(text: str) -> int | str:
-    return text if text == "auto" else int(text)
+    if text == "auto":
+        return text
+    try:
+        return positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of images or 'auto', got {text!r}") from None
+
+
+def _models(text: str) -> tuple[str, ...]:
+    from .models import ARCHITECTURES
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        if name not in ARCHITECTURES:
+            close = difflib.get_close_matches(name, ARCHITECTURES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"unknown architecture {name!r}{hint}; the study's are {', '.join(ARCHITECTURES)}"
+            )
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated architectures, got {text!r}")
+    return names
+
+
+def _device(text: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is no device ({exc})") from None
+    if device.type == "cuda":
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= have:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {have or 'no'} CUDA device{'s' if have > 1 else ''}; use --device cpu"
+                + (f" or cuda:0 to cuda:{have - 1}" if have else "")
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no MPS device; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the study runs on cpu, cuda or mps")
+    return text
+
+
+def _budget(text: str) -> str:
+    import torch
+
+    from xai_bench.engine.memory import parse_budget
+
+    try:
+        parse_budget(text, torch.device("cpu"))
+    except xai_bench.InvalidParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
+    return text
+
+
+def _path(kind: str) -> Callable[[str], str]:
+    """An argparse type: a path that exists, and is a folder (``kind="folder"``) or a file (``"file"``)."""
+
+    def parse(text: str) -> str:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"no {kind} at {text}")
+        if (kind == "folder" and not path.is_dir()) or (kind == "file" and not path.is_file()):
+            raise argparse.ArgumentTypeError(f"{text} is no {kind}")
+        return text
+
+    return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit 2), pointing at ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; `{self.prog} --help` lists the options.\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import ARCHITECTURES
 
-    parser = argparse.ArgumentParser(prog="covid-cxr", description="The COVID-19 chest X-ray study on xai_bench.")
+    parser = OneLineParser(prog="covid-cxr", description="The COVID-19 chest X-ray study on xai_bench.")
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quick", help="the whole study on synthetic phantoms, on a CPU (minutes)")
-    q.add_argument("--out", default="covid_cxr_quick")
-    q.add_argument("--images", type=int, default=400)
-    q.add_argument("--size", type=int, default=80)
-    q.add_argument("--folds", type=int, default=2)
-    q.add_argument("--epochs", type=int, default=6)
-    q.add_argument("--explain-images", type=int, default=16)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default="covid_cxr_quick", help="output folder (default: covid_cxr_quick)")
+    q.add_argument("--images", type=positive, default=400, help="phantoms to draw (default: 400)")
+    q.add_argument("--size", type=positive, default=80, help="image size in pixels, at least 75 (default: 80)")
+    q.add_argument("--folds", type=positive, default=2, help="subject-wise folds (default: 2)")
+    q.add_argument("--epochs", type=positive, default=6, help="training epochs (default: 6)")
+    q.add_argument("--explain-images", type=positive, default=16, help="test images to explain (default: 16)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the phantoms, folds and training (default: 0)")
     q.set_defaults(func=_quick)
     stages = (
         ("study", "the whole study on real data (every stage below, then the report)"),
@@ -106,37 +264,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, text in stages:
         p = sub.add_parser(name, help=text)
-        p.add_argument("--out", default="covid_cxr_study")
-        p.add_argument("--cohen", help="the COVID-19 image data collection (metadata.csv + images/)")
-        p.add_argument("--kermany", help="Kermany's chest_xray folder ({train,test}/{NORMAL,PNEUMONIA})")
-        p.add_argument("--csv", nargs=2, metavar=("FOLDER", "TABLE"), help="your own images and labels CSV")
-        p.add_argument("--healthy", type=int, default=500)
-        p.add_argument("--viral", type=int, default=250)
-        p.add_argument("--bacterial", type=int, default=250)
-        p.add_argument("--size", type=int, default=512)
-        p.add_argument("--folds", type=int, default=5)
-        p.add_argument("--epochs", type=int, default=20)
-        p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--models", default=",".join(ARCHITECTURES))
-        p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (you must have them)")
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--threshold", type=float, default=0.5, help="sigmoid threshold of a positive label")
-        p.add_argument("--split-files", nargs="+", metavar="JSON",
-                       help="the study authors' split files (one fold each) instead of drawing folds")  # fmt: skip
-        p.add_argument("--explain-images", type=int, help="explain this many test images (default: all)")
-        p.add_argument("--ig-steps", type=int, default=32)
-        p.add_argument("--occlusion-windows", type=int, default=16,
-                       help="occlusion window = size / this, stride half the window (16: 32 px at 512)")  # fmt: skip
-        p.add_argument("--memory-budget", help="e.g. 20GiB: the explaining engine's budget (default: what is free)")
-        p.add_argument("--explain-batch-size", default="auto")
+        p.add_argument("--out", default="covid_cxr_study", help="output folder (default: covid_cxr_study)")
+        p.add_argument("--cohen", type=_path("folder"),
+                       help="the COVID-19 image data collection, metadata.csv + images/ (default: none)")  # fmt: skip
+        p.add_argument("--kermany", type=_path("folder"),
+                       help="Kermany's chest_xray folder, {train,test}/{NORMAL,PNEUMONIA} (default: none)")  # fmt: skip
+        p.add_argument("--csv", nargs=2, type=_path("file or folder"), metavar=("FOLDER", "TABLE"),
+                       help="your own images and their labels CSV: file, labels (';'-separated), optional "
+                       "patient_id and view columns (default: none)")  # fmt: skip
+        p.add_argument("--labels", type=_path("file"), metavar="JSON",
+                       help='your labels in the study\'s: a JSON object such as {"covid pneumonia": "COVID-19", '
+                       '"ards + covid": ["ARDS", "COVID-19"]} (default: the study\'s names and aliases)')  # fmt: skip
+        p.add_argument("--healthy", type=count, default=500, help="healthy Kermany images drawn (default: 500)")
+        p.add_argument("--viral", type=count, default=250, help="viral Kermany images drawn (default: 250)")
+        p.add_argument("--bacterial", type=count, default=250, help="bacterial Kermany images drawn (default: 250)")
+        p.add_argument("--size", type=positive, default=512, help="image size in pixels (default: 512)")
+        p.add_argument("--folds", type=positive, default=5,
+                       help="subject-wise folds, unless --split-files are given (default: 5)")  # fmt: skip
+        p.add_argument("--epochs", type=positive, default=20, help="training epochs (default: 20)")
+        p.add_argument("--batch-size", type=positive, default=16, help="training batch size (default: 16)")
+        p.add_argument("--models", type=_models, default=ARCHITECTURES,
+                       help=f"comma-separated architectures (default: {','.join(ARCHITECTURES)})")  # fmt: skip
+        p.add_argument("--pretrained", action="store_true",
+                       help="start from ImageNet weights, which you must have (default: random weights)")  # fmt: skip
+        p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the draws, folds and training (default: 0)")
+        p.add_argument("--threshold", type=share, default=0.5,
+                       help="sigmoid threshold of a positive label (default: 0.5)")  # fmt: skip
+        p.add_argument("--split-files", nargs="+", type=_path("file"), metavar="JSON",
+                       help="the study authors' split files (one fold each) instead of drawing folds "
+                       "(default: draw --folds)")  # fmt: skip
+        p.add_argument("--explain-images", type=positive, help="explain this many test images (default: all)")
+        p.add_argument("--ig-steps", type=positive, default=32, help="integrated gradients' steps (default: 32)")
+        p.add_argument("--occlusion-windows", type=positive, default=16,
+                       help="occlusion window = size / this, stride its half (default: 16: 32 px at 512)")  # fmt: skip
+        p.add_argument("--memory-budget", type=_budget,
+                       help="e.g. 20GiB: the explaining engine's budget (default: half of what is free)")  # fmt: skip
+        p.add_argument("--explain-batch-size", type=_batch_size, default="auto",
+                       help="images per explaining pass, or 'auto' (default: auto)")  # fmt: skip
         p.set_defaults(func=_study)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    # Bad inputs, the library's refusals and the system's errors about files: one line each. Anything
+    # else is a bug: a traceback.
+    except (InputError, xai_bench.XaiBenchError, OSError) as exc:
+        print(f"covid-cxr: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        text = f"{exc.strerror}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

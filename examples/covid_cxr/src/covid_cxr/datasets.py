@@ -114,10 +114,16 @@ def study_sample(
 
 def csv_folder(root: str | Path, table: str | Path, hierarchy: Hierarchy | None = None) -> list[Record]:
     """A user's own data: images under ``root`` and a CSV with ``file``, ``labels`` (separated by ``;``),
-    optional ``patient_id`` (else each image is its own subject) and optional ``view``."""
+    optional ``patient_id`` (else each image is its own subject) and optional ``view``.
+
+    Labels are the hierarchy's names or aliases; a hierarchy :meth:`~Hierarchy.with_labels` reads one's
+    own. Labels it cannot read are an :class:`UnknownFindingError` that lists them all, with a line of each.
+    """
     hierarchy = hierarchy or Hierarchy.load()
     root = Path(root)
-    records = []
+    if not root.is_dir():
+        raise FileNotFoundError(f"no image folder {root} (the folder the CSV's file column is relative to).")
+    records, unknown = [], {}
     with open(table, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = {"file", "labels"} - set(reader.fieldnames or [])
@@ -127,10 +133,21 @@ def csv_folder(root: str | Path, table: str | Path, hierarchy: Hierarchy | None 
             path = root / row["file"]
             if not path.is_file():
                 raise FileNotFoundError(f"{table}:{line}: no image {path}.")
-            try:
-                labels = hierarchy.closure(p for p in row["labels"].split(";") if p.strip())
-            except UnknownFindingError as exc:
-                raise UnknownFindingError(f"{table}:{line}: {exc}") from None
+            findings = [p for p in (row["labels"] or "").split(";") if p.strip()]
+            missed = hierarchy.unknown(findings)
+            for finding in missed:
+                unknown.setdefault(finding, line)
+            if missed:
+                continue
             subject = (row.get("patient_id") or "").strip() or row["file"]
+            labels = hierarchy.closure(findings)
             records.append(Record(path, labels, f"csv:{subject}", (row.get("view") or "").strip(), "csv"))
+    if unknown:
+        listed = ", ".join(f"{name!r} (line {line})" for name, line in list(unknown.items())[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise UnknownFindingError(
+            f"{table}: unknown labels {listed}{more}; the labels are {hierarchy.names()}; map yours "
+            "onto them with a label map (covid-cxr --labels FILE: a JSON object such as "
+            '{"covid pneumonia": "COVID-19", "clear": "healthy"}).'
+        )
     return records

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +20,8 @@ class Hierarchy:
     parents: dict[str, str | None]
     aliases: dict[str, str]
     outputs: tuple[str, ...]
+    #: A user's own labels, each naming one or more labels of the hierarchy (:meth:`with_labels`).
+    user: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | None = None) -> Hierarchy:
@@ -45,8 +47,48 @@ class Hierarchy:
             name = name.rstrip("/").rsplit("/", 1)[-1].strip()
         name = self.aliases.get(name, name)
         if name not in self.parents:
-            raise UnknownFindingError(f"unknown finding {finding!r}; add it (or an alias) to labels.json.")
+            raise UnknownFindingError(
+                f"unknown finding {finding!r}; add it (or an alias) to labels.json, or map it onto a label with a "
+                f"label map (covid-cxr --labels FILE); the labels are {self.names()}."
+            )
         return name
+
+    def names(self) -> str:
+        """The labels and aliases, as one line for messages."""
+        return f"{', '.join(self.parents)} (aliases: {', '.join(self.aliases)})"
+
+    def labels_of(self, finding: str) -> tuple[str, ...]:
+        """The labels of the hierarchy a finding names: the user's mapping of it, or :meth:`canonical`."""
+        mapped = self.user.get(finding.strip())
+        return mapped if mapped is not None else (self.canonical(finding),)
+
+    def unknown(self, findings: Iterable[str]) -> list[str]:
+        """The findings that name no label, in order."""
+        found = []
+        for finding in findings:
+            try:
+                self.labels_of(finding)
+            except UnknownFindingError:
+                found.append(finding.strip())
+        return found
+
+    def with_labels(self, mapping: Mapping[str, str | Sequence[str]], source: str = "the label map") -> Hierarchy:
+        """This hierarchy that also reads a user's labels: ``{"their label": "study label" or [labels, ...]}``,
+        each study label by its name or an alias. A target that names no label is a ``ValueError``."""
+        if not isinstance(mapping, Mapping):
+            raise ValueError(f"{source}: expected a JSON object of your label -> the study's label, got "
+                             f"{type(mapping).__name__}.")  # fmt: skip
+        user = {}
+        for theirs, ours in mapping.items():
+            targets = [ours] if isinstance(ours, str) else ours
+            if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+                raise ValueError(f"{source}: {theirs!r} must map to a label's name or a list of them, got {ours!r}.")
+            unknown = self.unknown(targets)
+            if unknown:
+                raise ValueError(f"{source}: {theirs!r} maps to {unknown[0]!r}, which is no label; the labels are "
+                                 f"{self.names()}.")  # fmt: skip
+            user[str(theirs).strip()] = tuple(label for t in targets for label in self.labels_of(t))
+        return replace(self, user={**self.user, **user})
 
     def ancestors(self, label: str) -> list[str]:
         found = []
@@ -60,8 +102,8 @@ class Hierarchy:
         """The findings' labels with all their ancestors."""
         labels: set[str] = set()
         for finding in findings:
-            label = self.canonical(finding)
-            labels.update([label, *self.ancestors(label)])
+            for label in self.labels_of(finding):
+                labels.update([label, *self.ancestors(label)])
         return frozenset(labels)
 
     def targets(self, labels: Iterable[str], outputs: Sequence[str] | None = None) -> list[int]:
