@@ -126,6 +126,8 @@ def test_missing_folders_files_and_empty_layouts(tmp_path, kermany_empty, capsys
         err = _fails(["data", "--out", str(tmp_path / "out"), *argv], capsys)
         assert message in err, (argv, err)
     assert not (tmp_path / "out").exists()
+    err = _fails(["data", "--csv", str(images), str(table), "--out", str(table / "out")], capsys)
+    assert f"argument --out: {table} is a file, not a folder; choose another path" in err
 
 
 def test_split_files_that_are_no_splits(tmp_path, capsys):
@@ -137,6 +139,10 @@ def test_split_files_that_are_no_splits(tmp_path, capsys):
         [*base, str(tmp_path / "bad.json")], capsys
     )
     assert "subjects on two sides of the split: ['p0']" in _fails([*base, str(tmp_path / "two_sides.json")], capsys)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert "list.json: expected one JSON object (seed, train, test, val)." in _fails(
+        [*base, str(tmp_path / "list.json")], capsys
+    )
 
 
 def test_unknown_labels_are_all_listed_with_the_valid_names(tmp_path, capsys):

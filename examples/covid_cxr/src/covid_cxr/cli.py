@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -108,8 +109,9 @@ def _study(args: argparse.Namespace) -> int:
         warnings.simplefilter("default")
         with _reading_inputs():
             records = _records(args)
-            for path in args.split_files or ():
-                _json(path, "--split-files")  # load_split's own error would not name the file
+            for path in args.split_files or ():  # load_split's own errors would not name the file
+                if not isinstance(_json(path, "--split-files"), dict):
+                    raise InputError(f"--split-files {path}: expected one JSON object (seed, train, test, val).")
             splits = [load_split(path) for path in args.split_files] if args.split_files else None
         study = Study(records, args.out, config, splits=splits)
         done = study.until(stage)
@@ -231,6 +233,18 @@ def _path(kind: str) -> Callable[[str], str]:
     return parse
 
 
+def _out(text: str) -> str:
+    """An argparse type: an output folder that exists or can be made and written (not under a file)."""
+    folder = Path(text).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"the folder {folder} is read-only; choose a folder you can write")
+    return text
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr (exit 2), pointing at ``--help``."""
 
@@ -244,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="covid-cxr", description="The COVID-19 chest X-ray study on xai_bench.")
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quick", help="the whole study on synthetic phantoms, on a CPU (minutes)")
-    q.add_argument("--out", default="covid_cxr_quick", help="output folder (default: covid_cxr_quick)")
+    q.add_argument("--out", type=_out, default="covid_cxr_quick", help="output folder (default: covid_cxr_quick)")
     q.add_argument("--images", type=positive, default=400, help="phantoms to draw (default: 400)")
     q.add_argument("--size", type=positive, default=80, help="image size in pixels, at least 75 (default: 80)")
     q.add_argument("--folds", type=positive, default=2, help="subject-wise folds (default: 2)")
@@ -264,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, text in stages:
         p = sub.add_parser(name, help=text)
-        p.add_argument("--out", default="covid_cxr_study", help="output folder (default: covid_cxr_study)")
+        p.add_argument("--out", type=_out, default="covid_cxr_study", help="output folder (default: covid_cxr_study)")
         p.add_argument("--cohen", type=_path("folder"),
                        help="the COVID-19 image data collection, metadata.csv + images/ (default: none)")  # fmt: skip
         p.add_argument("--kermany", type=_path("folder"),
