@@ -127,6 +127,11 @@ def test_a_dataset_factory_that_returns_no_data_set(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "m.zarr").exists()
 
 
+def test_a_dataset_factory_that_cannot_be_loaded_is_named_as_one(tmp_path, capsys):
+    err = _fails([*RUN, "--dataset", "no_such_module_here:build", "--store", str(tmp_path / "m.zarr")], capsys)
+    assert err.startswith("xai-bench: error: --dataset: cannot load factory 'no_such_module_here:build'")
+
+
 def _closed_port() -> int:
     """A local port nothing listens on: bound once by the system's choice, then closed."""
     with socket.socket() as sock:

@@ -202,7 +202,11 @@ def _run(args: argparse.Namespace) -> int:
                 "--normalize applies to --images; a --dataset factory normalises its own images (give its data set "
                 "an input_normalization attribute, e.g. 'imagenet', to have it recorded)."
             )
-        dataset = load_factory(args.dataset)()
+        try:
+            make_dataset = load_factory(args.dataset)
+        except InvalidParameterError as exc:  # its message speaks of model factories
+            raise InvalidParameterError(f"--dataset: {str(exc).replace('model factory', 'factory')}") from exc
+        dataset = make_dataset()
         _check_dataset(dataset, args.dataset)
     else:
         dataset = ImageFolder(args.images, size=args.size, channels=args.channels, normalize=args.normalize)
