@@ -85,7 +85,7 @@ def _records(args: argparse.Namespace):
         folder, table = args.csv
         records += csv_folder(folder, table, hierarchy)
     if not records:
-        raise InputError("none of the images given is a frontal X-ray with a known finding; nothing to study.")
+        raise InputError("the data given holds no image to study (the loaders' warnings say what they left out).")
     return records
 
 
