@@ -131,6 +131,15 @@ def test_a_damaged_metric_chunk_drops_the_metrics_and_recomputes_no_map(store, r
     xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
 
 
+def test_metrics_half_dropped_by_a_killed_run_are_dropped_by_the_next(store, reference):
+    evaluated(store)
+    shutil.rmtree(store / "deeplift_completeness")  # killed between deleting it and rewriting the metadata
+    assert "deeplift_completeness" in verify_store(store).damaged["img-000"]
+    summary = resumed(store, dropped="dropping deeplift_completeness")
+    assert summary.computed == 0
+    xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
+
+
 def test_a_run_never_reports_success_on_a_store_it_leaves_unreadable(store, monkeypatch):
     # A repair that forgets an array (as the old one did with the metrics) is caught before returning.
     from xai_bench.storage.sample_store import SampleStore

@@ -140,8 +140,15 @@ class SampleStore:
         return found
 
     def added(self) -> list[str]:
-        """Arrays added to the store after the run wrote it (``evaluate(store=...)``): derived from the maps."""
-        return sorted(name for name in self._group().array_keys() if (seals_of(self.path, name) or {}).get("added"))
+        """Arrays added to the store after the run wrote it (``evaluate(store=...)``): derived from the maps.
+
+        Arrays whose folder is gone count too: :meth:`drop` killed before it consolidated the metadata.
+        """
+        return sorted(
+            name
+            for name in self._group().array_keys()
+            if (seals_of(self.path, name) or {}).get("added") or not (self.path / name / "zarr.json").is_file()
+        )
 
     def drop(self, names: Sequence[str]) -> None:
         """Delete the arrays ``names`` (and their metadata) from the store."""

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -123,18 +124,20 @@ def remove_stale_partials(target: str | os.PathLike[str]) -> list[Path]:
     or without a process in its name, when it is older than ``STALE_AFTER``.
     """
     target = Path(target)
-    removed = []
-    prefix = f".{target.name}."
+    removed: list[Path] = []
+    # ours: .NAME.<host>-<pid>-<random>.<kind>; older versions': .NAME.<12 hex>.<kind>
+    pattern = re.compile(
+        rf"\.{re.escape(target.name)}\.(?:(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)-[0-9a-f]{{8}}|[0-9a-f]{{12}})"
+        rf"\.(?:{'|'.join(_KINDS)})"
+    )
     if not target.parent.is_dir():
         return removed
     for path in target.parent.iterdir():
-        name = path.name
-        if not name.startswith(prefix) or name.rpartition(".")[2] not in _KINDS or not path.is_dir():
+        found = pattern.fullmatch(path.name)
+        if not found or not path.is_dir():
             continue
-        host, _, rest = name[len(prefix) :].rpartition(".")[0].partition("-")
-        pid = rest.partition("-")[0]
-        if host == _HOST and pid.isdigit():
-            stale = not _alive(int(pid))
+        if found["host"] == _HOST:
+            stale = not _alive(int(found["pid"]))
         else:
             try:
                 stale = time.time() - path.stat().st_mtime > STALE_AFTER
@@ -273,7 +276,7 @@ def forget_samples(store: str | os.PathLike[str], positions: Sequence[int]) -> N
 def move_into_place(temporary: Path, target: Path, *, overwrite: bool = False) -> None:
     """Rename a finished ``temporary`` store to ``target`` (replacing it with ``overwrite``)."""
     retired = None
-    if overwrite and (target.exists() or target.is_symlink()):
+    if overwrite and target.exists():
         _check_replaceable(target)
         retired = partial_name(target, "old")
         target.rename(retired)
@@ -291,7 +294,7 @@ def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
     """Refuse, before any work, to write over an existing store unless ``overwrite``, and over anything
     that is not a store of this library even then."""
     target = Path(store)
-    if not target.exists() and not target.is_symlink():
+    if not target.exists():
         return
     if target.is_dir() and not overwrite:
         raise StoreExistsError(
@@ -302,7 +305,7 @@ def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
 
 
 def _check_replaceable(target: Path) -> None:
-    if not target.is_dir() or target.is_symlink():
+    if not target.is_dir():
         raise StoreExistsError(f"{os.fspath(target)!r} is a file, not a store; remove it or choose another path.")
     if not written_by_xai_bench(target):
         raise StoreExistsError(
