@@ -153,7 +153,8 @@ def test_a_run_never_reports_success_on_a_store_it_leaves_unreadable(store, monk
             shutil.rmtree(self.path / "score" / "c" / "3")  # a chunk the recompute will not write
 
     monkeypatch.setattr(SampleStore, "mark_undone", forgetful)
-    with pytest.warns(XaiBenchWarning), pytest.raises(StoreDamagedError, match="img-003: score"):
+    left = r"still damaged after the run \(img-003: score\); delete the store"
+    with pytest.warns(XaiBenchWarning), pytest.raises(StoreDamagedError, match=left):
         run(tiny_cnn(), SyntheticImages(N), store=store, **ARGS)
 
 

@@ -158,9 +158,11 @@ def run(
                 pass  # another process created it meanwhile: resume it like any existing store
         if not computed:
             target.check(fingerprint, len(ids))
-            _repair(target, dataset, ids, verify=verify, fresh=lambda: explain_block(
-                net, dataset, list(range(min(samples_per_block, len(ids)))), ids, explain_args, chosen
-            ))  # fmt: skip
+            first_block = list(range(min(samples_per_block, len(ids))))
+            _repair(
+                target, dataset, ids, verify=verify,
+                fresh=lambda: explain_block(net, dataset, first_block, ids, explain_args, chosen),
+            )  # fmt: skip
         # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
         # all of a block's samples again where any is not done: passes then hold the same images as
         # they did, so the recomputed maps equal the lost ones bit for bit at a fixed batch_size.
@@ -195,8 +197,10 @@ def run(
         # Success is said only of a store that reads back whole (chunks listed, coordinates checked).
         report = verify_store(store, read=False)
         if not report.ok:
+            damaged = [*report.damaged_arrays, *(f"{i}: {', '.join(n)}" for i, n in report.damaged.items())]
             raise StoreDamagedError(
-                f"{report.summary()}\nthe run could not repair this store; delete it and run again."
+                f"{os.fspath(store)!r} is still damaged after the run ({'; '.join(damaged[:3])}"
+                f"{' ...' if len(damaged) > 3 else ''}); delete the store and run again."
             )
         return RunSummary(store, computed, len(ids) - computed)
 
