@@ -167,9 +167,10 @@ def uninterrupted() -> Iterator[None]:
 
     zarr writes from a thread of its own: a KeyboardInterrupt in the main thread would unwind
     (and delete a half-built folder) while that thread still writes into it. Outside the main
-    thread, where no signal arrives, this does nothing.
+    thread, where no signal arrives, or where the handler was not set from Python (and so could not
+    be put back), this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
         yield
         return
     received: list[int] = []
