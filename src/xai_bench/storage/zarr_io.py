@@ -458,12 +458,12 @@ def find_damage(group: zarr.Group, done: np.ndarray, *, read: bool) -> Damage:
     Every array counts but ``done`` (read by :func:`read_flags`): per-sample ones (maps, deltas,
     scores, input checksums, slot targets, metrics) by sample, the others (coordinates) as a
     whole. A missing chunk is found from the listing; with ``read``, each chunk's bytes are read
-    once and their bound checksum compared (nothing is decompressed). Arrays of one element per
-    chunk axis (coordinates) are read even without ``read``: they are small, and every map's
-    labels depend on them.
+    once and their bound checksum compared (nothing is decompressed). One-dimensional arrays that
+    are not per sample (coordinates) are read even without ``read``: they are small, and every
+    map's labels depend on them.
     """
     root = Path(str(group.store.root)) / group.path
-    marked = sealed(root)
+    bound = sealed(root)
     positions = [int(i) for i in np.flatnonzero(done)]
     found = Damage()
     records: dict[int, Any] = {}
@@ -474,7 +474,7 @@ def find_damage(group: zarr.Group, done: np.ndarray, *, read: bool) -> Damage:
         seals = seals_of(root, name)
         if seals is not None:
             sums = seals.get("chunks", {})
-            reading = read or array.ndim <= 1
+            reading = read or (array.ndim <= 1 and not per_sample)
             if per_sample:
                 for i in positions:
                     key = chunk_key(i, array.ndim)
@@ -484,19 +484,19 @@ def find_damage(group: zarr.Group, done: np.ndarray, *, read: bool) -> Damage:
                 not _holds(root, name, key, crc, read=reading) for key, crc in sums.items()
             ):
                 found.arrays.append(name)
-        elif not marked:  # an older store: the codec's checksum of each per-sample chunk only
+        elif not bound:  # an older store: the codec's checksum of each per-sample chunk only
             if per_sample:
                 for i in positions:
                     chunk = root / name / chunk_key(i, array.ndim)
                     if not chunk.is_file() or (read and not _codec_holds(chunk.read_bytes())):
                         found.add(i, name)
         elif per_sample:
-            key_of = {i: chunk_key(i, array.ndim) for i in positions}
             for i in positions:
                 if i not in records:
                     records[i] = _record(root, i)
-                crc = (records[i] or {}).get(f"{name}/{key_of[i]}")
-                if crc is None or not _holds(root, name, key_of[i], crc, read=read):
+                key = chunk_key(i, array.ndim)
+                crc = (records[i] or {}).get(f"{name}/{key}")
+                if crc is None or not _holds(root, name, key, crc, read=read):
                     found.add(i, name)
         else:
             found.arrays.append(name)  # its checksums are lost
