@@ -18,11 +18,12 @@ from ..api.explaining import MethodsArg, resolve_methods
 from ..api.preflight import check_device, eval_mode, on_device
 from ..api.targets import Task, check_max_targets, per_sample, row_width
 from ..core.checks import json_safe, positive_int, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError, StoreExistsError, warn
+from ..core.errors import InvalidInputError, InvalidParameterError, StoreDamagedError, StoreExistsError, warn
 from ..core.normalization import check_normalization
 from ..core.provenance import model_fingerprint
+from ..storage.datasets import string_coordinate
 from ..storage.sample_store import SampleStore
-from ..storage.zarr_io import open_maps
+from ..storage.zarr_io import open_maps, verify_store
 from .blocks import checksums, explain_block, load, sample_ids_of
 from .factories import ModelArg, build_model
 
@@ -157,7 +158,11 @@ def run(
                 pass  # another process created it meanwhile: resume it like any existing store
         if not computed:
             target.check(fingerprint, len(ids))
-            _repair(target, dataset, ids, verify=verify)
+            first_block = list(range(min(samples_per_block, len(ids))))
+            _repair(
+                target, dataset, ids, verify=verify,
+                fresh=lambda: explain_block(net, dataset, first_block, ids, explain_args, chosen),
+            )  # fmt: skip
         # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
         # all of a block's samples again where any is not done: passes then hold the same images as
         # they did, so the recomputed maps equal the lost ones bit for bit at a fixed batch_size.
@@ -167,6 +172,8 @@ def run(
             for k in sorted({int(i) // samples_per_block for i in undone})
         ]
         computed += sum(len(b) for b in blocks)
+        if blocks:  # before any map changes: metrics of the old maps must not outlive them
+            _drop_added(target, "were computed from samples this run computes again")
         bar.update(len(ids) - len(undone))
         if client is None:
             missing = set(undone.tolist())
@@ -187,12 +194,40 @@ def run(
             raise RuntimeError(
                 f"{len(ids) - finished} samples of {os.fspath(store)!r} are not done; run again to finish."
             )
+        # Success is said only of a store that reads back whole (chunks listed, coordinates checked).
+        report = verify_store(store, read=False)
+        if not report.ok:
+            damaged = [*report.damaged_arrays, *(f"{i}: {', '.join(n)}" for i, n in report.damaged.items())]
+            raise StoreDamagedError(
+                f"{os.fspath(store)!r} is still damaged after the run ({'; '.join(damaged[:3])}"
+                f"{' ...' if len(damaged) > 3 else ''}); delete the store and run again."
+            )
         return RunSummary(store, computed, len(ids) - computed)
 
 
-def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bool) -> None:
-    """Mark undone the done samples whose chunks are damaged or whose input image changed since."""
-    damaged = target.damaged(read=verify)
+def _drop_added(target: SampleStore, why: str) -> None:
+    """Delete the arrays ``evaluate`` added to the store, with a warning that names them."""
+    added = target.added()
+    if added:
+        warn(
+            f"{os.fspath(target.path)!r}: dropping {', '.join(added)}, which {why}; run evaluate(..., store=) "
+            "again for them."
+        )
+        target.drop(added)
+
+
+def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bool, fresh: Any) -> None:
+    """Rebuild damaged coordinates, drop damaged metrics, and mark undone the done samples whose chunks
+    are damaged or whose input image changed since. ``fresh()`` explains the first block again, for
+    coordinates that only the run's arguments give."""
+    found = target.damaged(read=verify)
+    added = set(target.added())
+    if any(name in added for name in found.arrays) or any(set(n) & added for n in found.samples.values()):
+        _drop_added(target, "have missing or damaged chunks")
+        found = target.damaged(read=verify)
+    if found.arrays:
+        _rebuild(target, found.arrays, ids, fresh)
+    damaged = sorted(found.samples)
     target.mark_undone(damaged, discard=True)
     changed: list[int] = []
     if verify:
@@ -209,6 +244,23 @@ def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bo
                 f"{len(found)} samples of {os.fspath(target.path)!r} {what}; recomputing them: "
                 f"{names[:10]}{' ...' if len(names) > 10 else ''}"
             )
+
+
+def _rebuild(target: SampleStore, names: Sequence[str], ids: Sequence[Any], fresh: Any) -> None:
+    values: dict[str, Any] = {}
+    block = fresh() if set(names) - {"sample"} else None
+    for name in names:
+        if name == "sample":
+            values[name] = string_coordinate(ids)
+        elif block is not None and name in block.variables and block[name].dims[:1] != ("sample",):
+            values[name] = block[name].values
+        else:
+            raise StoreDamagedError(
+                f"{os.fspath(target.path)!r}: array {name!r} is damaged and cannot be rebuilt from the run's "
+                "arguments; delete the store and run again."
+            )
+    target.rebuild(values)
+    warn(f"{os.fspath(target.path)!r}: {', '.join(names)} had missing or damaged chunks; rebuilt them.")
 
 
 def _listed(targets: object) -> object:

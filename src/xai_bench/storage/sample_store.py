@@ -6,7 +6,8 @@ each region checked against the template before it is written, and each sample's
 written last. The template is built in a hidden sibling folder and renamed into place, with the
 first block and its flags already in it, so a crash at any point leaves either no store or a
 store whose ``done`` flags tell exactly what is on disk. Provenance is written once, with the
-template.
+template. Every writer records the bound checksums of its samples' chunks (one small file per
+sample) before their flags; the coordinates, written once, are sealed with the template.
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ from ..core.errors import StoreMismatchError
 from .datasets import string_coordinate
 from .zarr_io import (
     DONE,
+    RECORDS,
+    Damage,
     consolidate,
-    damaged_positions,
+    find_damage,
+    forget_samples,
     kill_point,
     move_into_place,
     partial_name,
     quiet_consolidation,
     read_flags,
+    record_samples,
+    remove_stale_partials,
     sample_chunks,
+    seal,
+    seals_of,
+    uninterrupted,
 )
 
 RUN_KEY = "run_fingerprint"
@@ -58,31 +67,34 @@ class SampleStore:
         template = first.isel(sample=[0]).assign({DONE: ("sample", np.zeros(1, dtype=bool))})
         template[DONE].attrs["description"] = "True once the sample's results are on disk"
         template.attrs[RUN_KEY] = fingerprint
+        remove_stale_partials(self.path)
         temporary = partial_name(self.path)
-        try:
-            with quiet_consolidation():
-                template.to_zarr(
-                    temporary,
-                    mode="w-",
-                    consolidated=False,
-                    zarr_format=3,
-                    encoding=sample_chunks(template, n_samples=n),
-                    write_empty_chunks=True,
-                )
-            kill_point("template")
-            group = zarr.open_group(os.fspath(temporary), mode="r+")
-            for name, var in template.variables.items():
-                if var.dims and var.dims[0] == "sample":
-                    group[name].resize((n, *var.shape[1:]))
-            group["sample"][:] = string_coordinate(sample_ids)
-            group[DONE][:] = False
-            consolidate(temporary)
-            SampleStore(temporary).write(first, positions)
-            kill_point("rename")
-            move_into_place(temporary, self.path)
-        finally:
-            if temporary.exists():
-                shutil.rmtree(temporary)
+        with uninterrupted():
+            try:
+                with quiet_consolidation():
+                    template.to_zarr(
+                        temporary,
+                        mode="w-",
+                        consolidated=False,
+                        zarr_format=3,
+                        encoding=sample_chunks(template, n_samples=n),
+                        write_empty_chunks=True,
+                    )
+                kill_point("template")
+                group = zarr.open_group(os.fspath(temporary), mode="r+")
+                for name, var in template.variables.items():
+                    if var.dims and var.dims[0] == "sample":
+                        group[name].resize((n, *var.shape[1:]))
+                group["sample"][:] = string_coordinate(sample_ids)
+                group[DONE][:] = False
+                consolidate(temporary)
+                seal(temporary, [str(name) for name, var in template.variables.items() if not _per_sample(name, var)])
+                SampleStore(temporary).write(first, positions)
+                kill_point("rename")
+                move_into_place(temporary, self.path)
+            finally:
+                if temporary.exists():
+                    shutil.rmtree(temporary)
 
     def check(self, fingerprint: str, n: int) -> None:
         """Refuse a path that is no store of this run (other methods, parameters, weights, targets or samples)."""
@@ -93,6 +105,12 @@ class SampleStore:
                 f"{os.fspath(self.path)!r} exists but is not a zarr store written by xai_bench.run ({exc}); "
                 "choose another path."
             ) from exc
+        remove_stale_partials(self.path)
+        if not (self.path / RECORDS).is_dir():
+            raise StoreMismatchError(
+                f"{os.fspath(self.path)!r} was written by an older xai_bench, whose checksums do not tie a chunk "
+                "to its place, so it cannot be resumed safely; delete it and run again, or write to a new store."
+            )
         found = group.attrs.get(RUN_KEY)
         if found != fingerprint or DONE not in group or group[DONE].shape != (n,):
             raise StoreMismatchError(
@@ -111,12 +129,46 @@ class SampleStore:
         except Exception:  # a damaged flag chunk among them: read them one by one
             return read_flags(group)[0][np.asarray(positions)]
 
-    def damaged(self, *, read: bool = False) -> list[int]:
-        """Positions of samples with an unreadable flag, or done with a missing chunk (or, with ``read``,
-        one that fails its checksum)."""
+    def damaged(self, *, read: bool = False) -> Damage:
+        """Samples with an unreadable flag, or done with a missing chunk (or, with ``read``, one that
+        fails its bound checksum), and damaged arrays written whole (coordinates)."""
         group = self._group()
         flags, broken = read_flags(group)
-        return sorted({*damaged_positions(group, flags, read=read), *broken})
+        found = find_damage(group, flags, read=read)
+        for position in broken:
+            found.add(position, DONE)
+        return found
+
+    def added(self) -> list[str]:
+        """Arrays added to the store after the run wrote it (``evaluate(store=...)``): derived from the maps.
+
+        Arrays whose folder is gone count too: :meth:`drop` killed before it consolidated the metadata.
+        """
+        return sorted(
+            name
+            for name in self._group().array_keys()
+            if (seals_of(self.path, name) or {}).get("added") or not (self.path / name / "zarr.json").is_file()
+        )
+
+    def drop(self, names: Sequence[str]) -> None:
+        """Delete the arrays ``names`` (and their metadata) from the store."""
+        if not names:
+            return
+        for name in names:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        consolidate(self.path)
+
+    def rebuild(self, values: dict[str, np.ndarray]) -> None:
+        """Write arrays that are not per sample (coordinates) again, whole, from ``values``, and seal them."""
+        group = self._group("r+")
+        for name, value in values.items():
+            grid = self.path / name / "c"
+            if grid.is_dir():
+                shutil.rmtree(grid)
+            elif grid.exists():  # a 0-d array's one chunk
+                grid.unlink()
+            group[name].with_config({"write_empty_chunks": True})[...] = value
+        seal(self.path, list(values))
 
     def input_checksums(self) -> np.ndarray:
         return np.asarray(self._group()[INPUTS][:], dtype=np.int64)
@@ -130,6 +182,7 @@ class SampleStore:
             return
         group = self._group("r+")
         if discard:
+            forget_samples(self.path, positions)
             for name, array in group.arrays():
                 if name != "sample" and array.ndim and array.metadata.dimension_names[:1] == ("sample",):
                     for position in positions:
@@ -145,13 +198,16 @@ class SampleStore:
         group = self._group("r+")
         index = np.asarray(positions)
         self._check_region(group, block, index)
-        for name, var in block.variables.items():
-            if name != "sample" and var.dims and var.dims[0] == "sample":
-                array = group[name].with_config({"write_empty_chunks": True})
-                array.oindex[(index,)] = var.values
-                kill_point("region")
-        # The flags go last: a crash before this line leaves the samples to be recomputed.
-        group[DONE].oindex[(index,)] = np.ones(len(index), dtype=bool)
+        written = {str(name): var.ndim for name, var in block.variables.items() if _per_sample(name, var)}
+        with uninterrupted():
+            for name, var in block.variables.items():
+                if _per_sample(name, var):
+                    array = group[name].with_config({"write_empty_chunks": True})
+                    array.oindex[(index,)] = var.values
+                    kill_point("region")
+            record_samples(self.path, written, index.tolist())
+            # The flags go last: a crash before this line leaves the samples to be recomputed.
+            group[DONE].oindex[(index,)] = np.ones(len(index), dtype=bool)
 
     def _check_region(self, group: zarr.Group, block: xr.Dataset, index: np.ndarray) -> None:
         where = os.fspath(self.path)
@@ -171,3 +227,7 @@ class SampleStore:
                 stored = np.asarray(group[name][:]).tolist()
                 if [str(v) for v in stored] != [str(v) for v in block[name].values.tolist()]:
                     raise StoreMismatchError(f"{where}: coordinate {name!r} of a block differs from the store's.")
+
+
+def _per_sample(name: Any, var: xr.Variable) -> bool:
+    return name != "sample" and bool(var.dims) and var.dims[0] == "sample"

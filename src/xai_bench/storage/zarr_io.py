@@ -4,17 +4,31 @@ Every chunk is compressed with zstd and then carries a crc32c checksum (zarr v3'
 codec), so a damaged chunk raises an error when read instead of returning wrong values; chunks
 are written even where they hold only the fill value, so a missing chunk always means a lost
 one. Stores carry consolidated metadata, so plain ``xarray.open_zarr`` opens them too.
+
+The codec's checksum does not know where a chunk belongs, so a second one binds every chunk to
+its place: crc32c over ``"<array>/<chunk key>"`` and the chunk's bytes. Arrays written whole
+(coordinates, everything ``explain`` and ``evaluate`` write) keep them in a ``.checksums.json``
+beside their chunks; the per-sample arrays of a ``run`` store, written by many processes, keep
+one record per sample in the ``done`` array's folder (``done/.sample_checksums/``). Stores with
+none of these (older versions) are checked as before. Nothing is added at the root, where zarr
+would take a file it does not know for a broken member.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import re
 import shutil
 import signal
+import socket
+import threading
+import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +57,17 @@ def kill_point(step: str) -> None:
     _reached[step] = _reached.get(step, 0) + 1
     if _reached[step] >= int(wanted.partition(":")[2] or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+#: in an array's folder: the bound checksum of each chunk of an array written whole
+SEALS = ".checksums.json"
+#: in a ``run`` store: one file per sample position with the bound checksums of its chunks
+RECORDS = f"{DONE}/.sample_checksums"
+#: a hidden partial folder whose writer cannot be asked (another host, an older version) is
+#: removed once it is this old (seconds)
+STALE_AFTER = 24 * 3600
+_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+_KINDS = ("partial", "adding", "old")
 
 
 def compressors() -> list[Any]:
@@ -84,14 +109,176 @@ def consolidate(store: str | os.PathLike[str]) -> None:
 
 
 def partial_name(target: Path, kind: str = "partial") -> Path:
-    """A hidden sibling of ``target`` to write into before renaming it into place."""
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.{kind}")
+    """A hidden sibling of ``target`` to write into before renaming it into place.
+
+    Its name carries this host and process, so that a later writer can tell a folder left by a
+    killed process from one still being written.
+    """
+    return target.with_name(f".{target.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}")
+
+
+def remove_stale_partials(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete the hidden partial folders of ``target`` left by writers that were killed; return them.
+
+    A folder of this host is stale when the process named in it has ended; one of another host,
+    or without a process in its name, when it is older than ``STALE_AFTER``.
+    """
+    target = Path(target)
+    removed: list[Path] = []
+    # ours: .NAME.<host>-<pid>-<random>.<kind>; older versions': .NAME.<12 hex>.<kind>
+    pattern = re.compile(
+        rf"\.{re.escape(target.name)}\.(?:(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)-[0-9a-f]{{8}}|[0-9a-f]{{12}})"
+        rf"\.(?:{'|'.join(_KINDS)})"
+    )
+    if not target.parent.is_dir():
+        return removed
+    for path in target.parent.iterdir():
+        found = pattern.fullmatch(path.name)
+        if not found or not path.is_dir():
+            continue
+        if found["host"] == _HOST:
+            stale = not _alive(int(found["pid"]))
+        else:
+            try:
+                stale = time.time() - path.stat().st_mtime > STALE_AFTER
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block is done, then deliver it.
+
+    zarr writes from a thread of its own: a KeyboardInterrupt in the main thread would unwind
+    (and delete a half-built folder) while that thread still writes into it. Outside the main
+    thread, where no signal arrives, or where the handler was not set from Python (and so could not
+    be put back), this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
+
+
+def written_by_xai_bench(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a zarr store this library wrote: a group with its provenance."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    attributes = meta.get("attributes") if isinstance(meta, dict) else None
+    return meta.get("node_type") == "group" and isinstance(attributes, dict) and "xai_bench_version" in attributes
+
+
+def sealed(store: str | os.PathLike[str]) -> bool:
+    """Whether ``store`` keeps bound checksums (see the module's docstring); older versions' do not."""
+    root = Path(store)
+    return (root / RECORDS).is_dir() or any(path.is_file() for path in root.glob(f"*/{SEALS}"))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    temporary.write_text(json.dumps(value))
+    os.replace(temporary, path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def chunk_crc(name: str, key: str, data: bytes) -> int:
+    """crc32c of a chunk bound to its place: over ``"<array>/<key>"``, then its bytes but the last four.
+
+    Those are the codec's crc32c of the others, which :func:`_holds` checks too; a crc32c over
+    bytes that end in their own crc32c is the same whatever the bytes (the crc's residue), so it
+    must not run over them.
+    """
+    return google_crc32c.extend(google_crc32c.value(f"{name}/{key}".encode()), data[:-4])
+
+
+def chunk_key(position: int, ndim: int) -> str:
+    """The key of a per-sample array's chunk (one per sample) at ``position``."""
+    return "/".join(("c", str(int(position)), *("0",) * (ndim - 1)))
+
+
+def _chunk_keys(folder: Path) -> list[str]:
+    grid = folder / "c"
+    if grid.is_file():  # a 0-d array
+        return ["c"]
+    if not grid.is_dir():
+        return []
+    return sorted(p.relative_to(folder).as_posix() for p in grid.rglob("*") if p.is_file() and p.name.isdigit())
+
+
+def seal(store: str | os.PathLike[str], names: Sequence[str], **fields: Any) -> None:
+    """Write the bound checksum of every chunk of the arrays ``names`` (written whole) beside them."""
+    root = Path(store)
+    for name in names:
+        folder = root / name
+        sums = {key: chunk_crc(name, key, (folder / key).read_bytes()) for key in _chunk_keys(folder)}
+        _write_json(folder / SEALS, {"array": name, **fields, "chunks": sums})
+
+
+def seals_of(store: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
+    """The contents of array ``name``'s ``.checksums.json``: None without one, ``{}`` if unreadable."""
+    path = Path(store) / name / SEALS
+    if not path.exists():
+        return None
+    found = _read_json(path)
+    ok = isinstance(found, dict) and found.get("array") == name and isinstance(found.get("chunks"), dict)
+    return found if ok else {}
+
+
+def record_samples(store: str | os.PathLike[str], arrays: dict[str, int], positions: Sequence[int]) -> None:
+    """Write each sample's record: the bound checksums of its chunk of every array in ``arrays`` (name: ndim)."""
+    root = Path(store)
+    for position in positions:
+        chunks = {}
+        for name, ndim in arrays.items():
+            key = chunk_key(position, ndim)
+            chunks[f"{name}/{key}"] = chunk_crc(name, key, (root / name / key).read_bytes())
+        _write_json(root / RECORDS / f"{int(position)}.json", {"position": int(position), "chunks": chunks})
+
+
+def forget_samples(store: str | os.PathLike[str], positions: Sequence[int]) -> None:
+    """Delete the records of ``positions``."""
+    for position in positions:
+        (Path(store) / RECORDS / f"{int(position)}.json").unlink(missing_ok=True)
 
 
 def move_into_place(temporary: Path, target: Path, *, overwrite: bool = False) -> None:
     """Rename a finished ``temporary`` store to ``target`` (replacing it with ``overwrite``)."""
     retired = None
     if overwrite and target.exists():
+        _check_replaceable(target)
         retired = partial_name(target, "old")
         target.rename(retired)
     try:
@@ -105,11 +292,26 @@ def move_into_place(temporary: Path, target: Path, *, overwrite: bool = False) -
 
 
 def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
-    """Refuse, before any work, to write over an existing store unless ``overwrite``."""
-    if Path(store).exists() and not overwrite:
+    """Refuse, before any work, to write over an existing store unless ``overwrite``, and over anything
+    that is not a store of this library even then."""
+    target = Path(store)
+    if not target.exists():
+        return
+    if target.is_dir() and not overwrite:
         raise StoreExistsError(
             f"{os.fspath(store)!r} exists already. Pass overwrite=True to replace it, write to a new path, "
             "or use xai_bench.run(...) to resume a store it wrote."
+        )
+    _check_replaceable(target)
+
+
+def _check_replaceable(target: Path) -> None:
+    if not target.is_dir():
+        raise StoreExistsError(f"{os.fspath(target)!r} is a file, not a store; remove it or choose another path.")
+    if not written_by_xai_bench(target):
+        raise StoreExistsError(
+            f"{os.fspath(target)!r} exists and is not a store written by xai_bench, which overwrite=True alone "
+            "replaces; choose another path, or remove it yourself."
         )
 
 
@@ -122,22 +324,25 @@ def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool 
     target = Path(store)
     check_writable(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(target)
     temporary = partial_name(target)
-    try:
-        with quiet_consolidation():
-            ds.to_zarr(
-                temporary,
-                mode="w-",
-                encoding=sample_chunks(ds),
-                consolidated=True,
-                zarr_format=3,
-                write_empty_chunks=True,
-            )
-        kill_point("save")
-        move_into_place(temporary, target, overwrite=overwrite)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
+    with uninterrupted():
+        try:
+            with quiet_consolidation():
+                ds.to_zarr(
+                    temporary,
+                    mode="w-",
+                    encoding=sample_chunks(ds),
+                    consolidated=True,
+                    zarr_format=3,
+                    write_empty_chunks=True,
+                )
+            seal(temporary, [str(name) for name in ds.variables])
+            kill_point("save")
+            move_into_place(temporary, target, overwrite=overwrite)
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary)
 
 
 def check_can_add(store: str | os.PathLike[str], names: list[str], *, overwrite: bool) -> None:
@@ -163,6 +368,8 @@ def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bo
     """
     target = Path(store)
     check_can_add(target, [str(name) for name in ds.data_vars], overwrite=overwrite)
+    # Text as objects, since zarr v3 specifies variable-length strings only (open_maps gives fixed-width ones).
+    ds = ds.assign_coords({name: ds[name].astype(object) for name in ds.coords if ds[name].dtype.kind in "US"})
     group = zarr.open_group(os.fspath(target), mode="r")
     present = set(group.array_keys())
     for name in ds.dims:
@@ -174,33 +381,40 @@ def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bo
                 f"{os.fspath(store)!r} has a coordinate {name!r} with other values; write to another store, "
                 "or use the same parameters."
             )
-    moved = [name for name in ds.variables if name in ds.data_vars or name not in present]
+    moved = [str(name) for name in ds.variables if name in ds.data_vars or name not in present]
+    remove_stale_partials(target)
     temporary = partial_name(target, "adding")
-    try:
-        with quiet_consolidation():
-            ds.to_zarr(
-                temporary, mode="w-", encoding=sample_chunks(ds), consolidated=False, zarr_format=3,
-                write_empty_chunks=True,
-            )  # fmt: skip
-        kill_point("add")
-        for name in moved:
-            if (target / name).exists():
-                shutil.rmtree(target / name)
-            os.replace(temporary / name, target / name)
-        consolidate(target)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
+    with uninterrupted():
+        try:
+            with quiet_consolidation():
+                ds.to_zarr(
+                    temporary, mode="w-", encoding=sample_chunks(ds), consolidated=False, zarr_format=3,
+                    write_empty_chunks=True,
+                )  # fmt: skip
+            # Marked as added: derived from the maps, so dropped when a resume recomputes any sample.
+            if sealed(target):
+                seal(temporary, moved, added=True)
+            kill_point("add")
+            for name in moved:
+                if (target / name).exists():
+                    shutil.rmtree(target / name)
+                os.replace(temporary / name, target / name)
+            consolidate(target)
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary)
 
 
 @dataclass(frozen=True)
 class StoreReport:
-    """What :func:`verify_store` found: samples done, and the damaged ones with their damaged variables."""
+    """What :func:`verify_store` found: samples done, the damaged ones with their damaged variables, and
+    damaged arrays that are not per sample (coordinates)."""
 
     path: str
     samples: int
     done: int
     damaged: dict[str, list[str]] = field(default_factory=dict)
+    damaged_arrays: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -210,43 +424,103 @@ class StoreReport:
     @property
     def ok(self) -> bool:
         """Complete and nothing damaged: the store can be read as it is."""
-        return self.complete and not self.damaged
+        return self.complete and not self.damaged and not self.damaged_arrays
 
     def summary(self) -> str:
         """A few lines for people: samples done, and the damaged ones with their variables."""
         lines = [f"{self.path}: {self.done} of {self.samples} samples done"]
+        if self.damaged_arrays:
+            lines.append(f"damaged arrays (missing, corrupt or misplaced chunks): {', '.join(self.damaged_arrays)}")
         if self.damaged:
-            lines.append(f"{len(self.damaged)} damaged samples (missing or corrupt chunks):")
+            lines.append(f"{len(self.damaged)} damaged samples (missing, corrupt or misplaced chunks):")
             lines += [f"  {sample}: {', '.join(names)}" for sample, names in list(self.damaged.items())[:20]]
             if len(self.damaged) > 20:
                 lines.append(f"  ... and {len(self.damaged) - 20} more")
         return "\n".join(lines)
 
 
-def damaged_positions(group: zarr.Group, done: np.ndarray, *, read: bool) -> dict[int, list[str]]:
-    """Positions of done samples whose chunks are missing or, with ``read``, fail their checksum.
+@dataclass
+class Damage:
+    """Positions of done samples with damaged chunks (and the arrays), and damaged arrays written whole."""
 
-    Every per-sample array counts (maps, deltas, scores, input checksums, slot targets). With
-    ``read``, each chunk's bytes are read and their crc32c compared with the one zarr stored after
-    them; nothing is decompressed.
+    samples: dict[int, list[str]] = field(default_factory=dict)
+    arrays: list[str] = field(default_factory=list)
+
+    def add(self, position: int, name: str) -> None:
+        names = self.samples.setdefault(int(position), [])
+        if name not in names:
+            names.append(name)
+
+
+def find_damage(group: zarr.Group, done: np.ndarray, *, read: bool) -> Damage:
+    """Done samples whose chunks are missing, corrupt or not where they were written, and such arrays.
+
+    Every array counts but ``done`` (read by :func:`read_flags`): per-sample ones (maps, deltas,
+    scores, input checksums, slot targets, metrics) by sample, the others (coordinates) as a
+    whole. A missing chunk is found from the listing; with ``read``, each chunk's bytes are read
+    once and their bound checksum compared (nothing is decompressed). One-dimensional arrays that
+    are not per sample (coordinates) are read even without ``read``: they are small, and every
+    map's labels depend on them.
     """
-    found: dict[int, list[str]] = {}
-    positions = np.flatnonzero(done)
     root = Path(str(group.store.root)) / group.path
+    bound = sealed(root)
+    positions = [int(i) for i in np.flatnonzero(done)]
+    found = Damage()
+    records: dict[int, Any] = {}
     for name, array in group.arrays():
-        if name == "sample" or array.ndim == 0 or _dims(array)[:1] != ("sample",):
+        if name == DONE:
             continue
-        rest = ("0",) * (array.ndim - 1)
-        for i in positions:
-            chunk = root.joinpath(name, "c", str(int(i)), *rest)
-            missing = name != DONE and not chunk.is_file()  # an unwritten done flag is False, not lost
-            if missing or (read and chunk.is_file() and not _checksum_holds(chunk)):
-                found.setdefault(int(i), []).append(name)
+        per_sample = name != "sample" and array.ndim > 0 and _dims(array)[:1] == ("sample",)
+        seals = seals_of(root, name)
+        if seals is not None:
+            sums = seals.get("chunks", {})
+            reading = read or (array.ndim <= 1 and not per_sample)
+            if per_sample:
+                for i in positions:
+                    key = chunk_key(i, array.ndim)
+                    if key not in sums or not _holds(root, name, key, sums[key], read=reading):
+                        found.add(i, name)
+            elif len(sums) != array.nchunks or any(
+                not _holds(root, name, key, crc, read=reading) for key, crc in sums.items()
+            ):
+                found.arrays.append(name)
+        elif not bound:  # an older store: the codec's checksum of each per-sample chunk only
+            if per_sample:
+                for i in positions:
+                    chunk = root / name / chunk_key(i, array.ndim)
+                    if not chunk.is_file() or (read and not _codec_holds(chunk.read_bytes())):
+                        found.add(i, name)
+        elif per_sample:
+            for i in positions:
+                if i not in records:
+                    records[i] = _record(root, i)
+                key = chunk_key(i, array.ndim)
+                crc = (records[i] or {}).get(f"{name}/{key}")
+                if crc is None or not _holds(root, name, key, crc, read=read):
+                    found.add(i, name)
+        else:
+            found.arrays.append(name)  # its checksums are lost
     return found
 
 
-def _checksum_holds(chunk: Path) -> bool:
+def _record(root: Path, position: int) -> dict[str, int] | None:
+    found = _read_json(root / RECORDS / f"{position}.json")
+    if not isinstance(found, dict) or found.get("position") != position or not isinstance(found.get("chunks"), dict):
+        return None
+    return found["chunks"]
+
+
+def _holds(root: Path, name: str, key: str, crc: Any, *, read: bool) -> bool:
+    chunk = root / name / key
+    if not chunk.is_file():
+        return False
+    if not read:
+        return True
     data = chunk.read_bytes()
+    return _codec_holds(data) and chunk_crc(name, key, data) == crc
+
+
+def _codec_holds(data: bytes) -> bool:
     return len(data) >= 4 and google_crc32c.value(data[:-4]) == int.from_bytes(data[-4:], "little")
 
 
@@ -269,10 +543,12 @@ def _dims(array: zarr.Array) -> tuple[str, ...]:
 
 
 def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreReport:
-    """Check a store: which samples are done, and which done samples have missing or corrupt chunks.
+    """Check a store: which samples are done, which done samples have missing, corrupt or misplaced
+    chunks, and which other arrays (coordinates) do.
 
-    ``read=False`` only checks that every chunk exists; ``read=True`` also reads every chunk of
-    every done sample and tests its checksum (reading the store's bytes once, decompressing none).
+    ``read=False`` only checks that every chunk exists (and reads the small coordinates);
+    ``read=True`` also reads every chunk of every done sample and tests its checksum, bound to the
+    array and the chunk's place (reading the store's bytes once, decompressing none).
     """
     if not os.path.exists(store):
         raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
@@ -280,26 +556,32 @@ def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreRe
         group = zarr.open_group(os.fspath(store), mode="r")
     except Exception as exc:  # zarr raises several kinds for folders that are not stores
         raise StoreDamagedError(f"{os.fspath(store)!r} is not a readable zarr store: {exc}") from exc
-    try:
-        ids = np.asarray(group["sample"][:]).tolist() if "sample" in group else []
-    except Exception as exc:  # zarr raises several kinds for corrupt chunks
-        raise StoreDamagedError(
-            f"{os.fspath(store)!r}: its sample ids are unreadable ({exc}); delete the store and run again."
-        ) from exc
+    n = int(group["sample"].shape[0]) if "sample" in group else 0
     broken: list[int] = []
     if DONE in group:
         done, broken = read_flags(group)
     else:
-        done = np.ones(len(ids), dtype=bool)
-    damaged = damaged_positions(group, done, read=read) if ids else {}
+        done = np.ones(n, dtype=bool)
+    found = find_damage(group, done, read=read)
+    if "sample" in found.arrays:  # the ids themselves are damaged: name the samples by position
+        ids: list[Any] = [f"#{i}" for i in range(n)]
+    else:
+        try:
+            ids = np.asarray(group["sample"][:]).tolist() if "sample" in group else []
+        except Exception as exc:  # zarr raises several kinds for corrupt chunks
+            raise StoreDamagedError(
+                f"{os.fspath(store)!r}: its sample ids are unreadable ({exc}); delete the store and run again."
+            ) from exc
+    damaged = found.samples
     for i in broken:
         damaged.setdefault(i, []).append(DONE)
     intact = int(sum(1 for i in np.flatnonzero(done) if int(i) not in damaged))
     return StoreReport(
         path=os.fspath(store),
-        samples=len(ids),
+        samples=n,
         done=intact,
         damaged={str(ids[i]): names for i, names in sorted(damaged.items())},
+        damaged_arrays=sorted(found.arrays),
     )
 
 
@@ -313,7 +595,7 @@ def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Data
     target names) come back as ordinary numpy strings.
     """
     report = verify_store(store, read=verify)
-    if report.damaged:
+    if report.damaged or report.damaged_arrays:
         raise StoreDamagedError(
             f"{report.summary()}\nRun the same xai_bench.run(...) again to recompute them, or write a new store."
         )
