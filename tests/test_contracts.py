@@ -221,9 +221,9 @@ def test_threads_explaining_at_once_all_succeed_and_restore_every_model(gen):
 
     def work(i: int) -> None:
         try:
-            for k in range(3):
+            for k in range(4):
                 # Fresh models are traced by DeepLIFT; the shared one is switched to eval by several calls at once.
-                model = shared if k == 1 else Slow().double().train(i % 2 == 0)
+                model = shared if k % 2 else Slow().double().train(i % 2 == 0)
                 if model is not shared:
                     fresh.append((model, i % 2 == 0))
                 method = "deeplift" if (i + k) % 2 else "saliency"
