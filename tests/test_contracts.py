@@ -11,6 +11,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch import nn
 
 import xai_bench
@@ -253,6 +254,12 @@ def test_a_call_under_inference_mode_gives_the_maps_of_a_plain_call(lin):
         inside = explain(model, x.clone(), methods=["saliency", "deeplift"], targets=[0])
     for method in ("saliency", "deeplift"):
         np.testing.assert_array_equal(inside[method].values, plain[method].values)
+    # Metrics that make maps again need gradients too.
+    metric = {"parameter_randomisation": {"layers": ["fc"]}}
+    expected = xai_bench.evaluate(model, x, plain, metrics=metric, methods=["saliency"])
+    with torch.inference_mode():
+        got = xai_bench.evaluate(model, x.clone(), plain, metrics=metric, methods=["saliency"])
+    xr.testing.assert_identical(got, expected)
 
 
 class IntegerLogits(Linear):

@@ -391,8 +391,7 @@ def explain(
     max_targets = check_max_targets(max_targets)
     chosen = check_device(device)
     normalization = check_normalization(input_normalization)
-    # Gradients need autograd: a call made under torch.inference_mode() runs outside it.
-    with torch.inference_mode(False), eval_mode(model), on_device(model, chosen):
+    with eval_mode(model), on_device(model, chosen):
         if chosen is not None and isinstance(inputs, Tensor):
             inputs = inputs.to(chosen)
         if isinstance(inputs, Tensor) and inputs.is_inference():

@@ -33,9 +33,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     Calls in several threads share the switch: the first records the flags, the last restores
     them (else a call that began while another had switched to eval would "restore" eval). The
     call holds :func:`~xai_bench.core.locks.running` throughout, so no torch.fx trace patches
-    torch under it.
+    torch under it. Gradients need autograd: a call made under ``torch.inference_mode()`` runs
+    outside it (inputs made there are inference tensors: clone them inside).
     """
-    with running():
+    with running(), torch.inference_mode(False):
         with _modes:
             users, flags = _in_use.get(model, (0, [(m, m.training) for m in model.modules()]))
             _in_use[model] = (users + 1, flags)

@@ -60,9 +60,15 @@ def tracing() -> Iterator[None]:
             _running -= held  # step out, so that another thread waiting to trace is not waiting on us
             _waiting += 1
             _state.notify_all()
-            while _tracer is not None or _running:
-                _state.wait()
-            _waiting -= 1
+            try:
+                while _tracer is not None or _running:
+                    _state.wait()
+            except BaseException:  # interrupted while waiting: step back in as we were
+                _running += held
+                raise
+            finally:
+                _waiting -= 1
+                _state.notify_all()
             _tracer, _depth = me, 1
     try:
         yield
