@@ -209,7 +209,7 @@ def _check_reported(
     scale = own.abs().amax(1, keepdim=True) + torch.finfo(logits.dtype).tiny
     off = ((reported.to(own.device) - own).abs() > min(1000 * eps, 1e-2) * scale).any(1)
     if bool(off.any()):
-        bad = rows.nonzero().flatten()[off.cpu()].tolist()
+        bad = rows.cpu().nonzero().flatten()[off.cpu()].tolist()
         raise PluginError(
             f"{_who(entry)} declares reports_outputs, but its outputs are not the model's logits for samples "
             f"{[ids[i] for i in bad[:10]]} (up to {float((reported.to(own.device) - own).abs().max()):.3g} off). "
