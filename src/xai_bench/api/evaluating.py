@@ -99,6 +99,8 @@ def evaluate(
     ):
         if x is not None:
             x = x.to(chosen) if chosen is not None else x
+            if x.is_inference():
+                x = x.clone()  # made under torch.inference_mode(): it could not take part in autograd
             if model is not None:
                 x = x.to(next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype))
         budget = parse_budget(memory_budget, x.device if x is not None else torch.device("cpu"))

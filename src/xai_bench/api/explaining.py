@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..attributors.base import Attributor, Cost, Prepared
 from ..core.checks import batch_size_arg, to_json
-from ..core.errors import InvalidInputError, SurgeryError
+from ..core.errors import InvalidInputError, ModelOutputError, PluginError, SurgeryError, XaiBenchError, warn
 from ..core.normalization import check_normalization
 from ..core.provenance import model_fingerprint, module_state, result_attrs, sample_key
 from ..engine.attribution import MethodResult, attribute_all, work_samples
@@ -29,8 +29,18 @@ from ..plugins.manager import plugin_info
 from ..storage.datasets import build_dataset
 from ..storage.zarr_io import check_writable, save_maps
 from ..surgery import forget as forget_rewrites
-from .preflight import check_device, check_inputs, check_outputs, eval_mode, on_device, probe
-from .targets import Resolved, Task, check_labels, check_max_targets, check_task, resolve_targets, slot_width, warn_wide
+from .preflight import batch_statistics, check_device, check_inputs, check_outputs, eval_mode, on_device, probe
+from .targets import (
+    Resolved,
+    Task,
+    check_labels,
+    check_max_targets,
+    check_task,
+    check_threshold,
+    resolve_targets,
+    slot_width,
+    warn_wide,
+)
 
 MethodsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 
@@ -100,7 +110,44 @@ def _run_method(
     fingerprint: Callable[[], str],
     keys: Tensor,
 ) -> _MethodRun:
-    """Prepare ``attributor``'s model (checked against the model), size its passes and run them."""
+    """Prepare ``attributor``'s model (checked against the model), size its passes and run them.
+
+    An error that is not the library's own is first checked against the model's outputs for a
+    batch of two: a model that returns another batch size breaks a method far from the cause.
+    """
+    try:
+        return _run_method_unchecked(
+            entry, attributor, model, inputs, index, mask, fixed, budget, work, bar, fingerprint, keys
+        )
+    except Exception as exc:
+        if isinstance(exc, XaiBenchError) or is_out_of_memory(exc) or len(inputs) < 2:
+            raise
+        with torch.no_grad():
+            try:
+                outputs = model(inputs[:2])
+            except Exception:
+                raise exc from None
+        try:
+            check_outputs(outputs, 2)
+        except ModelOutputError as wrong:
+            raise wrong from exc
+        raise
+
+
+def _run_method_unchecked(
+    entry: registry.Entry,
+    attributor: Attributor,
+    model: nn.Module,
+    inputs: Tensor,
+    index: Tensor,
+    mask: Tensor,
+    fixed: int | None,
+    budget: int,
+    work: int,
+    bar: tqdm,
+    fingerprint: Callable[[], str],
+    keys: Tensor,
+) -> _MethodRun:
     cost = attributor.cost(tuple(inputs.shape[1:]))
     prepared = _prepared_and_checked(entry, attributor, model, inputs, cost, fingerprint)
     sizer = plan_sizer(
@@ -116,8 +163,58 @@ def _run_method(
         total=work * cost.items,
         name=entry.id,
     )  # fmt: skip
-    result = attribute_all(attributor, prepared.model, inputs, index, mask, sizer, keys=keys, on_pairs=bar.update)
+    result = attribute_all(
+        attributor, prepared.model, inputs, index, mask, sizer, keys=keys, on_pairs=bar.update, who=_who(entry)
+    )
     return _MethodRun(prepared, cost, sizer, result)
+
+
+def _who(entry: registry.Entry) -> str:
+    """The method, and the plugin that provides it unless it is built in, for messages."""
+    if plugin_info(entry.provider).builtin:
+        return f"method {entry.id!r}"
+    return f"method {entry.id!r} of plugin {entry.provider!r}"
+
+
+def _warn_not_finite(entry: registry.Entry, maps: Tensor, mask: Tensor, ids: Sequence[Any]) -> None:
+    """Warn, naming the samples, when computed maps hold NaN or Inf (stored as they are)."""
+    bad = (~torch.isfinite(maps)).flatten(2).any(2) & mask
+    if not bool(bad.any()):
+        return
+    rows = bad.any(1).nonzero().flatten().tolist()
+    named = [ids[i] for i in rows[:10]]
+    warn(
+        f"{_who(entry)}: {int(bad.sum())} maps of samples {named}{' ...' if len(rows) > 10 else ''} hold NaN or Inf "
+        "values, stored as they are: the gradient is not finite there (sqrt or log at 0, a division by zero) or "
+        "the method overflowed. Move the inputs off such points (e.g. clamp_min(1e-6) before a sqrt) to get "
+        "finite maps."
+    )
+
+
+def _check_reported(
+    entry: registry.Entry, outputs: Tensor, logits: Tensor, ids: Sequence[Any], model: nn.Module
+) -> None:
+    """A plugin's reported outputs must be the model's logits (``logits`` (N, K), from its own forward)."""
+    if tuple(outputs.shape) != tuple(logits.shape):
+        raise PluginError(
+            f"{_who(entry)} reported outputs of shape {tuple(outputs.shape)}; expected the model's logits, "
+            f"{tuple(logits.shape)}."
+        )
+    if batch_statistics(model):
+        return  # the logits depend on which images share a pass (warned about already)
+    rows = ~torch.isnan(outputs).any(1)
+    reported, own = outputs[rows].to(logits.dtype), logits[rows.to(logits.device)]
+    eps = torch.finfo(logits.dtype).eps
+    # Another pass size reorders sums (and a rewritten view rounds layer norms differently): rounding only.
+    scale = own.abs().amax(1, keepdim=True) + torch.finfo(logits.dtype).tiny
+    off = ((reported.to(own.device) - own).abs() > min(1000 * eps, 1e-2) * scale).any(1)
+    if bool(off.any()):
+        bad = rows.cpu().nonzero().flatten()[off.cpu()].tolist()
+        raise PluginError(
+            f"{_who(entry)} declares reports_outputs, but its outputs are not the model's logits for samples "
+            f"{[ids[i] for i in bad[:10]]} (up to {float((reported.to(own.device) - own).abs().max()):.3g} off). "
+            "Return the logits of the pass's inputs as outputs=, or do not declare reports_outputs."
+        )
 
 
 # Per model and method: the weights and module state a rewritten view was last checked against.
@@ -290,13 +387,16 @@ def explain(
     if store is not None:
         check_writable(store, overwrite=overwrite)
     check_task(task)
+    threshold = check_threshold(threshold)
     max_targets = check_max_targets(max_targets)
     chosen = check_device(device)
     normalization = check_normalization(input_normalization)
     with eval_mode(model), on_device(model, chosen):
         if chosen is not None and isinstance(inputs, Tensor):
             inputs = inputs.to(chosen)
-        inputs = check_inputs(model, inputs).detach()
+        if isinstance(inputs, Tensor) and inputs.is_inference():
+            inputs = inputs.clone()  # an inference tensor cannot take part in autograd
+        inputs = check_inputs(model, inputs, sample_ids).detach()
         if normalization is not None:
             normalization.check_channels(inputs.shape[1])
         budget = parse_budget(memory_budget, inputs.device)
@@ -331,6 +431,7 @@ def explain(
         # One unit per (sample, target) map of each method: what the bar says is what it counts.
         pairs = int(resolved.mask.sum())
         bar = tqdm(total=len(specs) * pairs, desc="explain", unit="map", disable=not progress)
+        reported: list[tuple[registry.Entry, Tensor]] = []
         for entry, attributor in specs:
             bar.set_postfix_str(entry.id)
             run = _run_method(
@@ -339,7 +440,11 @@ def explain(
             maps[entry.id] = run.result.maps.to(stored).cpu().numpy()
             if run.result.delta is not None:
                 deltas[entry.id] = run.result.delta.to(stored).cpu().numpy()
-            scores.offer(run.result.outputs)
+            _warn_not_finite(entry, run.result.maps, mask, ids)
+            if plugin_info(entry.provider).builtin:
+                scores.offer(run.result.outputs)
+            elif run.result.outputs is not None:
+                reported.append((entry, run.result.outputs))  # checked against the model's own forward
             method_attrs[entry.id] = {
                 **_method_attrs(entry, attributor, run.prepared.surgery),
                 "images_per_pass": run.sizer.settled * run.cost.images,
@@ -349,13 +454,15 @@ def explain(
         missing = scores.missing()
         if len(missing):
             scores.fill(missing, forward_logits(model, model, inputs, fixed, budget, missing))
+        for entry, outputs in reported:
+            _check_reported(entry, outputs, scores.values, ids, model)
         picked = scores.values.gather(1, index).detach().to(stored).cpu().numpy()
         picked[~resolved.mask.numpy()] = np.nan
         attrs = result_attrs(
             model,
             fingerprint=fingerprint,
             task=task,
-            threshold=float(threshold),
+            threshold=threshold,
             targets=_describe_targets(targets, resolved),
             batch_size=fixed if fixed is not None else "auto",
             memory_budget=budget,

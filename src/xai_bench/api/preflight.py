@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,24 +19,44 @@ from ..core.errors import (
     XaiBenchError,
     warn,
 )
+from ..core.locks import running
+
+# Per model: the calls using it now, and every module's ``training`` flag from before the first.
+_in_use: weakref.WeakKeyDictionary[nn.Module, tuple[int, list[tuple[nn.Module, bool]]]] = weakref.WeakKeyDictionary()
+_modes = threading.Lock()
 
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode and restore every module's ``training`` flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    if any(training for _, training in flags):
-        warn(
-            f"{type(model).__name__} is in training mode: dropout and batch-norm statistics would make "
-            "results depend on the batch. Running it in eval mode; its mode is restored afterwards.",
-        )
-    model.eval()
-    _warn_batch_statistics(model)
-    try:
-        yield model
-    finally:
-        for module, training in flags:
-            module.training = training
+    """Run ``model`` in eval mode and restore every module's ``training`` flag afterwards.
+
+    Calls in several threads share the switch: the first records the flags, the last restores
+    them (else a call that began while another had switched to eval would "restore" eval). The
+    call holds :func:`~xai_bench.core.locks.running` throughout, so no torch.fx trace patches
+    torch under it. Gradients need autograd: a call made under ``torch.inference_mode()`` runs
+    outside it (inputs made there are inference tensors: clone them inside).
+    """
+    with running(), torch.inference_mode(False):
+        with _modes:
+            users, flags = _in_use.get(model, (0, [(m, m.training) for m in model.modules()]))
+            _in_use[model] = (users + 1, flags)
+            model.eval()
+        try:
+            if any(training for _, training in flags):
+                warn(
+                    f"{type(model).__name__} is in training mode: dropout and batch-norm statistics would make "
+                    "results depend on the batch. Running it in eval mode; its mode is restored afterwards.",
+                )
+            _warn_batch_statistics(model)
+            yield model
+        finally:
+            with _modes:
+                users, flags = _in_use.pop(model)
+                if users > 1:
+                    _in_use[model] = (users - 1, flags)
+                else:
+                    for module, training in flags:
+                        module.training = training
 
 
 def check_device(device: object) -> torch.device | None:
@@ -91,13 +114,18 @@ def on_device(model: nn.Module, device: torch.device | None) -> Iterator[None]:
         model.to(home)
 
 
-def _warn_batch_statistics(model: nn.Module) -> None:
-    """Batch norms without running statistics normalise by the batch even in eval mode."""
-    norms = [
+def batch_statistics(model: nn.Module) -> list[str]:
+    """Names of the batch norms that normalise by the batch even in eval mode (no running statistics)."""
+    return [
         name or type(model).__name__
         for name, m in model.named_modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and (not m.track_running_stats or m.running_mean is None)
     ]
+
+
+def _warn_batch_statistics(model: nn.Module) -> None:
+    """Batch norms without running statistics normalise by the batch even in eval mode."""
+    norms = batch_statistics(model)
     if norms:
         warn(
             f"{', '.join(map(repr, norms[:5]))}{' and more' if len(norms) > 5 else ''}: batch norm without running "
@@ -107,8 +135,9 @@ def _warn_batch_statistics(model: nn.Module) -> None:
         )
 
 
-def check_inputs(model: nn.Module, inputs: object) -> Tensor:
-    """Return ``inputs`` if it is a finite (N, C, H, W) float tensor the model can take, else raise."""
+def check_inputs(model: nn.Module, inputs: object, sample_ids: Sequence[Any] | None = None) -> Tensor:
+    """Return ``inputs`` if it is a finite (N, C, H, W) float tensor the model can take, else raise
+    (naming bad samples by ``sample_ids`` where given, else by position)."""
     if not isinstance(inputs, Tensor):
         raise InvalidInputError(f"inputs must be a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}.")
     if inputs.dim() != 4:
@@ -132,8 +161,13 @@ def check_inputs(model: nn.Module, inputs: object) -> Tensor:
             )
     bad = ~torch.isfinite(inputs)
     if bad.any():
-        samples = sorted(set(bad.flatten(1).any(1).nonzero().flatten().tolist()))
-        raise InvalidInputError(f"inputs contain NaN or Inf values (samples {samples[:10]}); clean or drop them first.")
+        rows = bad.flatten(1).any(1).nonzero().flatten().tolist()
+        if sample_ids is not None and len(sample_ids) == len(inputs):
+            rows = [sample_ids[i] for i in rows]
+        more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+        raise InvalidInputError(
+            f"inputs contain NaN or Inf values (samples {rows[:10]}{more}); clean or drop them first."
+        )
     return inputs
 
 
@@ -148,6 +182,11 @@ def check_outputs(outputs: object, n: int) -> Tensor:
         raise ModelOutputError(
             f"the model returned shape {tuple(outputs.shape)} for a batch of {n}, expected ({n}, classes) "
             "logits. Flatten or select the class scores in a wrapper module."
+        )
+    if not outputs.is_floating_point():
+        raise ModelOutputError(
+            f"the model returned {outputs.dtype} outputs; attributions need floating-point logits to take gradients "
+            "of. Return the logits before any rounding or arg-max (e.g. drop a final .long() or .argmax())."
         )
     if not torch.isfinite(outputs).all():
         raise ModelOutputError("the model returned NaN or Inf logits for these inputs.")

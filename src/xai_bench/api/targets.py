@@ -61,6 +61,22 @@ def check_task(task: object) -> None:
         raise InvalidTargetError(f"task must be 'multiclass' or 'multilabel', got {task!r}.")
 
 
+def check_threshold(threshold: object) -> float:
+    """``threshold`` as a float if a sigmoid can exceed it and it is a probability (0 <= t < 1), else raise."""
+    real = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, (bool, np.bool_))
+    if not real:
+        raise InvalidTargetError(
+            f"threshold must be a number, got {threshold!r} ({type(threshold).__name__}); e.g. threshold=0.5."
+        )
+    value = float(threshold)  # type: ignore[arg-type]
+    if not 0 <= value < 1:  # also refuses NaN
+        raise InvalidTargetError(
+            f"threshold must be a probability in [0, 1) (a label is predicted where its sigmoid exceeds it), "
+            f"got {threshold!r}. The default is 0.5."
+        )
+    return value
+
+
 def _is_scalar(value: object) -> bool:
     if isinstance(value, bool):
         return False

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.checks import json_safe
+from ..core.errors import PluginError
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,71 @@ class OneTarget(Attributor):
         for column, rows in batch.columns():
             x = batch.inputs[rows]
             result = self.attribute_target(model, x, batch.targets[rows, column])
+            _check(self, result, (len(rows),), tuple(x.shape[1:]), "attribute_target()", partial=False)
             maps[rows, column] = result.maps.to(maps.dtype)
-            if delta is not None and result.delta is not None:
+            if delta is not None:
                 delta[rows, column] = result.delta.to(delta.dtype)
         return Attribution(maps, delta=delta)
+
+
+def check_attribution(
+    attributor: Attributor, part: object, batch: Batch, who: str | None = None, call: str = "attribute()"
+) -> Attribution:
+    """Return ``part`` if it is what :meth:`Attributor.attribute` promises for ``batch``, else raise
+    :class:`PluginError`: an :class:`Attribution` with maps (n, T, C, H, W), a delta (n, T) where the
+    method declares ``has_delta``, and (n, classes) outputs where it declares ``reports_outputs``.
+
+    A pass's maps may have size 1 on an image axis their contribution is shared along (occlusion's
+    channels), which :meth:`Attributor.finish` expands; ``call="finish()"`` checks the final maps
+    exactly. Checked because the engine's sums and a map stored at the wrong size would otherwise
+    broadcast without complaint.
+    """
+    partial = call != "finish()"
+    _check(attributor, part, tuple(batch.targets.shape), tuple(batch.inputs.shape[1:]), call, who, partial=partial)
+    n = batch.targets.shape[0]
+    outputs = part.outputs  # type: ignore[union-attr]
+    logits = isinstance(outputs, Tensor) and outputs.dim() == 2 and len(outputs) == n
+    if attributor.reports_outputs and call == "attribute()" and not logits:
+        got = tuple(outputs.shape) if isinstance(outputs, Tensor) else outputs
+        raise PluginError(
+            f"{who or f'method {attributor.id!r}'} declares reports_outputs but returned outputs {got}; "
+            f"expected ({n}, classes) logits (NaN rows where the pass did not compute them)."
+        )
+    return part
+
+
+def _check(
+    attributor: Attributor,
+    part: object,
+    lead: tuple[int, ...],
+    image: tuple[int, ...],
+    call: str,
+    who: str | None = None,
+    *,
+    partial: bool,
+) -> None:
+    """Raise :class:`PluginError` unless ``part`` holds maps ``(*lead, *image)`` (size 1 allowed on
+    the image axes if ``partial``) and, with ``has_delta``, a delta ``lead``."""
+    name = who or f"method {attributor.id!r} ({type(attributor).__module__}.{type(attributor).__qualname__})"
+    if not isinstance(part, Attribution):
+        raise PluginError(
+            f"{name}: {call} returned {type(part).__name__}; return an xai_bench.Attribution(maps, delta=..., "
+            "outputs=...)."
+        )
+    for what, value, expected, required in (
+        ("maps", part.maps, (*lead, *image), True),
+        ("delta", part.delta, lead, attributor.has_delta),
+        ("second", part.second, (*lead, *image), False),
+    ):
+        if not required and (value is None or what == "delta"):
+            continue  # a delta the method does not declare is never used
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        if partial and what != "delta" and isinstance(got, tuple) and len(got) == len(expected):
+            shared = [i >= len(lead) and g == 1 for i, g in enumerate(got)]  # shared along that image axis
+            expected = tuple(1 if one else e for one, e in zip(shared, expected, strict=True))
+        if got != expected:
+            hint = " (the method declares has_delta)" if what == "delta" and value is None else ""
+            raise PluginError(f"{name}: {call} returned {what} {got}{hint}; expected shape {expected}.")
 
 
 def zero_maps(inputs: Tensor, t: int) -> Tensor:

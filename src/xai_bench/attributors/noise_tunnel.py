@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..core.checks import positive_int
 from ..core.errors import InvalidParameterError, PluginError
-from .base import Attribution, Attributor, Batch, Cost, Prepared, zero_maps
+from .base import Attribution, Attributor, Batch, Cost, Prepared, check_attribution, zero_maps
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 _DEFAULTS = {"samples": 16, "stdev": 0.15, "kind": "smoothgrad", "seed": 0}
@@ -141,11 +141,8 @@ class NoiseTunnel(Attributor):
             noisy, batch.targets[rows], batch.mask[rows], copy_of_pair, batch.item % items,
             batch.position[rows], batch.key[owner],
         )  # fmt: skip
-        part = self._method.attribute(model, inner)
-        delta = part.delta
-        if self._method.has_delta and delta is None:
-            delta = noisy.new_zeros((len(copies), t))
-        part = Attribution(part.maps, delta=delta, second=part.second)
+        part = check_attribution(self._method, self._method.attribute(model, inner), inner)
+        part = Attribution(part.maps, delta=part.delta, second=part.second)
         first_item = torch.zeros(len(copies), dtype=torch.long).scatter_reduce(
             0, copy_of_pair, batch.item % items, reduce="amin", include_self=False
         )

@@ -59,9 +59,9 @@ class _MessageKeyError(KeyError):
 class UnknownMethodError(XaiBenchError, _MessageKeyError):
     """A method or profiler id that no loaded plugin provides."""
 
-    def __init__(self, method_id: str, available: Iterable[str], kind: str = "method") -> None:
+    def __init__(self, method_id: str, available: Iterable[str], kind: str = "method", note: str = "") -> None:
         self.method_id = method_id
-        super().__init__(f"Unknown {kind} {method_id!r}.{_suggestion(method_id, available)}")
+        super().__init__(f"Unknown {kind} {method_id!r}.{_suggestion(method_id, available)}{note}")
 
 
 class DuplicateMethodError(XaiBenchError, ValueError):

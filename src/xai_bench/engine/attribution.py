@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
-from ..attributors.base import Attribution, Attributor, Batch
+from ..attributors.base import Attribution, Attributor, Batch, check_attribution
 from ..core.errors import PluginError
 from . import planner
 from .runner import run_passes
@@ -39,12 +39,13 @@ def attribute_all(
     *,
     keys: Tensor | None = None,
     on_pairs: Callable[[int], None] | None = None,
+    who: str | None = None,
 ) -> MethodResult:
     """Plan ``attributor``'s passes over the masked pairs, run them, add their contributions and finish.
 
     ``targets`` and ``mask`` are (N, T) on the inputs' device; ``keys`` (N,) the samples' keys
     (see :class:`Batch`); ``on_pairs(k)`` reports k more (sample, target) maps done (a sample's
-    maps are done with its last item).
+    maps are done with its last item); ``who`` names the method and its plugin in errors.
     """
     n, t = targets.shape
     samples = work_samples(mask.cpu())
@@ -56,12 +57,18 @@ def attribute_all(
         rows = samples[part_of.samples].to(inputs.device)
         key = keys[rows.cpu()] if keys is not None else None
         batch = Batch(inputs[rows], targets[rows], mask[rows], part_of.sample, part_of.item, rows, key)
-        part = attributor.attribute(model, batch)
-        _check_part(attributor, part, batch)
+        part = check_attribution(attributor, attributor.attribute(model, batch), batch, who)
         # One item per sample and every sample in this pass: its results are the totals as they are.
         whole = items == 1 and len(rows) == n and state["maps"] is None
+        for name in ("maps", "second"):
+            total, value = state[name], getattr(part, name)
+            if total is not None and value is not None and value.shape[1:] != total.shape[1:]:
+                raise PluginError(
+                    f"{who or f'method {attributor.id!r}'}: attribute() returned {name} {tuple(value.shape)} after "
+                    f"passes of {tuple(total.shape[1:])} per sample; every pass must return the same shape."
+                )
         _add(state, "maps", part.maps, rows, n, whole)
-        if attributor.has_delta and part.delta is not None:
+        if attributor.has_delta:
             _add(state, "delta", part.delta, rows, n, whole)
         if part.second is not None:
             _add(state, "second", part.second, rows, n, whole)
@@ -77,15 +84,12 @@ def attribute_all(
     run_passes(len(samples) * items, sizer, do_pass, inputs.device)
     maps = state["maps"] if state["maps"] is not None else inputs.new_zeros((n, t, *inputs.shape[1:]))
     delta = state["delta"] if attributor.has_delta else None
-    if attributor.has_delta and delta is None:
+    if attributor.has_delta and delta is None:  # no pass ran: no pair to compute
         delta = inputs.new_zeros((n, t))
     total = Attribution(maps, delta=delta, second=state["second"])
     final = attributor.finish(inputs, total)
-    expected = (n, t, *inputs.shape[1:])
-    if tuple(final.maps.shape) != expected:
-        raise PluginError(
-            f"method {attributor.id!r} finished with maps of shape {tuple(final.maps.shape)}, expected {expected}."
-        )
+    whole_call = Batch(inputs, targets, mask, samples, samples)
+    check_attribution(attributor, replace(final, outputs=None), whole_call, who, call="finish()")
     delta = final.delta if attributor.has_delta else None
     return MethodResult(_blank(final.maps, mask, inputs.dtype), _blank(delta, mask, inputs.dtype), state["outputs"])
 
@@ -109,26 +113,3 @@ def _add(state: dict[str, Tensor | None], name: str, part: Tensor, rows: Tensor,
     if state[name] is None:
         state[name] = part.new_zeros((n, *part.shape[1:]))
     state[name].index_add_(0, rows, part.detach().to(state[name].dtype))
-
-
-def _check_part(attributor: Attributor, part: object, batch: Batch) -> None:
-    if not isinstance(part, Attribution):
-        raise PluginError(
-            f"method {attributor.id!r}: attribute() returned {type(part).__name__}; return an "
-            "xai_bench.Attribution(maps, delta=..., outputs=...)."
-        )
-    n, t = batch.targets.shape
-    lead = tuple(part.maps.shape[:2]) if isinstance(part.maps, Tensor) else None
-    if lead != (n, t) or part.maps.dim() != batch.inputs.dim() + 1:
-        got = tuple(part.maps.shape) if isinstance(part.maps, Tensor) else type(part.maps).__name__
-        raise PluginError(
-            f"method {attributor.id!r} returned maps of shape {got} for a pass of {n} samples and {t} "
-            f"targets; expected ({n}, {t}, C, H, W) = {(n, t, *batch.inputs.shape[1:])}."
-        )
-    bad_outputs = part.outputs is None or part.outputs.dim() != 2 or part.outputs.shape[0] != n
-    if attributor.reports_outputs and bad_outputs:
-        got = None if part.outputs is None else tuple(part.outputs.shape)
-        raise PluginError(
-            f"method {attributor.id!r} declares reports_outputs but returned outputs {got}; "
-            f"expected ({n}, classes) logits (NaN rows where the pass did not compute them)."
-        )

@@ -17,10 +17,12 @@ from ..core.errors import (
     PluginError,
     UnknownMethodError,
     UnknownParameterError,
+    XaiBenchError,
+    warn,
 )
 from ..metrics.base import Metric
 from ..profilers.base import GlobalProfiler
-from .manager import generation, get_plugin_manager
+from .manager import generation, get_plugin_manager, plugin_info
 
 _ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -108,6 +110,7 @@ class _Table:
         self.hook_name = hook_name
         self.base = base
         self._entries: dict[str, Entry] | None = None
+        self._failed: dict[str, str] = {}  # plugin -> why its hook failed, in the current table
         self._generation = -1
         self._lock = threading.Lock()
 
@@ -115,16 +118,35 @@ class _Table:
         pm = get_plugin_manager()
         base = self.base
         entries: dict[str, Entry] = {}
+        failed: dict[str, str] = {}
         hook = getattr(pm.hook, self.hook_name)
         # Call each implementation on its own so every registration is tied to its plugin;
         # get_hookimpls() lists them in registration order: built-ins first, then third parties.
         for impl in hook.get_hookimpls():
             provider = impl.plugin_name
+            added: list[str] = []
 
-            def register(cls: type, *, _provider: str = provider) -> None:
+            def register(cls: type, *, _provider: str = provider, _added: list[str] = added) -> None:
                 self._add(entries, cls, _provider, base)
+                _added.append(cls.id)
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except XaiBenchError:
+                raise  # an invalid registration: refused by name above
+            except Exception as exc:
+                # One broken plugin must not take the others (and the built-ins) down with it.
+                why = f"{type(exc).__name__}: {exc}"
+                if plugin_info(provider).builtin:
+                    raise PluginError(f"Built-in plugin {provider!r} failed in {self.hook_name}: {why}") from exc
+                for method_id in added:
+                    del entries[method_id]
+                failed[provider] = why
+                warn(
+                    f"Plugin {provider!r} failed in {self.hook_name} ({why}); its {self.kind}s are not available, "
+                    f"the others are. Fix or uninstall it, or exclude it with XAI_BENCH_LOAD_PLUGINS."
+                )
+        self._failed = failed
         return entries
 
     def _add(self, entries: dict[str, Entry], cls: Any, provider: str, base: type) -> None:
@@ -162,7 +184,10 @@ class _Table:
     def get(self, method_id: str) -> Entry:
         entries = self.entries()
         if not isinstance(method_id, str) or method_id not in entries:
-            raise UnknownMethodError(str(method_id), entries, kind=self.kind)
+            broken = "".join(
+                f" Plugin {name!r} failed to register its {self.kind}s ({why})." for name, why in self._failed.items()
+            )
+            raise UnknownMethodError(str(method_id), entries, kind=self.kind, note=broken)
         return entries[method_id]
 
 

@@ -42,13 +42,22 @@ def sample_ids_of(dataset: Any) -> list[Any]:
     return ids
 
 
-def load(dataset: Any, indices: Sequence[int], ids: Sequence[Any]) -> Tensor:
-    """Stack the images at ``indices``, checking each item's own id against ``ids``."""
-    images = []
+def load(dataset: Any, indices: Sequence[int], ids: Sequence[Any], shape: Sequence[int] | None = None) -> Tensor:
+    """Stack the images at ``indices``, checking each item's own id against ``ids`` and its shape
+    against ``shape`` (C, H, W), or the first one's (a stacking error would name no sample)."""
+    images: list[Tensor] = []
     for i in indices:
         image, found = item_of(dataset, int(i))
         if found is not None and str(found) != str(ids[i]):
             raise InvalidInputError(f"dataset item {i} has id {found!r} but dataset.sample_ids says {ids[i]!r}.")
+        got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        expected = tuple(shape) if shape is not None else (tuple(images[0].shape) if images else None)
+        if not isinstance(image, Tensor) or image.dim() != 3 or (expected is not None and got != expected):
+            raise InvalidInputError(
+                f"dataset sample {ids[i]!r} (item {i}) is an image of shape {got}, expected "
+                f"{expected or '(C, H, W)'} (the first sample's); every image of a data set must have the "
+                "same channels and size (resize, pad or expand them in the data set)."
+            )
         images.append(image)
     return torch.stack(images)
 
@@ -62,10 +71,11 @@ def explain_block(
     net: nn.Module, dataset: Any, block: Sequence[int], ids: Sequence[Any], explain_args: dict, device: Any
 ) -> xr.Dataset:
     """Explain the samples at ``block`` (per-sample targets are cut to the block), with their input checksums."""
-    x = load(dataset, block, ids)
+    args = dict(explain_args)
+    x = load(dataset, block, ids, args.pop("image_shape", None))
     sums = [image_checksum(image) for image in x]
     if device is not None:
         x = x.to(device)
-    args = {**explain_args, "targets": take_samples(explain_args["targets"], block)}
+    args["targets"] = take_samples(explain_args["targets"], block)
     ds = explain(net, x, sample_ids=[ids[i] for i in block], **args)
     return ds.assign({INPUTS: ("sample", np.asarray(sums, dtype=np.int64))})

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..api.explaining import MethodsArg, resolve_methods
 from ..api.preflight import check_device, eval_mode, on_device
-from ..api.targets import Task, check_max_targets, per_sample, row_width
+from ..api.targets import Task, check_max_targets, check_threshold, per_sample, row_width
 from ..core.checks import json_safe, positive_int, to_json
 from ..core.errors import InvalidInputError, InvalidParameterError, StoreDamagedError, StoreExistsError, warn
 from ..core.normalization import check_normalization
@@ -112,6 +112,7 @@ def run(
         input_normalization if input_normalization is not None else getattr(dataset, "input_normalization", None)
     )
     max_targets = check_max_targets(max_targets)
+    check_threshold(threshold)
     net = build_model(model)
     chosen = check_device(device)
     # A model object is the user's: it goes back where it was, bit for bit, when the run ends.
@@ -141,6 +142,8 @@ def run(
         }  # fmt: skip
         specs_json = to_json({entry.id: attributor.params() for entry, attributor in specs})
         first_image = load(dataset, [0], ids)
+        # Every block's images are checked against the first sample's shape, by sample id.
+        explain_args["image_shape"] = tuple(first_image.shape[1:])
         with eval_mode(net):
             fingerprint = _fingerprint(net, specs_json, options, ids, tuple(first_image.shape[1:]))
         store = Path(store)

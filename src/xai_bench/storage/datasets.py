@@ -152,7 +152,8 @@ def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.D
         raise KeyError(f"sample {sample!r} has no map of target {target!r}; it has {present}.")
     column = "target" if layout_of(ds) == "dense" else "slot"
     picked = row[method].isel({column: int(hits[0])})
-    if bool(np.isnan(picked.isel(channel=0, y=0, x=0).values)):
+    # A pair not computed is NaN throughout; a computed map may hold NaN where its gradient was not finite.
+    if bool(np.isnan(picked.values).all()):
         raise KeyError(f"sample {sample!r} has no map of target {target!r}: it was not computed (not predicted).")
     return picked
 

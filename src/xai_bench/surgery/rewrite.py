@@ -18,6 +18,7 @@ import torch
 from torch import fx, nn
 
 from ..core.errors import SurgeryError
+from ..core.locks import tracing
 from . import sites as S
 from .rules import Pointwise, Pool
 
@@ -96,7 +97,8 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
     if model.training:
         raise SurgeryError("trace() needs the model in eval mode; the graph would bake in training branches.")
     try:
-        gm = fx.symbolic_trace(model)
+        with tracing():  # fx patches torch.nn.Module process-wide while it traces
+            gm = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds (TraceError, TypeError, RuntimeError...)
         raise _untraceable(model, exc, example) from exc
     _traces[model] = (sig, gm)

@@ -184,6 +184,21 @@ def check_noise_tunnel(method_id: str, params=None, model=None, inputs=None) -> 
         )
 
 
+def check_rng_untouched(method_id: str, params=None, model=None, inputs=None) -> None:
+    """The method leaves torch's global random state as it was: draws from it would make maps depend
+    on what ran before, and shift the caller's own later draws (seed a ``torch.Generator`` instead,
+    e.g. from ``Batch.key``)."""
+    model, inputs = (model, inputs) if model is not None else default_case()
+    before = torch.get_rng_state()
+    gpus = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    _run(method_id, params, model, inputs)
+    if not torch.equal(before, torch.get_rng_state()):
+        raise AssertionError(f"{method_id}: changed torch's global random state (torch.get_rng_state())")
+    after = torch.cuda.get_rng_state_all() if gpus is not None else []
+    if gpus is not None and any(not torch.equal(a, b) for a, b in zip(gpus, after, strict=True)):
+        raise AssertionError(f"{method_id}: changed torch's global CUDA random state")
+
+
 class _Boom(RuntimeError):
     pass
 
@@ -222,6 +237,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "per_sample_targets": check_per_sample_targets,
     "noise_tunnel": check_noise_tunnel,
     "model_untouched": check_model_untouched,
+    "rng_untouched": check_rng_untouched,
     "cleanup_after_error": check_cleanup_after_error,
 }
 
