@@ -465,7 +465,9 @@ def explain(
             threshold=threshold,
             targets=_describe_targets(targets, resolved),
             batch_size=fixed if fixed is not None else "auto",
-            memory_budget=budget,
+            # What was asked, not what it came to: the default follows the free memory of the moment, and a
+            # store resumed later must carry the attributes of an uninterrupted one.
+            memory_budget=budget if memory_budget is not None else "auto",
             methods=to_json([entry.id for entry, _ in specs]),
         )
         if normalization is not None:
