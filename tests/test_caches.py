@@ -1,0 +1,123 @@
+"""Caches keyed on everything a result depends on: worker models, rewritten views, fingerprints, class counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xai_bench import StoreMismatchError, explain, open_maps, run
+from xai_bench.core.provenance import model_fingerprint
+from xai_bench.scale.factories import FactoryWithCheckpoint
+from xai_bench.testing import tiny_cnn
+from xai_bench.testing.data import SyntheticImages
+
+ARGS = {"methods": ["saliency"], "targets": "all", "batch_size": 4, "memory_budget": "1GiB", "progress": False}
+FACTORY = "xai_bench.testing.models:tiny_cnn"
+
+
+def _save(path, seed: int) -> None:
+    torch.save(tiny_cnn(seed=seed).state_dict(), path)
+
+
+def test_workers_rebuild_the_model_when_the_checkpoint_changes(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    checkpoint = tmp_path / "weights.pt"
+    factory = FactoryWithCheckpoint(FACTORY, str(checkpoint))
+    data = SyntheticImages(6)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=40
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        _save(checkpoint, seed=1)
+        run(factory, data, store=tmp_path / "old.zarr", samples_per_block=2, client=client, **ARGS)
+        _save(checkpoint, seed=2)  # the same factory, another checkpoint: the worker's model is stale
+        run(factory, data, store=tmp_path / "new.zarr", samples_per_block=2, client=client, **ARGS)
+    x = torch.stack([data[i]["image"] for i in range(6)])
+    expected = explain(tiny_cnn(seed=2), x, **{k: v for k, v in ARGS.items() if k != "progress"})
+    stored = open_maps(tmp_path / "new.zarr").load()
+    np.testing.assert_allclose(stored["saliency"].values, expected["saliency"].values, rtol=1e-12)
+    old = open_maps(tmp_path / "old.zarr").load()
+    assert not np.allclose(old["saliency"].values, stored["saliency"].values)
+
+
+def test_a_worker_checks_its_model_before_every_block(tmp_path):
+    from xai_bench.core.errors import InvalidInputError
+    from xai_bench.scale import cluster
+
+    checkpoint = tmp_path / "weights.pt"
+    _save(checkpoint, seed=1)
+    factory = FactoryWithCheckpoint(FACTORY, str(checkpoint))
+    data = SyntheticImages(4)
+    store = tmp_path / "maps.zarr"
+    # A store with its first block done, the second to do.
+    run(factory(), data, store=store, samples_per_block=2, **ARGS)
+    from xai_bench.storage.sample_store import SampleStore
+
+    SampleStore(store).mark_undone([2, 3])
+    fingerprint = model_fingerprint(factory())
+    net, _ = cluster._worker_model(factory, None, fingerprint)
+    with torch.no_grad():
+        net.fc.bias.add_(1)  # changed in place after it was built and checked
+    explain_args = {
+        "methods": ["saliency"], "labels": None, "task": "multiclass", "threshold": 0.5, "targets": "all",
+        "max_targets": None, "batch_size": 4, "memory_budget": "1GiB", "store_inputs": False,
+        "input_normalization": None,
+    }  # fmt: skip
+    with pytest.raises(InvalidInputError, match="another model on a worker"):
+        cluster.explain_shard(factory, data, [2, 3], data.sample_ids, explain_args, str(store), None, fingerprint)
+    cluster._models.clear()
+
+
+def _sequential() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).double().eval()  # fmt: skip
+
+
+def _swap_activation(m: nn.Sequential) -> None:
+    m[1] = nn.GELU().eval()
+
+
+def _swap_pooling(m: nn.Sequential) -> None:
+    m[2] = nn.AdaptiveMaxPool2d(1).eval()
+
+
+def _change_flag(m: nn.Sequential) -> None:
+    m[0].padding = (1, 1)
+
+
+def _extend_list(m: nn.Sequential) -> None:
+    m[0].notes.append(2)
+
+
+def _scale_tensor(m: nn.Sequential) -> None:
+    m[0].scale.mul_(2)  # an unregistered tensor, changed in place
+
+
+def _add_hook(m: nn.Sequential) -> None:
+    m[4].register_forward_hook(lambda module, args, out: out / 3)
+
+
+@pytest.mark.parametrize(
+    "change", [_swap_activation, _swap_pooling, _change_flag, _extend_list, _scale_tensor, _add_hook]
+)
+def test_run_refuses_to_resume_onto_another_architecture(tmp_path, change):
+    def build() -> nn.Sequential:
+        model = _sequential()
+        model[0].notes = [1]
+        model[0].scale = torch.ones(2)
+        return model
+
+    data = SyntheticImages(2)
+    run(build(), data, store=tmp_path / "maps.zarr", samples_per_block=2, **ARGS)
+    assert model_fingerprint(build()) == model_fingerprint(build())
+    changed = build()
+    change(changed)
+    assert model_fingerprint(changed) != model_fingerprint(build())
+    with pytest.raises(StoreMismatchError):
+        run(changed, data, store=tmp_path / "maps.zarr", samples_per_block=2, **ARGS)
