@@ -67,7 +67,7 @@ def test_a_worker_checks_its_model_before_every_block(tmp_path):
         "max_targets": None, "batch_size": 4, "memory_budget": "1GiB", "store_inputs": False,
         "input_normalization": None,
     }  # fmt: skip
-    with pytest.raises(InvalidInputError, match="another model on a worker"):
+    with pytest.raises(InvalidInputError, match="built other weights on a worker"):
         cluster.explain_shard(factory, data, [2, 3], data.sample_ids, explain_args, str(store), None, fingerprint)
     cluster._models.clear()
 

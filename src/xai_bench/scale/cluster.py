@@ -35,9 +35,9 @@ def _check_fingerprint(net: Any, factory: Any, fingerprint: str) -> None:
 
     if model_fingerprint(net) != fingerprint:
         raise InvalidInputError(
-            f"the model factory {factory!r} built another model on a worker than in the process that started "
-            "the run (random weights without a checkpoint, or the checkpoint changed meanwhile?); every worker "
-            "must explain the same model: load fixed weights in the factory."
+            f"the model factory {factory!r} built other weights on a worker than in the process that started the "
+            "run (random weights without a checkpoint, or a checkpoint or module changed since?); every worker "
+            "must explain the same model: load fixed weights in the factory, and start the run again."
         )
 
 
