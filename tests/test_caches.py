@@ -121,3 +121,80 @@ def test_run_refuses_to_resume_onto_another_architecture(tmp_path, change):
     assert model_fingerprint(changed) != model_fingerprint(build())
     with pytest.raises(StoreMismatchError):
         run(changed, data, store=tmp_path / "maps.zarr", samples_per_block=2, **ARGS)
+
+
+class _Ordered(nn.Module):
+    """Applies its layers in the order a plain list says: torch.fx unrolls the loop when it traces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.ModuleList([nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1)])
+        self.block = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())  # traced into: its hooks are baked in
+        self.order = [0, 1]
+        self.scale = torch.tensor(1.0, dtype=torch.float64)  # not a buffer
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        for i in self.order:
+            x = torch.relu(self.layers[i](x))
+        x = self.block(x)
+        return self.fc(x.mean((2, 3)) * self.scale)
+
+
+X = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+DEEPLIFT = {"methods": ["deeplift"], "targets": [0, 2], "batch_size": 2}
+
+
+def _fresh(model: nn.Module):
+    """What a first explain of this model computes (no view cached for it)."""
+    import copy
+
+    return explain(copy.deepcopy(model), X, **DEEPLIFT)
+
+
+def _hook_on_root(model):
+    return model.register_forward_hook(lambda module, args, out: out / 3)
+
+
+def _pre_hook_on_a_block(model):
+    return model.block.register_forward_pre_hook(lambda module, args: (args[0] * 2,))
+
+
+@pytest.mark.parametrize("add", [_hook_on_root, _pre_hook_on_a_block])
+def test_a_hook_added_later_reaches_the_rewritten_view(add):
+    model = _Ordered().double().eval()
+    before = explain(model, X, **DEEPLIFT)
+    handle = add(model)
+    after = explain(model, X, **DEEPLIFT)
+    expected = _fresh(model)
+    with torch.no_grad():
+        logits = model(X)
+    np.testing.assert_allclose(after["score"].values, logits[:, [0, 2]].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(after["deeplift"].values, expected["deeplift"].values, rtol=1e-10, atol=1e-14)
+    assert not np.allclose(after["deeplift"].values, before["deeplift"].values)
+    handle.remove()
+    again = explain(model, X, **DEEPLIFT)
+    np.testing.assert_allclose(again["deeplift"].values, before["deeplift"].values, rtol=1e-10, atol=1e-14)
+
+
+def test_a_forward_hook_scaling_the_output_by_a_third_scales_deeplift_by_a_third():
+    model = _Ordered().double().eval()
+    before = explain(model, X, **DEEPLIFT)
+    model.register_forward_hook(lambda module, args, out: out / 3)
+    after = explain(model, X, **DEEPLIFT)
+    np.testing.assert_allclose(after["deeplift"].values, before["deeplift"].values / 3, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(after["score"].values, before["score"].values / 3, rtol=1e-12)
+
+
+@pytest.mark.parametrize("change", ["list", "tensor"])
+def test_attributes_changed_in_place_reach_the_rewritten_view(change):
+    model = _Ordered().double().eval()
+    before = explain(model, X, **DEEPLIFT)
+    if change == "list":
+        model.order.reverse()  # the same list object, in another order
+    else:
+        model.scale = torch.tensor(2.0, dtype=torch.float64)
+    after = explain(model, X, **DEEPLIFT)
+    np.testing.assert_allclose(after["deeplift"].values, _fresh(model)["deeplift"].values, rtol=1e-10, atol=1e-14)
+    assert not np.allclose(after["deeplift"].values, before["deeplift"].values)

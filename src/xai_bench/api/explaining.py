@@ -149,8 +149,10 @@ def _prepared_and_checked(
     Both run the same batch (the first sample, once per image of an item), so batch statistics,
     precision and kernels match and the logits agree to rounding; a view cached from an earlier
     call that no longer does (a Python flag torch.fx had specialised on changed) is traced again.
-    The check runs again whenever the weights, the module tree or a module's plain attributes
-    changed since it last passed, or the input shape, dtype or device did.
+    The check runs again whenever the weights, the module tree, a module's attributes (lists,
+    dicts and unregistered tensors by value) or its hooks changed since it last passed, or the
+    input shape, dtype or device did: a key costs a fraction of a forward pass, which checking
+    on every call would cost twice (``benchmarks/bench_fingerprint.py``).
     """
     prepared = attributor.prepare(model, inputs[:1])
     if prepared.model is model:
