@@ -198,3 +198,41 @@ def test_attributes_changed_in_place_reach_the_rewritten_view(change):
     after = explain(model, X, **DEEPLIFT)
     np.testing.assert_allclose(after["deeplift"].values, _fresh(model)["deeplift"].values, rtol=1e-10, atol=1e-14)
     assert not np.allclose(after["deeplift"].values, before["deeplift"].values)
+
+
+def _widen_in_place(model: nn.Sequential) -> None:
+    head = model[4]
+    head.weight = nn.Parameter(torch.randn(5, 4, dtype=torch.float64))
+    head.bias = nn.Parameter(torch.randn(5, dtype=torch.float64))
+    head.out_features = 5
+
+
+def _swap_for_wider(model: nn.Sequential) -> None:
+    model[4] = nn.Linear(4, 5).double().eval()
+
+
+def _swap_for_narrower(model: nn.Sequential) -> None:
+    model[4] = nn.Linear(4, 2).double().eval()
+
+
+def _narrow_with_a_hook(model: nn.Sequential) -> None:
+    model.register_forward_hook(lambda module, args, out: out[:, :2])  # no module and no shape changes
+
+
+@pytest.mark.parametrize("swap", [_widen_in_place, _swap_for_wider, _swap_for_narrower, _narrow_with_a_hook])
+@pytest.mark.parametrize("method", ["saliency", "deeplift"])
+def test_a_replaced_head_gives_its_own_class_count(swap, method):
+    import copy
+
+    model = _sequential()
+    args = {"methods": [method], "batch_size": 2}
+    assert explain(model, X, targets="all", **args)[method].shape[1] == 3
+    swap(model)
+    with torch.no_grad():
+        classes = model(X[:1]).shape[1]
+    got = explain(model, X, targets="all", **args)
+    expected = explain(copy.deepcopy(model), X, targets="all", **args)
+    assert got[method].shape[1] == classes
+    np.testing.assert_allclose(got[method].values, expected[method].values, rtol=1e-10, atol=1e-14)
+    last = explain(model, X, targets=classes - 1, **args)
+    np.testing.assert_allclose(last[method].values[:, 0], expected[method].values[:, -1], rtol=1e-10, atol=1e-14)
