@@ -81,6 +81,7 @@ _HOOKS = (
     "_backward_pre_hooks",
     "_backward_hooks",
 )
+_BY_REPR = frozenset({bool, int, float, complex, str, bytes, type(None)})
 _DEPTH = 4  # how deep attributes holding objects are followed
 
 
@@ -98,7 +99,7 @@ def module_tree(model: nn.Module) -> str:
         attrs = [
             f"{key}={_describe(value, _DEPTH)}"
             for key, value in sorted(vars(module).items())
-            if key not in _TORCH_STATE and not isinstance(value, nn.Parameter)
+            if key not in _TORCH_STATE
         ]
         hooks = [
             f"{kind}=[{', '.join(_describe(fn, _DEPTH) for fn in getattr(module, kind, {}).values())}]"
@@ -111,6 +112,11 @@ def module_tree(model: nn.Module) -> str:
 
 def _describe(value: Any, depth: int) -> str:
     """``value`` as text that changes when it does, without addresses (which differ between processes)."""
+    kind = type(value)
+    if kind in _BY_REPR:
+        return repr(value)
+    if kind is tuple and all(type(v) in _BY_REPR for v in value):  # sizes, strides, paddings
+        return f"tuple{list(value)!r}"
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return repr(value)
     if isinstance(value, torch.Tensor):
