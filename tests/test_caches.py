@@ -236,3 +236,47 @@ def test_a_replaced_head_gives_its_own_class_count(swap, method):
     np.testing.assert_allclose(got[method].values, expected[method].values, rtol=1e-10, atol=1e-14)
     last = explain(model, X, targets=classes - 1, **args)
     np.testing.assert_allclose(last[method].values[:, 0], expected[method].values[:, -1], rtol=1e-10, atol=1e-14)
+
+
+def test_the_fingerprint_follows_what_hooks_compute_not_what_they_record():
+    def hooked(divisor: float) -> tuple[nn.Sequential, list]:
+        model = _sequential()
+        seen: list = []
+        model.register_forward_hook(lambda module, args, out: seen.append(out.detach()))
+        model.register_forward_hook(lambda module, args, out: out / divisor)
+        return model, seen
+
+    model, seen = hooked(3.0)
+    before = model_fingerprint(model)
+    model(X)
+    assert seen and model_fingerprint(model) == before  # a recording hook records: the model is the same
+    assert model_fingerprint(hooked(2.0)[0]) != before
+    literal = _sequential()
+    literal.register_forward_hook(lambda module, args, out: out / 3)
+    other = _sequential()
+    other.register_forward_hook(lambda module, args, out: out / 2)
+    assert model_fingerprint(literal) != model_fingerprint(other)
+
+
+def test_the_fingerprint_is_the_same_in_every_process():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from xai_bench.core.provenance import model_fingerprint\n"
+        "from xai_bench.testing import tiny_cnn\n"
+        "m = tiny_cnn()\n"
+        "m.names = {'a', 'b', 'c'}\n"
+        "m.fc.register_forward_hook(lambda mod, args, out: out if mod.training in {'x', 'y'} else out / 3)\n"
+        "print(model_fingerprint(m))\n"
+    )
+    prints = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }  # fmt: skip
+    assert len(prints) == 1

@@ -145,14 +145,41 @@ def _describe(value: Any, depth: int) -> str:
     if isinstance(value, types.MethodType):
         return f"method {_qualname(value.__func__)}"  # its instance is the module (or another object) itself
     if isinstance(value, types.FunctionType):
-        cells = [_describe(cell.cell_contents, depth - 1) for cell in value.__closure__ or () if _filled(cell)]
-        return f"function {_qualname(value)}({', '.join(cells)}; {_describe(value.__defaults__, depth - 1)})"
+        # What it closes over, by value where that cannot change behind its back: a hook that records
+        # into a list or dict would otherwise change the fingerprint on every forward pass.
+        cells = [_describe_constant(cell.cell_contents, depth - 1) for cell in value.__closure__ or () if _filled(cell)]
+        defaults = [_describe_constant(v, depth - 1) for v in value.__defaults__ or ()]
+        code = _code_digest(value.__code__)
+        return f"function {_qualname(value)} {code}({', '.join(cells)}; {', '.join(defaults)})"
     if callable(value) and not hasattr(value, "__dict__"):
         return f"<{_qualname(value) if hasattr(value, '__qualname__') else _qualname(type(value))}>"
     state = getattr(value, "__dict__", None)
     if isinstance(state, dict):
         return f"{_qualname(type(value))}{_describe(state, depth - 1)}"
     return f"<{_qualname(type(value))}>"
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A hash of a function's bytecode, constants and names: two lambdas that differ in a literal differ."""
+    digest = hashlib.blake2b(code.co_code, digest_size=8)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            text = _code_digest(const)
+        elif isinstance(const, frozenset):  # `x in {"a", "b"}`: its order follows the process's string hashes
+            text = repr(sorted(map(repr, const)))
+        else:
+            text = repr(const)
+        digest.update(text.encode())
+    digest.update(repr(code.co_names).encode())
+    return digest.hexdigest()
+
+
+def _describe_constant(value: Any, depth: int) -> str:
+    """``value`` described where it is a constant (numbers, text, tuples, functions, tensors), else its type."""
+    constant = type(value) in _BY_REPR or isinstance(
+        value, (tuple, frozenset, torch.Tensor, torch.dtype, torch.device, enum.Enum, type, types.FunctionType)
+    )
+    return _describe(value, depth) if constant else f"<{_qualname(type(value))}>"
 
 
 def _qualname(obj: Any) -> str:
