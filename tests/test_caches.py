@@ -280,3 +280,16 @@ def test_the_fingerprint_is_the_same_in_every_process():
         for seed in ("1", "2")
     }  # fmt: skip
     assert len(prints) == 1
+
+
+def test_a_view_traced_through_the_root_hooks_is_in_eval_mode_and_leaves_the_model_alone():
+    from xai_bench.surgery import trace
+
+    model = _sequential()
+    model.register_forward_hook(lambda module, args, out: out / 3)
+    before = model_fingerprint(model)
+    view = trace(model)
+    assert not view.training and not model.training
+    with torch.no_grad():
+        torch.testing.assert_close(view(X), model(X), rtol=0, atol=0)
+    assert model_fingerprint(model) == before

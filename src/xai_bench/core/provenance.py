@@ -91,8 +91,8 @@ def module_tree(model: nn.Module) -> str:
     What a forward depends on besides the parameters and buffers: the modules and their order
     (``model.act = nn.GELU()``), numbers and flags, lists, dicts and tensors that are not
     registered (checksummed, so changes in place show), functions assigned to a module, and
-    forward and backward hooks in the order they run (functions by qualified name and the
-    values they close over). The ``training`` flag is left out: every method runs in eval mode.
+    forward and backward hooks in the order they run (functions by qualified name, a hash of
+    their code and the constants they close over). The ``training`` flag is left out: every method runs in eval mode.
     """
     lines = []
     for name, module in model.named_modules():

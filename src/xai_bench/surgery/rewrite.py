@@ -70,6 +70,7 @@ class _Called(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.training = model.training  # copied by the graph module; set here, so the model is left alone
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.model(x)
