@@ -293,3 +293,12 @@ def test_a_view_traced_through_the_root_hooks_is_in_eval_mode_and_leaves_the_mod
     with torch.no_grad():
         torch.testing.assert_close(view(X), model(X), rtol=0, atol=0)
     assert model_fingerprint(model) == before
+
+
+def test_a_hook_on_a_module_a_rule_replaces_is_refused_by_name():
+    from xai_bench import SurgeryError
+
+    model = _sequential()
+    model[1].register_forward_hook(lambda module, args, out: out * 2)  # the ReLU DeepLIFT replaces
+    with pytest.raises(SurgeryError, match="Modules with forward hooks, which a rule may have replaced: '1'"):
+        explain(model, X, **DEEPLIFT)

@@ -177,11 +177,14 @@ def _prepared_and_checked(
         if attempt == 0:
             forget_rewrites(model)
             prepared = attributor.prepare(model, inputs[:1])
+    # A hook on a module that a rule replaces does not run in the view: name the hooked modules.
+    hooked = [repr(n) for n, m in model.named_modules() if n and (m._forward_hooks or m._forward_pre_hooks)]
+    hint = f" Modules with forward hooks, which a rule may have replaced: {', '.join(hooked[:5])}." if hooked else ""
     raise SurgeryError(
         f"{entry.id}: the rewritten model's logits differ from the model's own by up to {difference:.3g} on the "
         "same input; its forward depends on something torch.fx cannot follow (Python control flow on tensor "
         "values or on state that changes between calls). Make the forward traceable, or use a gradient "
-        "method or occlusion."
+        f"method or occlusion.{hint}"
     )
 
 
