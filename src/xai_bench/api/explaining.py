@@ -246,8 +246,10 @@ def _prepared_and_checked(
     Both run the same batch (the first sample, once per image of an item), so batch statistics,
     precision and kernels match and the logits agree to rounding; a view cached from an earlier
     call that no longer does (a Python flag torch.fx had specialised on changed) is traced again.
-    The check runs again whenever the weights, the module tree or a module's plain attributes
-    changed since it last passed, or the input shape, dtype or device did.
+    The check runs again whenever the weights, the module tree, a module's attributes (lists,
+    dicts and unregistered tensors by value) or its hooks changed since it last passed, or the
+    input shape, dtype or device did: a key costs a fraction of a forward pass, which checking
+    on every call would cost twice (``benchmarks/bench_fingerprint.py``).
     """
     prepared = attributor.prepare(model, inputs[:1])
     if prepared.model is model:
@@ -272,11 +274,14 @@ def _prepared_and_checked(
         if attempt == 0:
             forget_rewrites(model)
             prepared = attributor.prepare(model, inputs[:1])
+    # A hook on a module that a rule replaces does not run in the view: name the hooked modules.
+    hooked = [repr(n) for n, m in model.named_modules() if n and (m._forward_hooks or m._forward_pre_hooks)]
+    hint = f" Modules with forward hooks, which a rule may have replaced: {', '.join(hooked[:5])}." if hooked else ""
     raise SurgeryError(
         f"{entry.id}: the rewritten model's logits differ from the model's own by up to {difference:.3g} on the "
         "same input; its forward depends on something torch.fx cannot follow (Python control flow on tensor "
         "values or on state that changes between calls). Make the forward traceable, or use a gradient "
-        "method or occlusion."
+        f"method or occlusion.{hint}"
     )
 
 

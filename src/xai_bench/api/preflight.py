@@ -197,12 +197,17 @@ def probe(model: nn.Module, inputs: Tensor) -> int:
     """Check on one image that ``model`` takes ``inputs`` and returns logits; return the class count.
 
     The same forward pass measures what an image costs in memory (:func:`xai_bench.engine.memory.image_cost`),
-    and both are remembered per module tree, input shape, dtype and device.
+    which is remembered per module tree, input shape, dtype and device; the outputs are checked on
+    every call (a head replaced in place, or swapped for one whose ``id`` is reused, changes them).
     """
     from ..engine.memory import image_cost, is_out_of_memory
 
     try:
         cost = image_cost(model, inputs)
+        output = cost.output
+        if output is None:  # the cost is remembered, the class count never is: a head may have been swapped
+            with torch.no_grad():
+                output = model(inputs[:1])
     except XaiBenchError:
         raise
     except Exception as exc:  # a model may raise anything: an assertion on the input size, a shape error, ...
@@ -219,4 +224,4 @@ def probe(model: nn.Module, inputs: Tensor) -> int:
             f"the model's forward failed on inputs of shape {tuple(inputs[:1].shape)}: "
             f"{type(exc).__name__}: {str(exc).strip() or '(no message)'}.{hint}"
         ) from exc
-    return check_outputs(cost.output, 1).shape[1]
+    return check_outputs(output, 1).shape[1]

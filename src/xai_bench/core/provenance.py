@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import importlib.metadata
 import platform
+import types
 import zlib
 from typing import Any
 
@@ -58,20 +60,146 @@ def image_checksum(image: torch.Tensor) -> int:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """Hash of the model's class and every parameter and buffer value, recomputed on every call."""
+    """Hash of the model's module tree (:func:`module_tree`) and every parameter and buffer value.
+
+    Recomputed on every call. The same model built in another process has the same fingerprint.
+    """
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    digest.update(module_tree(model).encode())
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
         digest.update(tensor_checksum(tensor))
     return digest.hexdigest()
 
 
-def module_state(model: nn.Module) -> tuple[Any, ...]:
-    """The plain Python state of every module: types, flags and numbers, and replaced methods.
+# What torch keeps on every module (parameters, buffers, children, hooks, flags): covered apart.
+_TORCH_STATE = frozenset(vars(nn.Module()))
+_HOOKS = (
+    "_forward_pre_hooks",
+    "_forward_hooks",
+    "_backward_pre_hooks",
+    "_backward_hooks",
+)
+_BY_REPR = frozenset({bool, int, float, complex, str, bytes, type(None)})
+_DEPTH = 4  # how deep attributes holding objects are followed
 
-    What torch.fx can bake into a traced graph besides the weights: a changed flag
-    (``m.use_relu = False``) or a ``forward`` assigned to an instance shows up here.
+
+def module_tree(model: nn.Module) -> str:
+    """Every module's name, type, hooks and Python attributes, as text that is the same in every process.
+
+    What a forward depends on besides the parameters and buffers: the modules and their order
+    (``model.act = nn.GELU()``), numbers and flags, lists, dicts and tensors that are not
+    registered (checksummed, so changes in place show), functions assigned to a module, and
+    forward and backward hooks in the order they run (functions by qualified name, a hash of
+    their code and the constants they close over). The ``training`` flag is left out: every method runs in eval mode.
+    """
+    lines = []
+    for name, module in model.named_modules():
+        attrs = [
+            f"{key}={_describe(value, _DEPTH)}"
+            for key, value in sorted(vars(module).items())
+            if key not in _TORCH_STATE
+        ]
+        hooks = [
+            f"{kind}=[{', '.join(_describe(fn, _DEPTH) for fn in getattr(module, kind, {}).values())}]"
+            for kind in _HOOKS
+            if getattr(module, kind, None)
+        ]
+        lines.append(f"{name}:{type(module).__module__}.{type(module).__qualname__}({'; '.join(attrs + hooks)})")
+    return "\n".join(lines)
+
+
+def _describe(value: Any, depth: int) -> str:
+    """``value`` as text that changes when it does, without addresses (which differ between processes)."""
+    kind = type(value)
+    if kind in _BY_REPR:
+        return repr(value)
+    if kind is tuple and all(type(v) in _BY_REPR for v in value):  # sizes, strides, paddings
+        return f"tuple{list(value)!r}"
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if isinstance(value, torch.Tensor):
+        return f"tensor({value.dtype}, {tuple(value.shape)}, {tensor_checksum(value).hex()})"
+    if isinstance(value, (torch.dtype, torch.device, torch.Size, enum.Enum)):
+        return repr(value)
+    if isinstance(value, type):
+        return f"<class {_qualname(value)}>"
+    if isinstance(value, nn.Module):
+        # Held outside the tree (registered children are lines of their own): its kind only.
+        return f"<{_qualname(type(value))}>"
+    if depth <= 0:
+        return f"<{_qualname(type(value))}>"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}[{', '.join(_describe(v, depth - 1) for v in value)}]"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}{{{', '.join(sorted(_describe(v, depth - 1) for v in value))}}}"
+    if isinstance(value, dict):
+        items = (f"{_describe(k, depth - 1)}: {_describe(v, depth - 1)}" for k, v in value.items())
+        return f"{type(value).__name__}{{{', '.join(items)}}}"
+    if isinstance(value, functools.partial):
+        return (
+            f"partial({_describe(value.func, depth - 1)}, {_describe(value.args, depth - 1)}, "
+            f"{_describe(value.keywords, depth - 1)})"
+        )
+    if isinstance(value, types.MethodType):
+        return f"method {_qualname(value.__func__)}"  # its instance is the module (or another object) itself
+    if isinstance(value, types.FunctionType):
+        # What it closes over, by value where that cannot change behind its back: a hook that records
+        # into a list or dict would otherwise change the fingerprint on every forward pass.
+        cells = [_describe_constant(cell.cell_contents, depth - 1) for cell in value.__closure__ or () if _filled(cell)]
+        defaults = [_describe_constant(v, depth - 1) for v in value.__defaults__ or ()]
+        code = _code_digest(value.__code__)
+        return f"function {_qualname(value)} {code}({', '.join(cells)}; {', '.join(defaults)})"
+    if callable(value) and not hasattr(value, "__dict__"):
+        return f"<{_qualname(value) if hasattr(value, '__qualname__') else _qualname(type(value))}>"
+    state = getattr(value, "__dict__", None)
+    if isinstance(state, dict):
+        return f"{_qualname(type(value))}{_describe(state, depth - 1)}"
+    return f"<{_qualname(type(value))}>"
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A hash of a function's bytecode, constants and names: two lambdas that differ in a literal differ."""
+    digest = hashlib.blake2b(code.co_code, digest_size=8)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            text = _code_digest(const)
+        elif isinstance(const, frozenset):  # `x in {"a", "b"}`: its order follows the process's string hashes
+            text = repr(sorted(map(repr, const)))
+        else:
+            text = repr(const)
+        digest.update(text.encode())
+    digest.update(repr(code.co_names).encode())
+    return digest.hexdigest()
+
+
+def _describe_constant(value: Any, depth: int) -> str:
+    """``value`` described where it is a constant (numbers, text, tuples, functions, tensors), else its type."""
+    constant = type(value) in _BY_REPR or isinstance(
+        value, (tuple, frozenset, torch.Tensor, torch.dtype, torch.device, enum.Enum, type, types.FunctionType)
+    )
+    return _describe(value, depth) if constant else f"<{_qualname(type(value))}>"
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
+def module_state(model: nn.Module) -> tuple[Any, ...]:
+    """The plain Python state of every module: types, flags and numbers, replaced methods and hooks.
+
+    What torch.fx can bake into a traced graph besides the weights, by identity in this process:
+    a changed flag (``m.use_relu = False``), a ``forward`` assigned to an instance, or a hook
+    added or removed (each handle's number is new) shows up here.
     """
     state = []
     for name, module in model.named_modules():
@@ -84,7 +212,8 @@ def module_state(model: nn.Module) -> tuple[Any, ...]:
                 and (callable(value) or isinstance(value, (bool, int, float, str, tuple, type(None))))
             )
         )
-        state.append((name, type(module), attrs))
+        hooks = tuple((key, id(fn)) for kind in _HOOKS for key, fn in getattr(module, kind, {}).items())
+        state.append((name, type(module), attrs, hooks))
     return tuple(state)
 
 

@@ -6,7 +6,7 @@ import math
 import os
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -70,7 +70,7 @@ class ImageCost:
     saved: int
     forward_peak: int
     input: int
-    output: object = None  # what the model returned for the measured image (checked by the caller)
+    output: object = None  # what the model returned for the image measured by this call, else None
 
 
 _costs: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], ImageCost]] = weakref.WeakKeyDictionary()
@@ -86,10 +86,14 @@ def image_cost(model: nn.Module, example: Tensor, images: int = 1) -> ImageCost:
     with the batch), which works alike on CPU and GPU, and the largest module output as a bound
     on what a forward pass without autograd holds at once.
     """
-    key = (tuple(id(m) for m in model.modules()), tuple(example.shape[1:]), example.dtype, example.device, images)
+    # Ids of freed modules are reused (a head swapped for a wider one): the shapes tell them apart.
+    tensors = tuple((t.shape, t.dtype) for t in [*model.parameters(), *model.buffers()])
+    key = (tuple(id(m) for m in model.modules()), tensors, tuple(example.shape[1:]), example.dtype, example.device,
+           images)  # fmt: skip
     known = _costs.setdefault(model, {})
     if key in known:
-        return known[key]
+        # The output belongs to the call that measured it: the model may compute another thing since.
+        return replace(known[key], output=None)
     constants = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     saved: dict[int, int] = {}
     alive: list[Tensor] = []  # keeps storages from being reused (and recounted) during the pass

@@ -6,30 +6,39 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-# A worker runs tasks in several threads: each model is built once, and used by one task at a time
-# (explaining sets the model's modes and caches on it).
-_models: dict[str, tuple[Any, threading.Lock]] = {}
+# A worker runs tasks in several threads: each model is built once per (factory, device) and used by
+# one task at a time (explaining sets the model's modes and caches on it). The one kept is replaced
+# when the driver's fingerprint changes (a new checkpoint behind the same factory), and checked
+# against it before every block, so a block is never explained with other weights than the run's.
+_models: dict[str, tuple[Any, threading.Lock, str]] = {}
 _building = threading.Lock()
 
 
 def _worker_model(factory: Any, device: Any, fingerprint: str) -> tuple[Any, threading.Lock]:
-    from ..core.errors import InvalidInputError
-    from ..core.provenance import model_fingerprint
     from .factories import build_model
 
     key = f"{factory!r}:{device!r}"
     with _building:
-        if key not in _models:
+        cached = _models.get(key)
+        if cached is None or cached[2] != fingerprint:
+            _models.pop(key, None)  # its weights are not the run's: let it go before building anew
             net = build_model(factory)
             net = net.to(device) if device is not None else net
-            if model_fingerprint(net) != fingerprint:
-                raise InvalidInputError(
-                    f"the model factory {factory!r} built other weights on a worker than in the process that "
-                    "started the run (random weights without a checkpoint?); every worker must explain the same "
-                    "model: load fixed weights in the factory."
-                )
-            _models[key] = (net, threading.Lock())
-    return _models[key]
+            _models[key] = (net, threading.Lock(), fingerprint)
+        net, lock, _ = _models[key]
+    return net, lock
+
+
+def _check_fingerprint(net: Any, factory: Any, fingerprint: str) -> None:
+    from ..core.errors import InvalidInputError
+    from ..core.provenance import model_fingerprint
+
+    if model_fingerprint(net) != fingerprint:
+        raise InvalidInputError(
+            f"the model factory {factory!r} built other weights on a worker than in the process that started the "
+            "run (random weights without a checkpoint, or a checkpoint or module changed since?); every worker "
+            "must explain the same model: load fixed weights in the factory, and start the run again."
+        )
 
 
 def explain_shard(
@@ -54,6 +63,8 @@ def explain_shard(
     net, lock = _worker_model(factory, device, fingerprint)
     # The whole block, as in an uninterrupted run: passes hold the same images, so maps are the same.
     with lock:
+        # Per block, not per build: the model may have changed since (weights written in place).
+        _check_fingerprint(net, factory, fingerprint)
         block_maps = explain_block(net, dataset, block, ids, explain_args, device)
     target.write(block_maps, block)
     return missing

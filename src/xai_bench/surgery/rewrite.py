@@ -58,13 +58,28 @@ class SurgeryReport:
         return [f"{what}: {n}" for what, n in sorted(self.counts.items()) if n]
 
 
-def _signature(model: nn.Module) -> tuple[int, ...]:
-    # Rebuild when the module tree changes (a layer swapped in after the first call).
-    return tuple(id(m) for m in model.modules())
+def _signature(model: nn.Module) -> tuple[tuple[int, ...], ...]:
+    # Rebuild when the module tree changes (a layer swapped in after the first call) or a forward hook is
+    # added or removed anywhere: tracing bakes the hooks of the root and of every module it enters into
+    # the graph. Hook handles are numbered afresh by torch, so their keys never repeat within a process.
+    return tuple((id(m), *m._forward_pre_hooks.keys(), -1, *m._forward_hooks.keys()) for m in model.modules())
 
 
-_traces: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], fx.GraphModule]] = weakref.WeakKeyDictionary()
-_rewrites: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple[int, ...], fx.GraphModule, SurgeryReport]]] = (
+class _Called(nn.Module):
+    """Calls the model as the user does, so that tracing runs through the root's own forward hooks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.training = model.training  # copied by the graph module; set here, so the model is left alone
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+
+_Signature = tuple[tuple[int, ...], ...]
+_traces: weakref.WeakKeyDictionary[nn.Module, tuple[_Signature, fx.GraphModule]] = weakref.WeakKeyDictionary()
+_rewrites: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[_Signature, fx.GraphModule, SurgeryReport]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -89,16 +104,18 @@ def _untraceable(model: nn.Module, exc: Exception, example: torch.Tensor | None)
 
 
 def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModule:
-    """Trace ``model`` (which must be in eval mode) with torch.fx, once per module tree."""
+    """Trace ``model`` (which must be in eval mode) with torch.fx, once per module tree and forward hooks."""
     sig = _signature(model)
     cached = _traces.get(model)
     if cached is not None and cached[0] == sig:
         return cached[1]
     if model.training:
         raise SurgeryError("trace() needs the model in eval mode; the graph would bake in training branches.")
+    # symbolic_trace runs the root's forward, not its __call__: a hook on the root would be left out.
+    hooked = bool(model._forward_pre_hooks or model._forward_hooks)
     try:
         with tracing():  # fx patches torch.nn.Module process-wide while it traces
-            gm = fx.symbolic_trace(model)
+            gm = fx.symbolic_trace(_Called(model) if hooked else model)
     except Exception as exc:  # fx raises many kinds (TraceError, TypeError, RuntimeError...)
         raise _untraceable(model, exc, example) from exc
     _traces[model] = (sig, gm)
