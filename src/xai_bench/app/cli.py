@@ -244,7 +244,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     parser = argparse.ArgumentParser(prog="xai-bench", description="Interpretability for PyTorch image classifiers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('xai-bench')}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list attribution methods").set_defaults(func=_methods)
     sub.add_parser("plugins", help="list loaded plugins").set_defaults(func=_plugins)
