@@ -66,12 +66,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"{', '.join(calling)} call the model: give it with --model module:function.")
     result = evaluate(
         model, None, open_maps(args.store), metrics=chosen, masks=masks, methods=methods,
-        batch_size=args.batch_size, memory_budget=args.budget, device=args.device, store=args.store,
+        batch_size=args.batch_size, memory_budget=args.budget, device=args.device, store=args.out or args.store,
         overwrite=args.overwrite, progress=True,
     )  # fmt: skip
     names = sorted(result.data_vars)
     listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
-    print(f"{len(names)} metric variables written to {args.store}: {listed}")
+    print(f"{len(names)} metric variables written to {args.out or args.store}: {listed}")
     skipped = json.loads(result.attrs.get("skipped", "{}"))
     for name, why in skipped.items():
         print(f"  skipped {name}: {why}")
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_show)
 
     sub.add_parser("metrics", help="list metrics that score maps").set_defaults(func=_metrics)
-    scoring = sub.add_parser("evaluate", help="score a store's maps with metrics, into the same store")
+    scoring = sub.add_parser("evaluate", help="score a store's maps with metrics, into the same store or --out")
     scoring.add_argument("store")
     scoring.add_argument(
         "--metrics",
@@ -325,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto'")
     scoring.add_argument("--device", help="e.g. cuda:0 (default: cpu)")
     scoring.add_argument("--overwrite", action="store_true", help="replace metric variables the store has")
+    scoring.add_argument("--out", help="store to write the scores to (default: STORE; a new path is created)")
     scoring.set_defaults(func=_evaluate)
 
     page = sub.add_parser("report", help="an HTML report of stores of maps and profiles (offline, paged)")

@@ -153,6 +153,50 @@ def check_can_add(store: str | os.PathLike[str], names: list[str], *, overwrite:
         )
 
 
+def check_can_score(
+    store: str | os.PathLike[str],
+    coords: dict[str, list[Any]],
+    names: list[str],
+    params: dict[str, str],
+    *,
+    overwrite: bool,
+) -> None:
+    """Refuse, before any work, scores that an existing ``store`` cannot take.
+
+    ``names`` are the ``<method>_<metric>`` variables to write (their ``_<suffix>`` variables go
+    with them), ``coords`` the maps' sample and target coordinates, ``params`` each metric's
+    parameters (JSON). Refused: variables the store holds (unless ``overwrite``), other samples or
+    targets, and a metric's curve axis that variables the call leaves in place share with other
+    parameters (the axis would change under them).
+    """
+    check_can_add(store, names, overwrite=overwrite)
+    group = zarr.open_group(os.fspath(store), mode="r")
+    present = set(group.array_keys())
+    where = os.fspath(store)
+    for name, values in coords.items():
+        if name in present and [str(v) for v in group[name][:].tolist()] != [str(v) for v in values]:
+            raise StoreExistsError(
+                f"{where!r} holds the scores of other {name} values than these maps'; write to another store "
+                "(a new path is created)."
+            )
+    for array in sorted(present):
+        attrs = group[array].attrs
+        metric = attrs.get("metric")
+        if metric not in params or any(array == n or array.startswith(n + "_") for n in names):
+            continue
+        axes = [d for d in dimension_names(group[array]) if d not in ("sample", "target", "slot")]
+        if axes and attrs.get("params") != params[metric]:
+            raise StoreExistsError(
+                f"{where!r} keeps {array} with other {metric} parameters ({attrs.get('params')}), on the axis "
+                f"{axes[0]!r} these scores would change; score its method too (methods=), or write to another store."
+            )
+
+
+def dimension_names(array: Any) -> tuple[str, ...]:
+    """The xarray dimensions of a zarr (format 3) array of a store, () where it names none."""
+    return tuple(name for name in (array.metadata.dimension_names or ()) if name is not None)
+
+
 def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Add ``ds``'s variables (and coordinates the store lacks) to an existing store, each array whole.
 
@@ -165,16 +209,22 @@ def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bo
     check_can_add(target, [str(name) for name in ds.data_vars], overwrite=overwrite)
     group = zarr.open_group(os.fspath(target), mode="r")
     present = set(group.array_keys())
+    replaced: set[str] = set()
     for name in ds.dims:
         if name not in ds.coords or name not in present:
             continue
         stored = np.asarray(group[name][:]).tolist()
         if [str(v) for v in stored] != [str(v) for v in np.asarray(ds[name].values).tolist()]:
-            raise StoreExistsError(
-                f"{os.fspath(store)!r} has a coordinate {name!r} with other values; write to another store, "
-                "or use the same parameters."
-            )
-    moved = [name for name in ds.variables if name in ds.data_vars or name not in present]
+            # A curve axis may change with the variables on it, when every one of them is replaced.
+            kept = [a for a in sorted(present - {name} - set(ds.data_vars)) if name in dimension_names(group[a])]
+            if not overwrite or kept:
+                raise StoreExistsError(
+                    f"{os.fspath(store)!r} has a coordinate {name!r} with other values"
+                    f"{' (' + ', '.join(kept[:5]) + ' use it)' if kept else ''}; write to another store, "
+                    "or use the same parameters."
+                )
+            replaced.add(str(name))
+    moved = [name for name in ds.variables if name in ds.data_vars or name not in present or name in replaced]
     temporary = partial_name(target, "adding")
     try:
         with quiet_consolidation():
