@@ -178,9 +178,11 @@ def _show(args: argparse.Namespace) -> int:
     ids = [str(v) for v in ds["sample"].values]
     if args.sample not in ids:
         from ..core.errors import did_you_mean
+        from ..storage.datasets import listing
 
         print(
-            f"xai-bench: error: no sample {args.sample!r} in {args.store}.{did_you_mean(args.sample, ids)}",
+            f"xai-bench: error: no sample {args.sample!r} in {args.store}; samples: {listing(ids)}."
+            f"{did_you_mean(args.sample, ids)}",
             file=sys.stderr,
         )
         return 2
@@ -190,8 +192,9 @@ def _show(args: argparse.Namespace) -> int:
         present = targets_of(ds, sample)
         targets = [str(t) for t in present]
         if args.target not in targets:
-            listed = ", ".join(targets[:10]) + (f", ... ({len(targets)} in all)" if len(targets) > 10 else "")
-            print(f"xai-bench: error: no target {args.target!r}; targets: {listed}", file=sys.stderr)
+            from ..storage.datasets import listing
+
+            print(f"xai-bench: error: no target {args.target!r}; targets: {listing(targets)}", file=sys.stderr)
             return 2
         target = present[targets.index(args.target)]
     from ..storage.datasets import method_ids
@@ -220,7 +223,7 @@ def _show(args: argparse.Namespace) -> int:
     fig = plot_maps(row, target=target, methods=methods, scale=args.scale)
     out = args.out or f"{Path(args.sample).stem}.png"
     fig.savefig(out, dpi=120)
-    print(out)
+    print(f"picture written to {Path(out).resolve()}")
     return 0
 
 

@@ -26,6 +26,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from ..core.errors import StoreDamagedError, StoreExistsError, warn
+from .datasets import method_ids
 
 #: per-sample ``done`` flags of stores filled block by block
 DONE = "done"
@@ -104,6 +105,19 @@ def move_into_place(temporary: Path, target: Path, *, overwrite: bool = False) -
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def stable_strings(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with fixed-width unicode variables (what :func:`open_maps` returns) as Python strings.
+
+    zarr (format 3) writes fixed-width unicode as a data type that has no v3 specification yet
+    (``UnstableSpecificationWarning``: other readers may not know it), and Python strings as its
+    variable-length ``string`` type, which the zarr v3 data type extensions specify.
+    """
+    fixed = [name for name, var in ds.variables.items() if var.dtype.kind == "U"]
+    return ds.assign_coords({n: ds[n].astype(object) for n in fixed if n in ds.coords}).assign(
+        {n: ds[n].astype(object) for n in fixed if n not in ds.coords}
+    )
+
+
 def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
     """Refuse, before any work, to write over an existing store unless ``overwrite``."""
     if Path(store).exists() and not overwrite:
@@ -123,6 +137,7 @@ def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool 
     check_writable(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = partial_name(target)
+    ds = stable_strings(ds)
     try:
         with quiet_consolidation():
             ds.to_zarr(
@@ -226,6 +241,7 @@ def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bo
             replaced.add(str(name))
     moved = [name for name in ds.variables if name in ds.data_vars or name not in present or name in replaced]
     temporary = partial_name(target, "adding")
+    ds = stable_strings(ds)
     try:
         with quiet_consolidation():
             ds.to_zarr(
@@ -372,7 +388,7 @@ def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Data
             f"{os.fspath(store)!r} is incomplete: {report.done} of {report.samples} samples done; the others "
             "read as NaN. Run the same xai_bench.run(...) again to finish it.",
         )
-    ds = xr.open_zarr(store)
+    ds = _in_method_order(xr.open_zarr(store))
     try:
         return ds.assign_coords({name: _plain_strings(ds[name]) for name in ds.coords if _is_string(ds[name])})
     except Exception as exc:  # a corrupt chunk of a per-sample string coordinate (slot targets)
@@ -380,6 +396,20 @@ def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Data
             f"{os.fspath(store)!r}: a coordinate has damaged chunks ({exc}); `xai-bench verify` lists the samples, "
             "and the same xai_bench.run(...) again recomputes them."
         ) from exc
+
+
+def _in_method_order(ds: xr.Dataset) -> xr.Dataset:
+    """``ds``'s variables in the order the methods were asked for, each with its own (``<method>_delta``,
+    scores); the rest after them. zarr lists arrays by name."""
+    methods = method_ids(ds)
+    ordered = [
+        name
+        for method in methods
+        for name in ds.data_vars
+        if name == method or (str(name).startswith(f"{method}_") and name not in methods)
+    ]
+    ordered = list(dict.fromkeys(ordered))
+    return ds[ordered + [name for name in ds.data_vars if name not in ordered]]
 
 
 def _is_string(var: xr.DataArray) -> bool:
