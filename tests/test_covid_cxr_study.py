@@ -56,7 +56,7 @@ def test_every_stage_of_the_command_on_real_images_in_the_collection_and_csv_lay
             writer.writerow([path.relative_to(MINI / "chest_xray"), kind, path.name.split("_")[0]])
     out = tmp_path / "study"
     args = ["--cohen", str(MINI / "covid-chestxray-dataset"), "--csv", str(MINI / "chest_xray"), str(table),
-            "--out", str(out), "--size", "64", "--folds", "2", "--epochs", "1", "--models", "resnet18,densenet161",
+            "--out", str(out), "--size", "32", "--folds", "2", "--epochs", "1", "--models", "resnet18,densenet161",
             "--explain-images", "6", "--ig-steps", "4", "--occlusion-windows", "4"]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the collection's lateral and CT rows are left out, with a warning

@@ -83,7 +83,7 @@ def test_select_map_lists_the_samples_and_targets_there_are_on_a_miss(labelled):
                        r"\.\.\. \(12 in all\)\. Did you mean 'case03'") as miss:  # fmt: skip
         select_map(ds, "saliency", sample="case3", target="z")
     assert "nearest" not in str(miss.value)
-    with pytest.raises(KeyError, match=r"has no map of target 'y'; targets: w, z\."):
+    with pytest.raises(KeyError, match=r"has no map of target 'y'; it has \['w', 'z'\]"):
         select_map(ds, "saliency", sample="case03", target="y")
 
 

@@ -160,9 +160,8 @@ def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.D
     names = row["target_index"].values if by_index else row["target"].values
     hits = np.flatnonzero(np.asarray(names) == target)
     if not len(hits):
-        raise KeyError(
-            f"sample {sample!r} has no map of target {target!r}; targets: {listing(targets_of(ds, sample))}."
-        )
+        present = [str(t) for t in targets_of(ds, sample)]
+        raise KeyError(f"sample {sample!r} has no map of target {target!r}; it has {present}.")
     column = "target" if layout_of(ds) == "dense" else "slot"
     picked = row[method].isel({column: int(hits[0])})
     if bool(np.isnan(picked.isel(channel=0, y=0, x=0).values)):
