@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import captum.attr  # noqa: F401
 import pytest
@@ -78,3 +79,16 @@ def add_plugin(monkeypatch, fresh_plugins):
         return module
 
     return add
+
+
+@pytest.fixture(scope="session")
+def dask_default_port_taken():
+    """Hold dask's default dashboard port 8787, as another program on a shared machine may."""
+    sock = socket.socket()
+    try:
+        sock.bind(("", 8787))
+        sock.listen()
+    except OSError:
+        pass  # held by another program already: the same condition
+    yield
+    sock.close()

@@ -13,11 +13,13 @@ from covid_cxr.quick import QuickConfig, quick
 
 @pytest.mark.slow
 def test_the_quick_study_finds_the_padding_shortcut_and_its_control_does_not(tmp_path):
+    # Two ResNets: DenseNet161's epochs alone ran past the timeout on a busy machine (it is trained and profiled
+    # in its own tests); the ensembles still have two members.
     config = QuickConfig(images=80, size=80, folds=2, epochs=2, explain_images=8, ig_steps=4,
-                         models=("resnet18", "densenet161"))  # fmt: skip
+                         models=("resnet18", "resnet34"))  # fmt: skip
     report = quick(tmp_path, config, progress=False)
     text = report.read_text()
-    for part in ("## Classification (Table 2)", "| ResNet18 |", "| DenseNet161 |", "Ensemble (majority vote)",
+    for part in ("## Classification (Table 2)", "| ResNet18 |", "| ResNet34 |", "Ensemble (majority vote)",
                  "## The shortcut", "## Localisation on the lesions", "fig9_naps_resnet18.png"):  # fmt: skip
         assert part in text, part
     assert all(

@@ -31,9 +31,10 @@ ARGS = {
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(dask_default_port_taken):
+    # ":0" lets the OS pick the HTTP port; None still binds dask's default 8787, and warns when it is taken.
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
     )
     with distributed.Client(cluster) as c:
         yield c

@@ -78,8 +78,8 @@ NOT_RUN_BLOCKS = [block for blocks in BLOCKS.values() for block in blocks if blo
 
 
 @pytest.fixture
-def page_env(tmp_path, monkeypatch):
-    """A fresh working directory, Agg, one seeded torch thread and freshly loaded plugins."""
+def page_env(tmp_path, monkeypatch, dask_default_port_taken):
+    """A fresh working directory, Agg, one seeded torch thread and freshly loaded plugins; port 8787 taken."""
     import matplotlib.pyplot as plt
 
     from xai_bench.plugins.manager import reset_plugin_manager

@@ -23,7 +23,7 @@ from ..metrics.base import Context, Curve, Metric, Pairs, Score
 from ..plugins import registry
 from ..plugins.manager import plugin_info
 from ..storage.datasets import INPUT, UNUSED, layout_of, method_ids
-from ..storage.zarr_io import add_to_store, check_can_add
+from ..storage.zarr_io import add_to_store, check_can_score, save_maps
 from .explaining import method_maps
 from .preflight import check_device, check_outputs, eval_mode, on_device
 
@@ -67,7 +67,12 @@ def evaluate(
     Returns a Dataset with a variable ``<method>_<metric>`` per method and metric, dims as the
     maps' pairs ``(sample, target|slot)`` (NaN where a pair has no map), plus a curve dimension
     where a metric has one, and further values as ``<method>_<metric>_<suffix>``. With ``store``
-    (the maps' own), the variables are added to it, each array whole and checksummed.
+    (the maps' own, or one of scores of the same samples), the variables are added to it, each
+    array whole and checksummed; a path with no store gets a new store of the scores alone. To
+    score again with other parameters, pass ``overwrite=True`` (the variables, and a curve axis
+    only they use, are replaced) or another ``store``. What the store cannot take (variables it
+    holds without ``overwrite``, other samples, a curve axis other variables keep) is refused
+    before any scoring.
     """
     specs = registry.resolve(registry.metrics, metrics)
     fixed = batch_size_arg(batch_size)
@@ -83,8 +88,11 @@ def evaluate(
     if needs_model and model is None:
         names = [entry.id for entry, metric in specs if metric.needs_model]
         raise InvalidParameterError(f"{', '.join(names)} call the model: pass it as evaluate(model, ...).")
-    if store is not None:
-        check_can_add(store, [f"{m}_{entry.id}" for m in scored for entry, _ in specs], overwrite=overwrite)
+    if store is not None and os.path.exists(store):
+        coords = {n: maps[n].values.tolist() for n in ("sample", "target", "slot") if n in maps.coords}
+        names = [f"{m}_{entry.id}" for m in scored for entry, _ in specs]
+        params = {entry.id: to_json(metric.params()) for entry, metric in specs}
+        check_can_score(store, coords, names, params, overwrite=overwrite)
     x = _inputs(inputs, maps, required=needs_model)
     table = _pairs_table(maps)
     mask_rows = _masks(masks, maps, table) if any(m.needs_masks for _, m in specs) else None
@@ -122,8 +130,10 @@ def evaluate(
     coords = {name: maps[name].variable for name in ("sample", "target", "target_index", "slot") if name in maps.coords}
     coords.update({dim: np.asarray(values) for dim, values in curve_coords.items()})
     result = xr.Dataset(results, coords=coords, attrs=attrs)
-    if store is not None:
+    if store is not None and os.path.exists(store):
         add_to_store(result, store, overwrite=overwrite)
+    elif store is not None:
+        save_maps(result, store)
     return result
 
 

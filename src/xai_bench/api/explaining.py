@@ -22,6 +22,7 @@ from ..core.normalization import check_normalization
 from ..core.provenance import model_fingerprint, module_state, result_attrs, sample_key
 from ..engine.attribution import MethodResult, attribute_all, work_samples
 from ..engine.memory import is_out_of_memory, parse_budget
+from ..engine.progress import Progress, check_progress, progress_bar
 from ..engine.runner import plan_forward, plan_sizer, run_passes
 from ..engine.tuning import PassSizer
 from ..plugins import registry
@@ -356,7 +357,7 @@ def explain(
     sample_ids: Sequence[Any] | None = None,
     store: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: Progress = "auto",
     device: str | torch.device | None = None,
     store_inputs: bool = True,
     input_normalization: Any = None,
@@ -382,6 +383,10 @@ def explain(
     model's parameters on the device, besides the memory budget, which is then measured there).
     By default everything runs where the inputs are, and they must be where the model is.
 
+    ``progress`` draws a bar of the maps done on stderr: ``True`` always, ``False`` never, ``"auto"``
+    (the default) when stderr is a terminal, the call plans at least 256 images through the model
+    and it has run for 2 seconds (see :func:`xai_bench.engine.progress.progress_bar`).
+
     ``store_inputs`` keeps the inputs in the Dataset (variable ``input``), so that pictures and
     reports can be drawn from it (or its store) alone. ``input_normalization`` says how the
     inputs were normalised (``"imagenet"``, ``(mean, std)``): nothing is applied, it is recorded
@@ -389,6 +394,7 @@ def explain(
     """
     specs = resolve_methods(methods)
     fixed = batch_size_arg(batch_size)
+    check_progress(progress)
     if store is not None:
         check_writable(store, overwrite=overwrite)
     check_task(task)
@@ -435,7 +441,8 @@ def explain(
         work = len(work_samples(resolved.mask))
         # One unit per (sample, target) map of each method: what the bar says is what it counts.
         pairs = int(resolved.mask.sum())
-        bar = tqdm(total=len(specs) * pairs, desc="explain", unit="map", disable=not progress)
+        planned = pairs * sum(cost.items * cost.images for cost in (a.cost(tuple(inputs.shape[1:])) for _, a in specs))
+        bar = progress_bar(progress, planned_images=planned, total=len(specs) * pairs, desc="explain", unit="map")
         reported: list[tuple[registry.Entry, Tensor]] = []
         for entry, attributor in specs:
             bar.set_postfix_str(entry.id)

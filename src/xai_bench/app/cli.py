@@ -71,12 +71,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"{', '.join(calling)} call the model: give it with --model module:function.")
     result = evaluate(
         model, None, open_maps(args.store), metrics=chosen, masks=masks, methods=methods,
-        batch_size=args.batch_size, memory_budget=args.budget, device=args.device, store=args.store,
+        batch_size=args.batch_size, memory_budget=args.budget, device=args.device, store=args.out or args.store,
         overwrite=args.overwrite, progress=True,
     )  # fmt: skip
     names = sorted(result.data_vars)
     listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
-    print(f"{len(names)} metric variables written to {args.store}: {listed}")
+    print(f"{len(names)} metric variables written to {args.out or args.store}: {listed}")
     skipped = json.loads(result.attrs.get("skipped", "{}"))
     for name, why in skipped.items():
         print(f"  skipped {name}: {why}")
@@ -260,9 +260,11 @@ def _show(args: argparse.Namespace) -> int:
     ids = [str(v) for v in ds["sample"].values]
     if args.sample not in ids:
         from ..core.errors import did_you_mean
+        from ..storage.datasets import listing
 
         print(
-            f"xai-bench: error: no sample {args.sample!r} in {args.store}.{did_you_mean(args.sample, ids)}",
+            f"xai-bench: error: no sample {args.sample!r} in {args.store}; samples: {listing(ids)}."
+            f"{did_you_mean(args.sample, ids)}",
             file=sys.stderr,
         )
         return 2
@@ -272,8 +274,9 @@ def _show(args: argparse.Namespace) -> int:
         present = targets_of(ds, sample)
         targets = [str(t) for t in present]
         if args.target not in targets:
-            listed = ", ".join(targets[:10]) + (f", ... ({len(targets)} in all)" if len(targets) > 10 else "")
-            print(f"xai-bench: error: no target {args.target!r}; targets: {listed}", file=sys.stderr)
+            from ..storage.datasets import listing
+
+            print(f"xai-bench: error: no target {args.target!r}; targets: {listing(targets)}", file=sys.stderr)
             return 2
         target = present[targets.index(args.target)]
     from ..storage.datasets import method_ids
@@ -302,7 +305,7 @@ def _show(args: argparse.Namespace) -> int:
     fig = plot_maps(row, target=target, methods=methods, scale=args.scale)
     out = args.out or f"{Path(args.sample).stem}.png"
     fig.savefig(out, dpi=120)
-    print(out)
+    print(f"picture written to {Path(out).resolve()}")
     return 0
 
 
@@ -336,7 +339,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     parser = OneLineParser(prog="xai-bench", description="Interpretability for PyTorch image classifiers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('xai-bench')}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list attribution methods").set_defaults(func=_methods)
     sub.add_parser("plugins", help="list loaded plugins").set_defaults(func=_plugins)
@@ -427,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_show)
 
     sub.add_parser("metrics", help="list metrics that score maps").set_defaults(func=_metrics)
-    scoring = sub.add_parser("evaluate", help="score a store's maps with metrics, into the same store")
-    scoring.add_argument("store", help="zarr store of run/explain; the scores are written into it")
+    scoring = sub.add_parser("evaluate", help="score a store's maps with metrics, into the same store or --out")
+    scoring.add_argument("store", help="zarr store of run/explain; the scores are written into it unless --out")
     scoring.add_argument(
         "--metrics",
         nargs="+",
@@ -453,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument(
         "--overwrite", action="store_true", help="replace metric variables the store has (default: refuse)"
     )
+    scoring.add_argument("--out", help="store to write the scores to (default: STORE; a new path is created)")
     scoring.set_defaults(func=_evaluate)
 
     page = sub.add_parser("report", help="an HTML report of stores of maps and profiles (offline, paged)")

@@ -77,5 +77,6 @@ def explain_block(
     if device is not None:
         x = x.to(device)
     args["targets"] = take_samples(explain_args["targets"], block)
-    ds = explain(net, x, sample_ids=[ids[i] for i in block], **args)
+    # The run's own bar counts samples; a block draws none.
+    ds = explain(net, x, sample_ids=[ids[i] for i in block], progress=False, **args)
     return ds.assign({INPUTS: ("sample", np.asarray(sums, dtype=np.int64))})

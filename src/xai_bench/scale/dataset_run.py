@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..api.explaining import MethodsArg, resolve_methods
 from ..api.preflight import check_device, eval_mode, on_device
@@ -21,6 +20,7 @@ from ..core.checks import json_safe, positive_int, to_json
 from ..core.errors import InvalidInputError, InvalidParameterError, StoreDamagedError, StoreExistsError, warn
 from ..core.normalization import check_normalization
 from ..core.provenance import model_fingerprint
+from ..engine.progress import Progress, check_progress, progress_bar
 from ..storage.datasets import string_coordinate
 from ..storage.sample_store import SampleStore
 from ..storage.zarr_io import open_maps, verify_store
@@ -71,7 +71,7 @@ def run(
     device: str | torch.device | None = None,
     client: Any = None,
     verify: bool = True,
-    progress: bool = True,
+    progress: Progress = "auto",
     store_inputs: bool = False,
     input_normalization: Any = None,
 ) -> RunSummary:
@@ -90,7 +90,8 @@ def run(
     must be a factory (a callable or ``"module:function"``) that each worker calls; workers write
     their samples' regions of the same store. ``store_inputs=True`` keeps the images in the store
     too (off by default: on a large data set they can outweigh the maps). ``input_normalization``
-    is recorded for pictures (see :func:`explain`); by default it is the data set's
+    is recorded for pictures (see :func:`explain`); ``progress`` as in :func:`explain` (the bar
+    counts samples); by default it is the data set's
     ``input_normalization`` attribute, which :class:`~xai_bench.scale.image_folder.ImageFolder` sets.
     """
     dataset = getattr(dataset, "dataset", dataset) if isinstance(dataset, torch.utils.data.DataLoader) else dataset
@@ -100,6 +101,7 @@ def run(
             "each worker builds its own model."
         )
     positive_int("samples_per_block", samples_per_block)
+    check_progress(progress)
     specs = resolve_methods(methods)
     for entry, attributor in specs:
         why = attributor.works_in_blocks()
@@ -150,7 +152,9 @@ def run(
         target = SampleStore(store)
         computed = 0
         # Shown from the start: the first block, which creates the store, may be the longest wait.
-        bar = tqdm(total=len(ids), desc="run", unit="sample", disable=not progress)
+        # Targets are known per block only: one per sample, as "predicted" has on a multiclass model.
+        per_image = sum(c.items * c.images for c in (a.cost(tuple(first_image.shape[1:])) for _, a in specs))
+        bar = progress_bar(progress, planned_images=len(ids) * per_image, total=len(ids), desc="run", unit="sample")
         if not target.exists():
             block = list(range(min(samples_per_block, len(ids))))
             first = explain_block(net, dataset, block, ids, explain_args, chosen)

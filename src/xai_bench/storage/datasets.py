@@ -136,6 +136,12 @@ def targets_of(ds: xr.Dataset, sample: Any) -> list[Any]:
     return [name.item() if hasattr(name, "item") else name for name in names[used]]
 
 
+def listing(values: Sequence[Any], limit: int = 10) -> str:
+    """``values`` for a message: the first ``limit``, and how many there are in all when there are more."""
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "") if values else "(none)"
+
+
 def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.DataArray:
     """Return the (channel, y, x) map of class ``target`` (a label or class index) for ``sample``.
 
@@ -143,6 +149,12 @@ def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.D
     """
     if method not in ds:
         raise KeyError(f"no method {method!r} in the dataset; it has {method_ids(ds)}.")
+    ids = ds["sample"].values.tolist()
+    if sample not in ids:  # xarray's own miss suggests method='nearest', which would pick another sample
+        from ..core.errors import did_you_mean
+
+        hint = did_you_mean(str(sample), [str(i) for i in ids])
+        raise KeyError(f"no sample {sample!r} in the dataset; samples: {listing(ids)}.{hint}")
     row = ds.sel(sample=sample)
     by_index = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
     names = row["target_index"].values if by_index else row["target"].values

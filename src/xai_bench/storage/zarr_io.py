@@ -40,6 +40,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from ..core.errors import StoreDamagedError, StoreExistsError, warn
+from .datasets import method_ids
 
 #: per-sample ``done`` flags of stores filled block by block
 DONE = "done"
@@ -291,6 +292,19 @@ def move_into_place(temporary: Path, target: Path, *, overwrite: bool = False) -
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def stable_strings(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with fixed-width unicode variables (what :func:`open_maps` returns) as Python strings.
+
+    zarr (format 3) writes fixed-width unicode as a data type that has no v3 specification yet
+    (``UnstableSpecificationWarning``: other readers may not know it), and Python strings as its
+    variable-length ``string`` type, which the zarr v3 data type extensions specify.
+    """
+    fixed = [name for name, var in ds.variables.items() if var.dtype.kind == "U"]
+    return ds.assign_coords({n: ds[n].astype(object) for n in fixed if n in ds.coords}).assign(
+        {n: ds[n].astype(object) for n in fixed if n not in ds.coords}
+    )
+
+
 def check_writable(store: str | os.PathLike[str], *, overwrite: bool) -> None:
     """Refuse, before any work, to write over an existing store unless ``overwrite``, and over anything
     that is not a store of this library even then."""
@@ -326,6 +340,7 @@ def save_maps(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool 
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
     temporary = partial_name(target)
+    ds = stable_strings(ds)
     with uninterrupted():
         try:
             with quiet_consolidation():
@@ -358,6 +373,50 @@ def check_can_add(store: str | os.PathLike[str], names: list[str], *, overwrite:
         )
 
 
+def check_can_score(
+    store: str | os.PathLike[str],
+    coords: dict[str, list[Any]],
+    names: list[str],
+    params: dict[str, str],
+    *,
+    overwrite: bool,
+) -> None:
+    """Refuse, before any work, scores that an existing ``store`` cannot take.
+
+    ``names`` are the ``<method>_<metric>`` variables to write (their ``_<suffix>`` variables go
+    with them), ``coords`` the maps' sample and target coordinates, ``params`` each metric's
+    parameters (JSON). Refused: variables the store holds (unless ``overwrite``), other samples or
+    targets, and a metric's curve axis that variables the call leaves in place share with other
+    parameters (the axis would change under them).
+    """
+    check_can_add(store, names, overwrite=overwrite)
+    group = zarr.open_group(os.fspath(store), mode="r")
+    present = set(group.array_keys())
+    where = os.fspath(store)
+    for name, values in coords.items():
+        if name in present and [str(v) for v in group[name][:].tolist()] != [str(v) for v in values]:
+            raise StoreExistsError(
+                f"{where!r} holds the scores of other {name} values than these maps'; write to another store "
+                "(a new path is created)."
+            )
+    for array in sorted(present):
+        attrs = group[array].attrs
+        metric = attrs.get("metric")
+        if metric not in params or any(array == n or array.startswith(n + "_") for n in names):
+            continue
+        axes = [d for d in dimension_names(group[array]) if d not in ("sample", "target", "slot")]
+        if axes and attrs.get("params") != params[metric]:
+            raise StoreExistsError(
+                f"{where!r} keeps {array} with other {metric} parameters ({attrs.get('params')}), on the axis "
+                f"{axes[0]!r} these scores would change; score its method too (methods=), or write to another store."
+            )
+
+
+def dimension_names(array: Any) -> tuple[str, ...]:
+    """The xarray dimensions of a zarr (format 3) array of a store, () where it names none."""
+    return tuple(name for name in (array.metadata.dimension_names or ()) if name is not None)
+
+
 def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Add ``ds``'s variables (and coordinates the store lacks) to an existing store, each array whole.
 
@@ -369,19 +428,25 @@ def add_to_store(ds: xr.Dataset, store: str | os.PathLike[str], *, overwrite: bo
     target = Path(store)
     check_can_add(target, [str(name) for name in ds.data_vars], overwrite=overwrite)
     # Text as objects, since zarr v3 specifies variable-length strings only (open_maps gives fixed-width ones).
-    ds = ds.assign_coords({name: ds[name].astype(object) for name in ds.coords if ds[name].dtype.kind in "US"})
+    ds = stable_strings(ds)
     group = zarr.open_group(os.fspath(target), mode="r")
     present = set(group.array_keys())
+    replaced: set[str] = set()
     for name in ds.dims:
         if name not in ds.coords or name not in present:
             continue
         stored = np.asarray(group[name][:]).tolist()
         if [str(v) for v in stored] != [str(v) for v in np.asarray(ds[name].values).tolist()]:
-            raise StoreExistsError(
-                f"{os.fspath(store)!r} has a coordinate {name!r} with other values; write to another store, "
-                "or use the same parameters."
-            )
-    moved = [str(name) for name in ds.variables if name in ds.data_vars or name not in present]
+            # A curve axis may change with the variables on it, when every one of them is replaced.
+            kept = [a for a in sorted(present - {name} - set(ds.data_vars)) if name in dimension_names(group[a])]
+            if not overwrite or kept:
+                raise StoreExistsError(
+                    f"{os.fspath(store)!r} has a coordinate {name!r} with other values"
+                    f"{' (' + ', '.join(kept[:5]) + ' use it)' if kept else ''}; write to another store, "
+                    "or use the same parameters."
+                )
+            replaced.add(str(name))
+    moved = [str(name) for name in ds.variables if name in ds.data_vars or name not in present or name in replaced]
     remove_stale_partials(target)
     temporary = partial_name(target, "adding")
     with uninterrupted():
@@ -604,7 +669,7 @@ def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Data
             f"{os.fspath(store)!r} is incomplete: {report.done} of {report.samples} samples done; the others "
             "read as NaN. Run the same xai_bench.run(...) again to finish it.",
         )
-    ds = xr.open_zarr(store)
+    ds = _in_method_order(xr.open_zarr(store))
     try:
         return ds.assign_coords({name: _plain_strings(ds[name]) for name in ds.coords if _is_string(ds[name])})
     except Exception as exc:  # a corrupt chunk of a per-sample string coordinate (slot targets)
@@ -612,6 +677,20 @@ def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Data
             f"{os.fspath(store)!r}: a coordinate has damaged chunks ({exc}); `xai-bench verify` lists the samples, "
             "and the same xai_bench.run(...) again recomputes them."
         ) from exc
+
+
+def _in_method_order(ds: xr.Dataset) -> xr.Dataset:
+    """``ds``'s variables in the order the methods were asked for, each with its own (``<method>_delta``,
+    scores); the rest after them. zarr lists arrays by name."""
+    methods = method_ids(ds)
+    ordered = [
+        name
+        for method in methods
+        for name in ds.data_vars
+        if name == method or (str(name).startswith(f"{method}_") and name not in methods)
+    ]
+    ordered = list(dict.fromkeys(ordered))
+    return ds[ordered + [name for name in ds.data_vars if name not in ordered]]
 
 
 def _is_string(var: xr.DataArray) -> bool:

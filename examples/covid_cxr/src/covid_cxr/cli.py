@@ -253,9 +253,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     from .models import ARCHITECTURES
 
     parser = OneLineParser(prog="covid-cxr", description="The COVID-19 chest X-ray study on xai_bench.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('covid-cxr')}")
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quick", help="the whole study on synthetic phantoms, on a CPU (minutes)")
     q.add_argument("--out", type=_out, default="covid_cxr_quick", help="output folder (default: covid_cxr_quick)")
