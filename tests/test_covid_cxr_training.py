@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from covid_cxr.models import ARCHITECTURES, MIN_SIZE, build
@@ -63,7 +65,7 @@ def test_the_cosine_schedule_warms_up_over_one_epoch_and_decays_to_zero_by_the_l
         schedule.step()
     assert rates[:5] == pytest.approx([1e-3 * k / 6 for k in range(1, 6)])  # linear warm-up, never 0
     assert max(rates) == pytest.approx(1e-3) and rates[5] == pytest.approx(1e-3)
-    assert all(a >= b for a, b in zip(rates[5:], rates[6:], strict=False))  # then only down
+    assert all(a >= b for a, b in itertools.pairwise(rates[5:]))  # then only down
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # zero after the last step
     constant = learning_rate_schedule(torch.optim.Adam([parameter], lr=1e-3), TrainConfig(epochs=4), 5)
     assert constant.get_last_lr() == [1e-3]  # the paper's fixed rate is the default

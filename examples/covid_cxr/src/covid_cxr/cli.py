@@ -22,7 +22,7 @@ from pathlib import Path
 # On a machine busy with other work, spinning threads burnt several times the CPU time of the work itself.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import xai_bench  # noqa: E402  (after the OpenMP setting)
+import xai_bench  # after the OpenMP setting: it imports torch
 
 
 class InputError(ValueError):
