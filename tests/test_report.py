@@ -93,3 +93,15 @@ def test_the_command_writes_the_page_and_prints_its_path(stores, tmp_path, capsy
     assert main(["report", str(maps), str(prof), "--out", str(tmp_path / "r"), "--per-page", "3"]) == 0
     assert capsys.readouterr().out.strip().endswith("index.html")
     assert (tmp_path / "r" / "index.html").exists()
+
+
+def test_extreme_logits_of_a_multilabel_store_are_shown_as_probabilities_without_overflow(tmp_path):
+    weights = torch.zeros(2, 3 * 4 * 4)
+    weights[0] = -100.0  # logits near -4800 and +4800 for an image of ones: far beyond exp's range
+    weights[1] = 100.0
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2, bias=False)).eval()
+    model[1].weight.data = weights
+    ds = explain(model, torch.ones(1, 3, 4, 4), methods="saliency", targets=[0, 1])
+    ds.attrs["task"] = "multilabel"  # as a multilabel run records it: the page adds sigmoid probabilities
+    page = report({"net": ds}, tmp_path / "r").read_text()
+    assert "p 0.000" in page and "p 1.000" in page

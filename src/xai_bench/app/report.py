@@ -254,7 +254,7 @@ def _sample(sample: Any, position: int, page: int, maps: list[_Store], folder: P
             score = _score(ds, sample, target)
             shown = f"logit {score:.3g}" if np.isfinite(score) else "no score"
             if ds.attrs.get("task") == "multilabel" and np.isfinite(score):
-                shown += f", p {1.0 / (1.0 + math.exp(-score)):.3f}"
+                shown += f", p {0.5 * (1.0 + math.tanh(score / 2)):.3f}"  # the sigmoid, without exp overflowing
             rows.append(f"<div class='target'><div class='label'>{_e(target)}<br><small>{shown}</small></div>"
                         f"{''.join(cells)}</div>")  # fmt: skip
         parts.append(f"<div class='store'><h4>{_e(store.name)}</h4>{''.join(rows) or '<p>no maps</p>'}</div>")
