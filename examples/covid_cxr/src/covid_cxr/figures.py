@@ -24,6 +24,11 @@ from .models import NAMES
 
 def scores_by_label(results: Mapping[str, list[dict]], labels: Sequence[str], path: Path) -> Path:
     """Fig. 3: F1 per model and pathology, mean over folds with its spread (the legend below the bars)."""
+    return _saved(scores_figure(results, labels), path, 110)
+
+
+def scores_figure(results: Mapping[str, list[dict]], labels: Sequence[str]):
+    """The figure of :func:`scores_by_label`."""
     fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
     width = 0.8 / len(results)
     for i, (model, folds) in enumerate(results.items()):
@@ -35,9 +40,7 @@ def scores_by_label(results: Mapping[str, list[dict]], labels: Sequence[str], pa
     ax.set_ylim(0, 1)
     # Outside the axes: inside, the legend hid the tallest bars.
     fig.legend(loc="outside lower center", ncol=min(4, len(results)), fontsize=7, frameon=False)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def method_grid(maps: Mapping[str, xr.Dataset], sample: str, target: str, path: Path) -> Path:
@@ -70,6 +73,11 @@ def method_grid(maps: Mapping[str, xr.Dataset], sample: str, target: str, path: 
 
 def occlusion_targets(ds: xr.Dataset, sample: str, path: Path) -> Path:
     """Fig. 10: occlusion for each of one image's targets (e.g. COVID-19 and pneumonia), on one colour scale."""
+    return _saved(occlusion_figure(ds, sample), path, 110)
+
+
+def occlusion_figure(ds: xr.Dataset, sample: str):
+    """The figure of :func:`occlusion_targets`."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
@@ -89,9 +97,7 @@ def occlusion_targets(ds: xr.Dataset, sample: str, path: Path) -> Path:
     bar = fig.colorbar(ScalarMappable(Normalize(-limit, limit), "RdBu_r"), ax=axes[0, 1:], shrink=0.85, pad=0.02)
     bar.set_label("drop in the score when occluded", fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def naps(profile: xr.Dataset, layer: str, path: Path, top: int = 3) -> Path:
@@ -99,10 +105,7 @@ def naps(profile: xr.Dataset, layer: str, path: Path, top: int = 3) -> Path:
 
     The study's images are grey, copied into three channels, so the input layer has one distinct map.
     """
-    fig = plot_naps(profile, layer, top=1 if layer == "input" else top)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _saved(plot_naps(profile, layer, top=1 if layer == "input" else top), path, 100)
 
 
 def shortcut_chart(table: pd.DataFrame, path: Path, title: str) -> Path:
@@ -110,6 +113,11 @@ def shortcut_chart(table: pd.DataFrame, path: Path, title: str) -> Path:
 
     Methods run down the side (their names are long), the groups' legend sits below the bars.
     """
+    return _saved(shortcut_figure(table, title), path, 110)
+
+
+def shortcut_figure(table: pd.DataFrame, title: str):
+    """The figure of :func:`shortcut_chart`."""
     pivot = table.pivot_table(index="method", columns="group", values="mean", aggfunc="mean", sort=False)
     pivot = pivot[[g for g in GROUPS if g in pivot.columns] + [g for g in pivot.columns if g not in GROUPS]]
     fig, ax = plt.subplots(figsize=(7, 1.4 + 0.12 * pivot.size), layout="constrained")
@@ -121,7 +129,11 @@ def shortcut_chart(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=len(names), fontsize=7, frameon=False)
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def _saved(fig, path: Path, dpi: int) -> Path:
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
