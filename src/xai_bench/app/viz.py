@@ -319,13 +319,26 @@ def _count(n: int, thing: str) -> str:
     return f"{thing}" if n == 1 else f"{n} {thing}s"
 
 
+def profiled_layers(ds: xr.Dataset) -> list[str]:
+    """The layers of a profile in the order data flows through them (as recorded by ``profile``), the input first."""
+    have = [str(name)[: -len("_top")] for name in ds.data_vars if str(name).endswith("_top")]
+    have += [str(v) for v in ds["layer"].values if str(v) not in have] if "layer" in ds.coords else []
+    order = json.loads(ds.attrs["layer_order"]) if "layer_order" in ds.attrs else []
+    # Older profiles have no recorded order: the input, then the order of the dead-share coordinate.
+    known = [str(v) for v in ds["layer"].values] if "layer" in ds.coords else []
+    fallback = {name: i for i, name in enumerate(["input", *known])}
+    return sorted(have, key=lambda name: (order.index(name) if name in order else len(order), fallback.get(name, 0)))
+
+
 def plot_dead_feature_maps(ds: xr.Dataset):
-    """Return a bar chart of the share of dead feature maps per layer."""
+    """Return a bar chart of the share of dead feature maps per layer, in network order."""
     import matplotlib.pyplot as plt
 
     shares = ds["dead_share"]
+    shares = shares.sel(layer=[name for name in profiled_layers(ds) if name in shares["layer"].values])
     fig, ax = plt.subplots(figsize=(max(3.6, 1.2 + 0.9 * shares.sizes["layer"]), 3))
-    ax.bar([str(v) for v in shares["layer"].values], 100 * shares.values, color="#555")
+    bars = ax.bar([str(v) for v in shares["layer"].values], 100 * shares.values, color="#555")
+    ax.bar_label(bars, labels=[f"{100 * v:.1f}%" for v in shares.values], fontsize=7)  # a 0% bar is no bar
     ax.set_ylabel("dead feature maps (%)")
     ax.set_ylim(0, 100)
     if not (shares.values > 0).any():  # an empty box reads as a failed plot

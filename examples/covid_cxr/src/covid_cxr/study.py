@@ -431,7 +431,11 @@ class Study:
         """``html/index.html``: every explained image with each model's maps side by side, and the profiles."""
         stores: dict[str, Path] = {NAMES.get(m, m): self.folder / "maps" / f"{m}.zarr" for m in self.config.models}
         stores |= {f"{NAMES.get(m, m)} profiles": path for m, path in self.profile().items()}
-        return xai_bench.report(stores, self.folder / "html", title=self.title, progress=self.progress)
+        prepared, _ = self.data()
+        truth = {prepared.sample_ids[r]: [label for label, on in zip(prepared.outputs, prepared.targets[r].tolist(),
+                                                                      strict=True) if on > 0.5]
+                 for r in self.explain().rows}  # fmt: skip
+        return xai_bench.report(stores, self.folder / "html", title=self.title, truth=truth, progress=self.progress)
 
     def until(self, stage: str) -> Any:
         """Run every stage up to ``stage`` (one of :data:`STAGES`) and return what it returns."""
