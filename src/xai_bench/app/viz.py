@@ -324,10 +324,12 @@ def profiled_layers(ds: xr.Dataset) -> list[str]:
     have = [str(name)[: -len("_top")] for name in ds.data_vars if str(name).endswith("_top")]
     have += [str(v) for v in ds["layer"].values if str(v) not in have] if "layer" in ds.coords else []
     order = json.loads(ds.attrs["layer_order"]) if "layer_order" in ds.attrs else []
-    # Older profiles have no recorded order: the input, then the order of the dead-share coordinate.
+    # Older profiles have no recorded order: the input, then the dead-share coordinate's (the order named in).
     known = [str(v) for v in ds["layer"].values] if "layer" in ds.coords else []
     fallback = {name: i for i, name in enumerate(["input", *known])}
-    return sorted(have, key=lambda name: (order.index(name) if name in order else len(order), fallback.get(name, 0)))
+    return sorted(
+        have, key=lambda name: (order.index(name) if name in order else len(order), fallback.get(name, len(fallback)))
+    )
 
 
 def plot_dead_feature_maps(ds: xr.Dataset):
