@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from covid_cxr.models import ARCHITECTURES, MIN_SIZE, build
@@ -48,3 +50,61 @@ def test_training_resumes_from_the_checkpoint_and_a_finished_run_does_not_train_
     # A checkpoint of other settings is not resumed: it trains from the start.
     other = train("resnet18", train_xy, val_xy, TrainConfig(epochs=2, batch_size=4, seed=1), checkpoint, progress=False)
     assert len(other.history) == 2 and other.history[0] != first.history[0]
+
+
+def test_the_cosine_schedule_warms_up_over_one_epoch_and_decays_to_zero_by_the_last_step():
+    from covid_cxr.train import learning_rate_schedule
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=1e-3)
+    schedule = learning_rate_schedule(optimizer, TrainConfig(epochs=4, lr=1e-3, schedule="cosine"), 5)
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:5] == pytest.approx([1e-3 * k / 6 for k in range(1, 6)])  # linear warm-up, never 0
+    assert max(rates) == pytest.approx(1e-3) and rates[5] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates[5:]))  # then only down
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # zero after the last step
+    constant = learning_rate_schedule(torch.optim.Adam([parameter], lr=1e-3), TrainConfig(epochs=4), 5)
+    assert constant.get_last_lr() == [1e-3]  # the paper's fixed rate is the default
+    with pytest.raises(ValueError, match="unknown schedule 'step'; choose one of constant, cosine"):
+        learning_rate_schedule(optimizer, TrainConfig(schedule="step"), 5)
+
+
+def test_a_resumed_cosine_run_equals_an_uninterrupted_one_and_the_same_seed_repeats_it(tmp_path, monkeypatch):
+    train_xy, val_xy = _data(32, n=10)
+    config = TrainConfig(epochs=3, batch_size=4, schedule="cosine")
+    whole = train("resnet18", train_xy, val_xy, config, tmp_path / "whole.pt", progress=False)
+    again = train("resnet18", train_xy, val_xy, config, tmp_path / "again.pt", progress=False)
+    assert again.history == whole.history  # the same seed, the same numbers
+    import covid_cxr.train as training
+
+    saved = training._save
+
+    def save_then_stop(path, state):  # the process dies right after the first epoch's checkpoint
+        saved(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train("resnet18", train_xy, val_xy, config, tmp_path / "stopped.pt", progress=False)
+    monkeypatch.setattr(training, "_save", saved)
+    resumed = train("resnet18", train_xy, val_xy, config, tmp_path / "stopped.pt", progress=False)
+    assert resumed.history == whole.history  # the rate schedule resumed where it stopped
+
+
+def test_timings_keep_wall_and_cpu_seconds_and_read_the_older_wall_only_file(tmp_path):
+    import json
+
+    from covid_cxr.study import Timings
+
+    path = tmp_path / "timings.json"
+    path.write_text(json.dumps({"data": 2.0}))  # the format before CPU time was kept
+    timings = Timings(path)
+    timings.measure("train", lambda: sum(i * i for i in range(200_000)))
+    saved = json.loads(path.read_text())
+    assert saved["wall"]["data"] == 2.0 and saved["wall"]["train"] > 0 and saved["cpu"]["train"] > 0
+    lines = Timings(path).lines()
+    assert lines[0] == "- data: 2 s" and "CPU s)" in lines[1] and lines[-1].startswith("- total: ")

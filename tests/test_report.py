@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import matplotlib
+import matplotlib.pyplot
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from PIL import Image
 
 from xai_bench import InvalidParameterError, evaluate, explain, open_maps, profile, report, run
@@ -93,3 +96,70 @@ def test_the_command_writes_the_page_and_prints_its_path(stores, tmp_path, capsy
     assert main(["report", str(maps), str(prof), "--out", str(tmp_path / "r"), "--per-page", "3"]) == 0
     assert capsys.readouterr().out.strip().endswith("index.html")
     assert (tmp_path / "r" / "index.html").exists()
+
+
+def test_extreme_logits_of_a_multilabel_store_are_shown_as_probabilities_without_overflow(tmp_path):
+    weights = torch.zeros(2, 3 * 4 * 4)
+    weights[0] = -100.0  # logits near -4800 and +4800 for an image of ones: far beyond exp's range
+    weights[1] = 100.0
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2, bias=False)).eval()
+    model[1].weight.data = weights
+    ds = explain(model, torch.ones(1, 3, 4, 4), methods="saliency", targets=[0, 1])
+    ds.attrs["task"] = "multilabel"  # as a multilabel run records it: the page adds sigmoid probabilities
+    page = report({"net": ds}, tmp_path / "r").read_text()
+    assert "p 0.000" in page and "p 1.000" in page
+
+
+def test_the_menu_lists_the_sections_in_the_order_of_the_page(stores, tmp_path):
+    maps, prof, _, _ = stores
+    page = report([maps, prof], tmp_path / "r").read_text()
+    menu = re.search(r"<nav class='contents'>(.*?)</nav>", page).group(1)
+    assert re.findall(r"href='#(\w+)'", menu) == re.findall(r"<h2 id='(\w+)'>", page) == ["metrics", "profiles",
+                                                                                          "samples"]  # fmt: skip
+
+
+def test_layers_are_shown_in_network_order_whatever_order_they_were_named_in(stores, tmp_path):
+    _, _, images, model = stores
+    named = {"late": "conv3", "early": "conv1", "input": "input"}  # neither network nor alphabetical order
+    ds = profile(model, images, layers=named, groups=torch.tensor([0, 1, 0, 1, 0]), group_names=["a", "b"],
+                 profilers=["naps", "dead_feature_maps"], progress=False)  # fmt: skip
+    page = report({"net": ds}, tmp_path / "r").read_text()
+    assert re.findall(r"alt='NAPs of (\w+)'", page) == ["input", "early", "late"]
+    from xai_bench.app.viz import plot_dead_feature_maps
+
+    fig = plot_dead_feature_maps(ds)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["early", "late"]
+    matplotlib.pyplot.close(fig)
+
+
+def test_a_dead_feature_map_chart_without_dead_maps_says_none():
+    from xai_bench.app.viz import plot_dead_feature_maps
+
+    ds = xr.Dataset({"dead_share": ("layer", [0.0, 0.0])}, coords={"layer": ["a", "b"]})
+    fig = plot_dead_feature_maps(ds)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    matplotlib.pyplot.close(fig)
+    assert any(t.startswith("none") for t in texts) and "0.0%" in texts  # the bars say their values too
+
+
+def test_each_target_is_marked_true_predicted_or_both(tmp_path):
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 3, bias=False))
+    model[2].weight.data = torch.diag(torch.tensor([5.0, 5.0, -5.0]))  # classes 0 and 1 predicted, 2 not
+    ds = explain(model.eval(), torch.ones(1, 3, 4, 4), methods="saliency", targets=[[0, 1, 2]], labels=["x", "y", "z"],
+                 sample_ids=["img"])  # fmt: skip
+    ds.attrs["task"] = "multilabel"
+    page = report({"net": ds}, tmp_path / "r", truth={"img": ["y", "z"]}).read_text()
+    marks = re.findall(r"<div class='label'>(\w)(?:<br><b class='mark'>([^<]*)</b>)?", page)
+    assert marks == [("x", "predicted"), ("y", "true and predicted"), ("z", "true")]
+
+
+def test_metric_tables_say_which_direction_is_better_and_tell_close_scores_apart(stores, tmp_path):
+    maps, _, _, _ = stores
+    page = report([maps], tmp_path / "r").read_text()
+    assert "deletion (lower is better)" in page
+    from xai_bench.app.report import _distinct
+
+    # Equal to three digits, apart at five: as many digits as it takes, small values in scientific form.
+    assert _distinct(np.array([0.00123441, 0.00123449, np.nan])) == ["0.0012344", "0.0012345", "–"]
+    assert _distinct(np.array([1.5e-7, 2.5e-7])) == ["1.5e-07", "2.5e-07"]
+    assert _distinct(np.array([0.25, 0.25])) == ["0.25", "0.25"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -203,6 +204,8 @@ def profile(
             model,
             samples=n_samples,
             layers=to_json({t.label: t.module for t in taps}),
+            # JSON attrs sort their keys; pictures and reports show layers in the order data flows through them.
+            layer_order=json.dumps(_network_order(model, taps)),
             profilers=to_json({p.id: p.params() for p in instances}),
             batch_size=fixed if fixed is not None else "auto",
             memory_budget=budget,
@@ -252,3 +255,11 @@ def _tap(model: nn.Module, tap: Layer, captured: dict[str, Tensor], armed: list[
         captured[tap.label] = value
 
     return model.get_submodule(tap.module).register_forward_hook(hook)
+
+
+def _network_order(model: nn.Module, taps: Sequence[Layer]) -> list[str]:
+    """The taps' labels in the order of their modules in the model (the input first), ties as given."""
+    position = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return [
+        t.label for t in sorted(taps, key=lambda t: -1 if t.module == INPUT else position.get(t.module, len(position)))
+    ]

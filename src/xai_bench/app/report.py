@@ -23,7 +23,16 @@ from tqdm import tqdm
 from ..core.errors import InvalidParameterError
 from ..storage.datasets import method_ids, select_map, targets_of
 from ..storage.zarr_io import open_maps
-from .viz import _score, colour_limit, display_image, metrics_table, overlay, plot_dead_feature_maps, plot_naps
+from .viz import (
+    _score,
+    colour_limit,
+    display_image,
+    metrics_table,
+    overlay,
+    plot_dead_feature_maps,
+    plot_naps,
+    profiled_layers,
+)
 
 StoresArg = Sequence["str | os.PathLike[str] | xr.Dataset"] | Mapping[str, "str | os.PathLike[str] | xr.Dataset"]
 
@@ -53,6 +62,7 @@ def report(
     per_page: int = 20,
     percentile: float = 99.0,
     alpha: float = 0.5,
+    truth: Mapping[Any, Sequence[Any]] | None = None,
     progress: bool = False,
 ) -> Path:
     """Write an HTML report of ``stores`` into the folder ``out`` and return its ``index.html``.
@@ -62,7 +72,10 @@ def report(
     profile stores (from :func:`xai_bench.profile`), shown as NAP figures and dead feature maps.
     Give a mapping ``{name: store}`` to name them; by default a store is named by its file name.
     Per sample the page shows, for every store and target, the input and each method's map over
-    it with the target's score; metric results in a store (``xai-bench evaluate``) become tables.
+    it with the target's score; metric results in a store (``xai-bench evaluate``) become tables,
+    each metric marked with the direction that is better. A target is marked "true" when ``truth``
+    (``{sample id: its true targets}``) lists it and "predicted" when a multilabel store's score
+    passes its threshold; "true and predicted" when both.
     ``per_page`` samples make a page. ``out`` is replaced as a whole when it was a report before.
     """
     if not isinstance(per_page, int) or isinstance(per_page, bool) or per_page < 1:
@@ -95,7 +108,8 @@ def report(
         body.append(_pager(pages))
         bar = tqdm(total=len(samples), desc="report", unit="sample", disable=not progress)
         for position, sample in enumerate(samples):
-            body.append(_sample(sample, position, position // per_page, maps, building / "img", percentile, alpha))
+            body.append(_sample(sample, position, position // per_page, maps, building / "img", percentile, alpha,
+                                truth))  # fmt: skip
             bar.update(1)
         bar.close()
         body.append(_pager(pages))
@@ -154,9 +168,10 @@ def _samples(maps: list[_Store]) -> list[Any]:
 
 
 def _contents(samples: list[Any], maps: list[_Store], profiles: list[_Store]) -> str:
-    links = [("samples", "Samples")] if samples else []
-    links += [("metrics", "Metrics")] if any(_has_metrics(s.ds) for s in maps) else []
+    # The order of the sections on the page.
+    links = [("metrics", "Metrics")] if any(_has_metrics(s.ds) for s in maps) else []
     links += [("profiles", "Profiles")] if profiles else []
+    links += [("samples", "Samples")] if samples else []
     return "<nav class='contents'>" + " · ".join(f"<a href='#{i}'>{t}</a>" for i, t in links) + "</nav>"
 
 
@@ -192,20 +207,40 @@ def _has_metrics(ds: xr.Dataset) -> bool:
 
 def _metrics(store: _Store) -> str:
     table = metrics_table(store.ds)
-    return f"<h3>{_e(store.name)}</h3><p>Mean over the scored sample and target pairs, per method.</p>" + table.to_html(
-        float_format=lambda v: f"{v:.3f}", classes="metrics", border=0
-    )
+    better = {
+        var.attrs["metric"]: bool(var.attrs["higher_is_better"])
+        for var in store.ds.data_vars.values()
+        if "metric" in var.attrs and "higher_is_better" in var.attrs
+    }
+    shown = table.copy()
+    for metric in table.columns:
+        shown[metric] = _distinct(table[metric].to_numpy(dtype=float))
+    shown.columns = [
+        f"{metric} ({'higher' if better[metric] else 'lower'} is better)" if metric in better else metric
+        for metric in table.columns
+    ]
+    note = "Mean over the scored sample and target pairs, per method; each metric says which direction is better."
+    return f"<h3>{_e(store.name)}</h3><p>{note}</p>" + shown.to_html(classes="metrics", border=0, escape=True)
+
+
+def _distinct(values: np.ndarray, least: int = 3, most: int = 8) -> list[str]:
+    """Values with as many significant digits (from ``least``) as it takes to tell the distinct ones apart."""
+    finite = values[np.isfinite(values)]
+    for digits in range(least, most + 1):
+        if len({f"{v:.{digits}g}" for v in finite}) == len(set(finite.tolist())):
+            break
+    return [f"{v:.{digits}g}" if np.isfinite(v) else "–" for v in values]
 
 
 def _profile(store: _Store, folder: Path, index: int) -> str:
     import matplotlib.pyplot as plt
 
     parts = [f"<h3>{_e(store.name)}</h3>"]
-    layers = [str(name)[: -len("_top")] for name in store.ds.data_vars if str(name).endswith("_top")]
+    layers = [layer for layer in profiled_layers(store.ds) if f"{layer}_top" in store.ds]
     for number, layer in enumerate(layers):
         name = f"profile{index}-layer{number}.png"
         fig = plot_naps(store.ds, layer, top=4)
-        fig.savefig(folder / name, dpi=80)
+        fig.savefig(folder / name, dpi=100)
         plt.close(fig)
         parts.append(
             f"<figure><img src='img/{name}' alt='NAPs of {_e(layer)}' loading='lazy'>"
@@ -223,7 +258,7 @@ def _profile(store: _Store, folder: Path, index: int) -> str:
 
 
 def _sample(sample: Any, position: int, page: int, maps: list[_Store], folder: Path, percentile: float,
-            alpha: float) -> str:  # fmt: skip
+            alpha: float, truth: Mapping[Any, Sequence[Any]] | None) -> str:  # fmt: skip
     import matplotlib.pyplot as plt
 
     parts = [f"<section class='sample' data-page='{page}' id='s{position}'><h3>{_e(sample)}</h3>"]
@@ -253,9 +288,13 @@ def _sample(sample: Any, position: int, page: int, maps: list[_Store], folder: P
                 cells.append(_cell(name, method, f"|map| limit {limit:.3g}"))
             score = _score(ds, sample, target)
             shown = f"logit {score:.3g}" if np.isfinite(score) else "no score"
+            marks = ["true"] if truth is not None and target in list(truth.get(sample, ())) else []
             if ds.attrs.get("task") == "multilabel" and np.isfinite(score):
-                shown += f", p {1.0 / (1.0 + math.exp(-score)):.3f}"
-            rows.append(f"<div class='target'><div class='label'>{_e(target)}<br><small>{shown}</small></div>"
+                p = 0.5 * (1.0 + math.tanh(score / 2))  # the sigmoid, without exp overflowing
+                shown += f", p {p:.3f}"
+                marks += ["predicted"] if p > float(ds.attrs.get("threshold", 0.5)) else []
+            mark = f"<br><b class='mark'>{' and '.join(marks)}</b>" if marks else ""
+            rows.append(f"<div class='target'><div class='label'>{_e(target)}{mark}<br><small>{shown}</small></div>"
                         f"{''.join(cells)}</div>")  # fmt: skip
         parts.append(f"<div class='store'><h4>{_e(store.name)}</h4>{''.join(rows) or '<p>no maps</p>'}</div>")
     parts.append("</section>")
@@ -307,7 +346,7 @@ text-align:left;vertical-align:top}pre{font-size:.75em;white-space:pre-wrap;max-
 .scale{background:#f4f4f4;padding:.5em;border-left:3px solid #888;max-width:60em}
 .sample{border-top:2px solid #ddd;margin-top:1em}.store h4{margin:.4em 0}
 .target{display:flex;flex-wrap:wrap;align-items:flex-start;gap:4px;margin-bottom:4px}
-.label{width:9em;font-size:.85em}.cell{margin:0;text-align:center;font-size:.75em;width:132px}
+.label{width:9em;font-size:.85em}.mark{color:#124;font-size:.85em}.cell{margin:0;text-align:center;font-size:.75em;width:132px}
 .cell img{width:128px;height:128px;image-rendering:pixelated;border:1px solid #ddd}
 .empty{width:128px;height:128px;display:flex;align-items:center;justify-content:center;background:#f4f4f4}
 .pager{margin:1em 0;display:flex;flex-wrap:wrap;gap:.4em;align-items:center}

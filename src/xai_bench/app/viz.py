@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -256,56 +257,95 @@ def _best_target(ds: xr.Dataset, sample: Any, method: str) -> Any:
     return np.atleast_1d(row[key].values)[column]
 
 
-def _diverging(ax, image: np.ndarray, percentile: float = 99.0) -> None:
-    limit = float(np.nanpercentile(np.abs(image), percentile)) or 1.0
-    ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
-
-
 def plot_naps(ds: xr.Dataset, layer: str, *, top: int | None = None, input_layer: str | None = "input"):
     """Return a figure of one layer's profiles, a row per group, like the NAP figures of Krug et al.
 
     First column: the group's average input (if the input was profiled); then the NAPs of the
-    layer's ``top`` highest-scoring feature maps, on a diverging colormap centred on zero (red: the
-    group activates the map more than the average group; blue: less).
+    layer's ``top`` highest-scoring feature maps, those whose NAPs differ most between groups
+    (score: the mean over groups and positions of NAP squared), best first. The NAPs share one
+    diverging colour scale centred on zero, shown by the colourbar (red: the group activates the
+    map more than the average group; blue: less); the heading says what the columns are.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
 
     if layer not in ds:
         profiled = sorted(json.loads(ds.attrs["layers"])) if "layers" in ds.attrs else []
         raise KeyError(f"no profile for layer {layer!r}; profiled: {profiled}")
     ranked = ds[f"{layer}_top"].values
-    channels = ranked[: top or len(ranked)]
+    channels = [int(c) for c in ranked[: top or len(ranked)]]
     show_input = input_layer is not None and f"{input_layer}_group_mean" in ds
     groups = ds["group"].values
-    cols = len(channels) + show_input
-    fig, axes = plt.subplots(len(groups), cols, figsize=(2.2 * cols, 2.2 * len(groups)), squeeze=False)
     channel_dim = ds[layer].dims[1]
+    naps = {
+        (g, c): np.atleast_2d(ds[layer].sel(group=g).isel({channel_dim: c}).values) for g in groups for c in channels
+    }
+    limit = colour_limit(list(naps.values()))
+    cols = len(channels) + show_input
+    fig, axes = plt.subplots(len(groups), cols, figsize=(2.1 * cols + 0.9, 2.0 * len(groups) + 0.9), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for row, group in enumerate(groups):
-        col = 0
         if show_input:
             mean = ds[f"{input_layer}_group_mean"].sel(group=group).mean(ds[f"{input_layer}_group_mean"].dims[1])
             axes[row, 0].imshow(mean.values, cmap="gray")
-            axes[row, 0].set_title(f"{group}\naverage input", fontsize=8)
-            col = 1
-        for channel in channels:
-            nap = ds[layer].sel(group=group).isel({channel_dim: int(channel)}).values
-            _diverging(axes[row, col], np.atleast_2d(nap))
-            if row == 0:
-                score = float(ds[f"{layer}_score"].values[int(channel)])
-                axes[row, col].set_title(f"{layer} map {int(channel)}\nscore {score:.2g}", fontsize=8)
-            col += 1
-    return _finish(fig, axes)
+            axes[row, 0].set_ylabel(str(group), fontsize=8)
+        for col, channel in enumerate(channels, start=show_input):
+            shown = axes[row, col].imshow(naps[group, channel], cmap="RdBu_r", norm=Normalize(-limit, limit))
+            if not show_input and col == 0:
+                axes[row, col].set_ylabel(str(group), fontsize=8)
+    if show_input:
+        axes[0, 0].set_title("average input", fontsize=8)
+    for rank, channel in enumerate(channels, start=1):
+        score = float(ds[f"{layer}_score"].values[channel])
+        axes[0, rank - 1 + show_input].set_title(f"map {channel} (#{rank})\nscore {score:.2g}", fontsize=8)
+    bar = fig.colorbar(shown, ax=axes[:, show_input:], shrink=0.6, pad=0.02)
+    bar.set_label("NAP: group mean minus mean of groups", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    module = json.loads(ds.attrs["layers"]).get(layer, layer) if "layers" in ds.attrs else layer
+    where = f"{layer!r}" + (f" (module {module!r})" if module != layer else "")
+    heading = (
+        f"Rows: groups. NAPs of the {_count(len(channels), 'feature map')} of {where} whose NAPs differ most "
+        "between the groups (score: mean of NAP² over groups and positions), best first; red: above the mean of groups"
+    )
+    # About 15 characters of 8-point text per inch: wrapped to the figure's width, never clipped by it.
+    fig.suptitle(textwrap.fill(heading, int(15 * fig.get_figwidth())), fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{thing}" if n == 1 else f"{n} {thing}s"
+
+
+def profiled_layers(ds: xr.Dataset) -> list[str]:
+    """The layers of a profile in the order data flows through them (as recorded by ``profile``), the input first."""
+    have = [str(name)[: -len("_top")] for name in ds.data_vars if str(name).endswith("_top")]
+    have += [str(v) for v in ds["layer"].values if str(v) not in have] if "layer" in ds.coords else []
+    order = json.loads(ds.attrs["layer_order"]) if "layer_order" in ds.attrs else []
+    # Older profiles have no recorded order: the input, then the dead-share coordinate's (the order named in).
+    known = [str(v) for v in ds["layer"].values] if "layer" in ds.coords else []
+    fallback = {name: i for i, name in enumerate(["input", *known])}
+    return sorted(
+        have, key=lambda name: (order.index(name) if name in order else len(order), fallback.get(name, len(fallback)))
+    )
 
 
 def plot_dead_feature_maps(ds: xr.Dataset):
-    """Return a bar chart of the share of dead feature maps per layer."""
+    """Return a bar chart of the share of dead feature maps per layer, in network order."""
     import matplotlib.pyplot as plt
 
     shares = ds["dead_share"]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * shares.sizes["layer"], 3))
-    ax.bar([str(v) for v in shares["layer"].values], 100 * shares.values, color="#555")
+    shares = shares.sel(layer=[name for name in profiled_layers(ds) if name in shares["layer"].values])
+    fig, ax = plt.subplots(figsize=(max(3.6, 1.2 + 0.9 * shares.sizes["layer"]), 3))
+    bars = ax.bar([str(v) for v in shares["layer"].values], 100 * shares.values, color="#555")
+    ax.bar_label(bars, labels=[f"{100 * v:.1f}%" for v in shares.values], fontsize=7)  # a 0% bar is no bar
     ax.set_ylabel("dead feature maps (%)")
     ax.set_ylim(0, 100)
+    if not (shares.values > 0).any():  # an empty box reads as a failed plot
+        ax.text(0.5, 0.5, "none\n(every feature map was active)", ha="center", va="center", transform=ax.transAxes,
+                fontsize=9, wrap=True)  # fmt: skip
     threshold = ds.attrs.get("dead_threshold", 0.0)
     ax.set_title(
         f"never above {threshold:g}; overall {100 * ds.attrs.get('dead_share_overall', np.nan):.1f}%", fontsize=9

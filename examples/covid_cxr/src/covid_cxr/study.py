@@ -12,7 +12,7 @@
       padding.csv, localisation.csv  the shortcut and (synthetic data) relevance on the lesions
       profiles/<model>.zarr          NAPs and dead feature maps (profile)
       figures/*.png, report.md       (figures, report)
-      timings.json                   seconds spent in each stage, over every run of it
+      timings.json                   wall and CPU seconds spent in each stage, over every run of it
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class StudyConfig:
     models: tuple[str, ...] = ARCHITECTURES
     epochs: int = 20
     batch_size: int = 16
+    lr: float = 1e-3
+    schedule: str = "constant"  # the paper's fixed rate; "cosine" warms up and decays (train.SCHEDULES)
     seed: int = 0
     pretrained: bool = False
     device: str = "cpu"
@@ -76,30 +78,45 @@ class StudyConfig:
     explain_batch_size: int | str = "auto"
 
     def training(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
-                           pretrained=self.pretrained, device=self.device)  # fmt: skip
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
+                           seed=self.seed, pretrained=self.pretrained, device=self.device)  # fmt: skip
 
 
 @dataclass
 class Timings:
-    """Seconds per stage, added up over every run of it (a resumed stage adds the rest of its work);
-    kept in ``path`` when one is given."""
+    """Wall-clock and CPU seconds per stage, added up over every run of it (a resumed stage adds the rest of
+    its work); kept in ``path`` when one is given. CPU seconds are the process's, all its threads together:
+    on a busy machine they say what the work cost where wall time says how long it waited."""
 
     path: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.path is not None and self.path.exists():
-            self.seconds = {**json.loads(self.path.read_text()), **self.seconds}
+            saved = json.loads(self.path.read_text())
+            if "wall" not in saved:  # written before CPU time was kept: wall seconds alone
+                saved = {"wall": saved, "cpu": {}}
+            self.seconds = {**saved["wall"], **self.seconds}
+            self.cpu_seconds = {**saved["cpu"], **self.cpu_seconds}
 
     def measure(self, stage: str, work: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = work()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+        self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - cpu
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.seconds, indent=1))
+            self.path.write_text(json.dumps({"wall": self.seconds, "cpu": self.cpu_seconds}, indent=1))
         return result
+
+    def lines(self) -> list[str]:
+        """One Markdown item per stage, then the total."""
+        rows = [(stage, wall, self.cpu_seconds.get(stage)) for stage, wall in self.seconds.items()]
+        rows.append(("total", sum(self.seconds.values()), sum(self.cpu_seconds.values()) or None))
+        return [
+            f"- {stage}: {wall:.0f} s" + (f" ({cpu:.0f} CPU s)" if cpu is not None else "") for stage, wall, cpu in rows
+        ]
 
 
 def data_stage(
@@ -383,7 +400,7 @@ class Study:
             f"({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; "
             f"{', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), {len(splits)} folds; explained: "
             f"{len(self.explain().rows)} test images of fold {config.explain_fold}.", "",
-            "## Timings", "", *(f"- {stage}: {seconds:.0f} s" for stage, seconds in self.timings.seconds.items()), "",
+            "## Timings", "", *self.timings.lines(), "",
             "## Classification (Table 2)", "", (folder / "table2.md").read_text(), "",
             "## The shortcut: share of |relevance| on the zero padding", "",
             "Per model and method, the mean ± std over images (and their number) of each group. Input × gradient, "
@@ -414,7 +431,11 @@ class Study:
         """``html/index.html``: every explained image with each model's maps side by side, and the profiles."""
         stores: dict[str, Path] = {NAMES.get(m, m): self.folder / "maps" / f"{m}.zarr" for m in self.config.models}
         stores |= {f"{NAMES.get(m, m)} profiles": path for m, path in self.profile().items()}
-        return xai_bench.report(stores, self.folder / "html", title=self.title, progress=self.progress)
+        prepared, _ = self.data()
+        truth = {prepared.sample_ids[r]: [label for label, on in zip(prepared.outputs, prepared.targets[r].tolist(),
+                                                                      strict=True) if on > 0.5]
+                 for r in self.explain().rows}  # fmt: skip
+        return xai_bench.report(stores, self.folder / "html", title=self.title, truth=truth, progress=self.progress)
 
     def until(self, stage: str) -> Any:
         """Run every stage up to ``stage`` (one of :data:`STAGES`) and return what it returns."""

@@ -28,6 +28,9 @@ class TrainConfig:
     seed: int = 0
     pretrained: bool = False
     device: str = "cpu"
+    #: "constant": the paper's fixed rate; "cosine": one epoch of linear warm-up, then cosine decay to zero
+    #: by the last step, for runs too short for batch norm's running statistics to follow a fixed rate.
+    schedule: str = "constant"
 
 
 @dataclass
@@ -68,10 +71,18 @@ def train(
     identity = {"name": name, "config": dataclasses.asdict(config), "data": data_checksum(x, y, *val_xy)}
     model = make_model(name, y.shape[1], config, image_size=x.shape[-1]).to(config.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = sum(1 for first in range(0, len(x), config.batch_size) if len(x) - first >= 2 or len(x) == 1)
+    # The schedule first: it sets the optimiser's rate when built, and the resumed optimiser state then
+    # brings back the rate of the step where training stopped.
+    scheduler = learning_rate_schedule(optimizer, config, steps_per_epoch)
     state = _load(path, identity)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if state.get("rng") is not None:  # dropout draws on where they stopped
+            torch.set_rng_state(state["rng"])
     else:
         state = {**identity, "epoch": 0, "best_loss": math.inf, "best_epoch": -1, "best": None, "history": []}
     scaler = torch.amp.GradScaler("cuda", enabled=config.device.startswith("cuda"))
@@ -92,12 +103,19 @@ def train(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            scheduler.step()
             total += float(loss.detach()) * len(rows)
         val_loss = validation_loss(model, *val_xy, config)
         state["history"].append({"epoch": epoch, "train_loss": total / len(x), "val_loss": val_loss})
         if val_loss < state["best_loss"]:
             state.update(best_loss=val_loss, best_epoch=epoch, best=copy.deepcopy(model.state_dict()))
-        state.update(epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict())
+        state.update(
+            epoch=epoch + 1,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng=torch.get_rng_state(),
+        )
         _save(path, state)
         bar.update(1)
         bar.set_postfix(val_loss=f"{val_loss:.3f}")
@@ -105,6 +123,27 @@ def train(
     if state["best"] is not None:
         model.load_state_dict(state["best"])
     return Trained(model.eval(), state["best_epoch"], state["history"])
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """The rate's factor per optimiser step: constant, or a linear warm-up over the first epoch followed by a
+    cosine decay that reaches zero at the last step."""
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(steps_per_epoch, total - 1) if config.epochs > 1 else 0
+
+    def factor(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
