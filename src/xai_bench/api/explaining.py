@@ -97,29 +97,14 @@ class _MethodRun:
     result: MethodResult
 
 
-def _run_method(
-    entry: registry.Entry,
-    attributor: Attributor,
-    model: nn.Module,
-    inputs: Tensor,
-    index: Tensor,
-    mask: Tensor,
-    fixed: int | None,
-    budget: int,
-    work: int,
-    bar: tqdm,
-    fingerprint: Callable[[], str],
-    keys: Tensor,
-) -> _MethodRun:
+def _run_method(entry: registry.Entry, attributor: Attributor, model: nn.Module, inputs: Tensor, *rest) -> _MethodRun:
     """Prepare ``attributor``'s model (checked against the model), size its passes and run them.
 
     An error that is not the library's own is first checked against the model's outputs for a
     batch of two: a model that returns another batch size breaks a method far from the cause.
     """
     try:
-        return _run_method_unchecked(
-            entry, attributor, model, inputs, index, mask, fixed, budget, work, bar, fingerprint, keys
-        )
+        return _run_method_unchecked(entry, attributor, model, inputs, *rest)
     except Exception as exc:
         if isinstance(exc, XaiBenchError) or is_out_of_memory(exc) or len(inputs) < 2:
             raise
