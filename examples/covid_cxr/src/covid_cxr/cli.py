@@ -264,17 +264,24 @@ def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import version
 
     from .models import ARCHITECTURES
+    from .quick import QuickConfig
 
     parser = OneLineParser(prog="covid-cxr", description="The COVID-19 chest X-ray study on xai_bench.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('covid-cxr')}")
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quick", help="the whole study on synthetic phantoms, on a CPU (minutes)")
     q.add_argument("--out", type=_out, default="covid_cxr_quick", help="output folder (default: covid_cxr_quick)")
-    q.add_argument("--images", type=positive, default=400, help="phantoms to draw (default: 400)")
-    q.add_argument("--size", type=positive, default=80, help="image size in pixels, at least 75 (default: 80)")
-    q.add_argument("--folds", type=positive, default=2, help="subject-wise folds (default: 2)")
-    q.add_argument("--epochs", type=positive, default=6, help="training epochs (default: 6)")
-    q.add_argument("--explain-images", type=positive, default=16, help="test images to explain (default: 16)")
+    defaults = QuickConfig()
+    q.add_argument("--images", type=positive, default=defaults.images,
+                   help=f"phantoms to draw (default: {defaults.images})")  # fmt: skip
+    q.add_argument("--size", type=positive, default=defaults.size,
+                   help=f"image size in pixels, at least 75 (default: {defaults.size})")  # fmt: skip
+    q.add_argument("--folds", type=positive, default=defaults.folds,
+                   help=f"subject-wise folds (default: {defaults.folds})")  # fmt: skip
+    q.add_argument("--epochs", type=positive, default=defaults.epochs,
+                   help=f"training epochs, warm-up and cosine decay (default: {defaults.epochs})")  # fmt: skip
+    q.add_argument("--explain-images", type=positive, default=defaults.explain_images,
+                   help=f"test images to explain (default: {defaults.explain_images})")  # fmt: skip
     q.add_argument("--seed", type=int, default=0, help="seed of the phantoms, folds and training (default: 0)")
     q.set_defaults(func=_quick)
     stages = (

@@ -16,11 +16,11 @@ from .study import Study, StudyConfig
 
 @dataclass(frozen=True)
 class QuickConfig:
-    images: int = 400
+    images: int = 240
     size: int = 80  # InceptionV3 and InceptionResNetV2 need 75 px at least
     folds: int = 2
-    epochs: int = 6
-    explain_images: int = 16
+    epochs: int = 5
+    explain_images: int = 12
     ig_steps: int = 16
     occlusion_windows: int = 8  # a window of size / 8, stride half of it: 15 x 15 positions at 80 px
     seed: int = 0
