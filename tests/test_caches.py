@@ -28,7 +28,7 @@ def test_workers_rebuild_the_model_when_the_checkpoint_changes(tmp_path):
     data = SyntheticImages(6)
     with (
         distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=40
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0", silence_logs=40
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

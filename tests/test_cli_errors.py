@@ -190,3 +190,19 @@ def test_every_option_says_its_default():
                 continue
             text = action.help or ""
             assert "default" in text or "required" in text or "this or" in text, (name, action.dest, text)
+
+
+def test_a_model_or_data_set_factory_that_raises_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "broken_factories.py").write_text(
+        "def raises():\n    raise RuntimeError('factory bug')\n\n"
+        "def model():\n    from xai_bench.testing import tiny_cnn\n    return tiny_cnn()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for argv, what in (
+        (["run", "--model", "broken_factories:raises", "--dataset", "broken_factories:raises"], "model factory"),
+        (["run", "--model", "broken_factories:model", "--dataset", "broken_factories:raises"], "--dataset"),
+    ):
+        code = main([*argv, "--methods", "saliency", "--store", str(tmp_path / "s.zarr")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "Traceback" not in err, err
+        assert what in err and "raised RuntimeError: factory bug" in err and len(err.splitlines()) == 1, err

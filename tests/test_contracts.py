@@ -356,3 +356,39 @@ def test_builtins_pass_the_contract_checks_with_a_delta_and_smoothing(lin):
     ds = explain(model, x, methods={"deeplift": {}, "integrated_gradients": {"n_steps": 4, "smooth": {"samples": 2}}},
                  targets=[0, 2])  # fmt: skip
     assert ds["deeplift_delta"].shape == (2, 2) and ds["integrated_gradients_delta"].shape == (2, 2)
+
+
+def test_run_given_no_data_set_says_what_it_needs(tmp_path):
+    from xai_bench import run
+    from xai_bench.testing import tiny_cnn
+
+    with pytest.raises(InvalidInputError, match=r"run\(\) needs a data set .*got int"):
+        run(tiny_cnn(), 42, methods="saliency", store=tmp_path / "s.zarr", progress=False)
+
+
+def test_a_plugin_registered_on_the_manager_after_a_first_call_is_found():
+    import types
+
+    from xai_bench import Attribution, OneTarget, explain, get_plugin_manager, hookimpl
+    from xai_bench.testing import tiny_cnn
+
+    model, x = tiny_cnn().float(), torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    explain(model, x, methods="saliency", targets=[0])  # the registry is built here
+
+    class Late(OneTarget):
+        id = "late_plugin"
+
+        def attribute_target(self, model, inputs, target):
+            return Attribution(inputs.clone())
+
+    plugin = types.ModuleType("late_plugin")
+    plugin.register_attributors = hookimpl(lambda register: register(Late))
+    pm = get_plugin_manager()
+    pm.register(plugin, name="late_plugin")
+    try:
+        ds = explain(model, x, methods="late_plugin", targets=[0])
+        assert np.array_equal(ds["late_plugin"].values[:, 0], x.numpy())
+    finally:
+        pm.unregister(name="late_plugin")
+    with pytest.raises(KeyError):
+        explain(model, x, methods="late_plugin", targets=[0])

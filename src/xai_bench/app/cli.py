@@ -206,7 +206,10 @@ def _run(args: argparse.Namespace) -> int:
             make_dataset = load_factory(args.dataset)
         except InvalidParameterError as exc:  # its message speaks of model factories
             raise InvalidParameterError(f"--dataset: {str(exc).replace('model factory', 'factory')}") from exc
-        dataset = make_dataset()
+        try:
+            dataset = make_dataset()
+        except Exception as exc:  # the user's code: said in one line, as the model factory's
+            raise InvalidParameterError(f"--dataset {args.dataset!r} raised {type(exc).__name__}: {exc}") from exc
         _check_dataset(dataset, args.dataset)
     else:
         dataset = ImageFolder(args.images, size=args.size, channels=args.channels, normalize=args.normalize)

@@ -126,9 +126,12 @@ def list_plugins() -> list[PluginInfo]:
     return [plugin_info(name) for name, _ in pm.list_name_plugin()]
 
 
-def generation() -> int:
-    """How many times plugins were reset; registries rebuild when it changes."""
-    return _generation
+def generation() -> tuple[int, tuple[tuple[str, int], ...]]:
+    """What the registries were built from: the resets so far and the plugins registered now (one
+    registered on the manager directly, after a first call, counts too); they rebuild when it changes."""
+    pm = _pm
+    plugins = tuple((name, id(plugin)) for name, plugin in pm.list_name_plugin()) if pm is not None else ()
+    return _generation, plugins
 
 
 def reset_plugin_manager() -> None:

@@ -111,7 +111,7 @@ class _Table:
         self.base = base
         self._entries: dict[str, Entry] | None = None
         self._failed: dict[str, str] = {}  # plugin -> why its hook failed, in the current table
-        self._generation = -1
+        self._generation: object = None
         self._lock = threading.Lock()
 
     def _build(self) -> dict[str, Entry]:

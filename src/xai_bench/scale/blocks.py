@@ -35,6 +35,11 @@ def item_of(dataset: Any, index: int) -> tuple[Tensor, Any]:
 
 def sample_ids_of(dataset: Any) -> list[Any]:
     """The data set's ``sample_ids``, or 0..len-1; unique also as text, since stores keep them as text."""
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise InvalidInputError(
+            f"run() needs a data set (len() and indexing: a tensor, a list, a torch Dataset), got "
+            f"{type(dataset).__name__}."
+        )
     ids = getattr(dataset, "sample_ids", None)
     ids = list(ids) if ids is not None else list(range(len(dataset)))
     if len(ids) != len(dataset) or len({str(i) for i in ids}) != len(ids):

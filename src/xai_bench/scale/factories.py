@@ -40,7 +40,14 @@ def build_model(model: ModelArg) -> nn.Module:
     """Return ``model`` itself, or what its factory builds."""
     if isinstance(model, nn.Module):
         return model
-    built = load_factory(model)()
+    factory = load_factory(model)
+    if isinstance(model, str):  # named on a command line: its failure is the user's code, said in one line
+        try:
+            built = factory()
+        except Exception as exc:
+            raise InvalidParameterError(f"the model factory {model!r} raised {type(exc).__name__}: {exc}") from exc
+    else:
+        built = factory()
     if not isinstance(built, nn.Module):
         raise InvalidParameterError(f"the model factory returned {type(built).__name__}, not a torch.nn.Module.")
     return built
