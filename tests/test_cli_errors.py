@@ -195,11 +195,12 @@ def test_every_option_says_its_default():
 def test_a_model_or_data_set_factory_that_raises_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "broken_factories.py").write_text(
         "def raises():\n    raise RuntimeError('factory bug')\n\n"
-        "def model():\n    from xai_bench.testing import tiny_cnn\n    return tiny_cnn()\n"
+        "def model():\n    from xai_bench.testing import tiny_cnn\n    return tiny_cnn()\n\n"
+        "def data():\n    import torch\n    return torch.rand(2, 3, 8, 8)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     for argv, what in (
-        (["run", "--model", "broken_factories:raises", "--dataset", "broken_factories:raises"], "model factory"),
+        (["run", "--model", "broken_factories:raises", "--dataset", "broken_factories:data"], "model factory"),
         (["run", "--model", "broken_factories:model", "--dataset", "broken_factories:raises"], "--dataset"),
     ):
         code = main([*argv, "--methods", "saliency", "--store", str(tmp_path / "s.zarr")])
