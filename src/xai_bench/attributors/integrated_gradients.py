@@ -67,12 +67,7 @@ class IntegratedGradients(Attributor):
         self.sample_baselines = check_sample_baselines(self.id, sample_baselines, baseline, baselines)
         # With more than one reference, each pair's contribution carries its own (x - reference).
         self._difference_in_pass = self.baselines is not None or self.sample_baselines is not None
-        step_sizes, alphas = (f(self.n_steps) for f in approximation_parameters(self.method))
-        if method == "riemann_trapezoid":
-            # captum weighs n points spaced 1/(n-1) apart by 1/n, so the weights add up to (n-1)/n and
-            # even a linear model misses completeness by 1/n; the trapezoid rule's weights are 1/(n-1).
-            step_sizes = [1 / (self.n_steps - 1)] * self.n_steps
-            step_sizes[0] = step_sizes[-1] = 0.5 / (self.n_steps - 1)
+        step_sizes, alphas = _quadrature(self.method, self.n_steps)
         # Items n_steps and n_steps + 1 are the input (alpha 1) and the baseline (alpha 0), weight 0.
         self._alpha = torch.tensor([*alphas, 1.0, 0.0], dtype=torch.float64)
         self._weight = torch.tensor([*step_sizes, 0.0, 0.0], dtype=torch.float64)
@@ -158,3 +153,29 @@ class IntegratedGradients(Attributor):
         else:  # each pair's contributions carry their own difference already
             maps = total.maps
         return Attribution(maps, delta=maps.flatten(2).sum(2) + total.delta)
+
+
+def _quadrature(method: str, n: int) -> tuple[list[float], list[float]]:
+    """The rule's weights and path points on [0, 1], in float64.
+
+    Gauss-Legendre's come from captum (numpy's float64). captum builds the Riemann points with
+    float32 ``torch.linspace``, 5e-8 off in a float64 run, so they are made here in float64, at the
+    same places; and captum weighs the trapezoid's n points, 1/(n-1) apart, by 1/n, so its weights
+    add up to (n-1)/n and even a linear model misses completeness by 1/n: here they are the
+    trapezoid rule's, 1/(n-1) (halved at the ends).
+    """
+    if method == "gausslegendre":
+        step_sizes, alphas = (f(n) for f in approximation_parameters(method))
+        return list(step_sizes), list(alphas)
+    first, last = {
+        "riemann_trapezoid": (0.0, 1.0),
+        "riemann_left": (0.0, 1 - 1 / n),
+        "riemann_middle": (1 / (2 * n), 1 - 1 / (2 * n)),
+        "riemann_right": (1 / n, 1.0),
+    }[method]
+    alphas = torch.linspace(first, last, n, dtype=torch.float64).tolist()
+    if method != "riemann_trapezoid":
+        return [1 / n] * n, alphas
+    step_sizes = [1 / (n - 1)] * n
+    step_sizes[0] = step_sizes[-1] = 0.5 / (n - 1)
+    return step_sizes, alphas

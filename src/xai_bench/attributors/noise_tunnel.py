@@ -183,23 +183,31 @@ class NoiseTunnel(Attributor):
     def _contributions(self, x: Tensor, t: int, owner: Tensor, finished: Attribution) -> Attribution:
         """This pass's share of the S-copy mean (and of the mean square) for the samples of ``x``."""
         share = 1.0 / self._smoothing.samples
-        maps = zero_maps(x, t)
         kind = self._smoothing.kind
+        maps = zero_maps(x, t).to(_accumulator_dtype(x) if kind == "vargrad" else x.dtype)
         copy_maps = finished.maps.to(maps.dtype)
         maps.index_add_(0, owner, (copy_maps if kind == "smoothgrad" else copy_maps * copy_maps) * share)
         delta = second = None
         if self.has_delta and finished.delta is not None:
             delta = x.new_zeros((x.shape[0], t)).index_add_(0, owner, finished.delta.to(x.dtype) * share)
         if kind == "vargrad":
-            second = zero_maps(x, t).index_add_(0, owner, copy_maps * share)
+            second = torch.zeros_like(maps).index_add_(0, owner, copy_maps * share)
         return Attribution(maps, delta=delta, second=second)
 
     def finish(self, inputs: Tensor, total: Attribution) -> Attribution:
         if self._smoothing.kind == "vargrad":
             mean = total.second if total.second is not None else torch.zeros_like(total.maps)
-            # E[a^2] - E[a]^2 rounds below zero where the copies agree; a variance is not negative.
-            return Attribution((total.maps - mean * mean).clamp_min(0), delta=None)
+            # E[a^2] - E[a]^2 cancels most of its digits where the copies differ little (a variance of
+            # 1e-6 of the mean square keeps 1 float32 digit): both moments are summed in float64, and
+            # a variance rounded below zero where the copies agree is zero.
+            variance = (total.maps.to(mean.dtype) - mean * mean).clamp_min(0)
+            return Attribution(variance.to(inputs.dtype), delta=None)
         return Attribution(total.maps, delta=total.delta if self.has_delta else None)
+
+
+def _accumulator_dtype(x: Tensor) -> torch.dtype:
+    """float64 for VarGrad's moments, where the device has it (Apple's MPS has none)."""
+    return torch.float32 if x.device.type == "mps" and x.dtype != torch.float64 else torch.float64
 
 
 def _rows(part: Attribution, rows: Tensor) -> Attribution:
