@@ -132,8 +132,7 @@ def _study(args: argparse.Namespace) -> int:
     elif stage == "explain":
         print(f"{len(done.rows)} test images explained: {out / 'maps'}, {out / 'padding.csv'}")
     elif stage == "profile":
-        print(f"profiles of {', '.join(done) or 'no model (the study profiles ResNets and DenseNets)'}: "
-              f"{out / 'profiles'}")  # fmt: skip
+        print(f"profiles of {', '.join(done)}: {out / 'profiles'}")
     elif stage == "figures":
         print(f"{len(done)} figures: {out / 'figures'}")
     else:
@@ -290,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "train every model on every fold"),
         ("evaluate", "test scores and Table 2"),
         ("explain", "six methods for every true and predicted label of the test images; the padding table"),
-        ("profile", "NAPs and dead feature maps (ResNets, DenseNets)"),
+        ("profile", "NAPs and dead feature maps of every model"),
         ("figures", "the paper's figures"),
         ("report", "report.md with every table and figure"),
     )

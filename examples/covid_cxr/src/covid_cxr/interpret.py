@@ -14,9 +14,9 @@ import torch
 import xarray as xr
 from torch import nn
 
-import xai_bench
-from xai_bench import evaluate, open_maps, profile, run, study_layers
+from xai_bench import evaluate, open_maps, profile, run
 
+from .layers import study_layers
 from .prepared import ForRun, PreparedSet
 
 #: The groups the study profiled, by an image's labels.
@@ -115,15 +115,15 @@ def profile_models(
     batch_size: int | str = "auto", memory_budget: str | None = None, device: str | None = None,
     keys: Mapping[str, str] | None = None, progress: bool = True,
 ) -> dict[str, Path]:  # fmt: skip
-    """NAPs and dead feature maps at the study's layers (ResNets and DenseNets), per group; one store each."""
+    """NAPs and dead feature maps at the study's layers (:mod:`covid_cxr.layers`), per group; one store each.
+
+    Every model is profiled: one whose layers cannot be found stops the stage with a ``ValueError``.
+    """
     done = {}
     x = prepared.float_images(rows)
     groups = torch.from_numpy(groups_of(prepared, rows))
     for name, model in models.items():
-        try:
-            layers = study_layers(model)
-        except xai_bench.InvalidParameterError:
-            continue  # the study profiled the ResNets and DenseNet161
+        layers = study_layers(model)
         store = folder / "profiles" / f"{name}.zarr"
         # A profile is made again when what it was made from (``keys``: images and checkpoint) changed.
         key = (keys or {}).get(name, "")
