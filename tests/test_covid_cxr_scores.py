@@ -23,7 +23,7 @@ from covid_cxr.scores import (
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support, recall_score
 
 OUTPUTS = ("COVID-19", "pneumonia", "healthy")
 
@@ -65,6 +65,22 @@ def test_scores_match_sklearn(pair):
         assert row["support"] == support[i]
 
 
+@given(pairs())
+def test_accuracy_and_specificity_match_sklearn(pair):
+    y_true, y_pred = pair
+    labels = [f"l{i}" for i in range(y_true.shape[1])]
+    got = multilabel_scores(y_true, y_pred, labels)
+    # Micro: every image-label decision pooled; specificity is the negatives' recall.
+    assert got["micro_accuracy"] == pytest.approx(accuracy_score(y_true.ravel(), y_pred.ravel()), abs=1e-12)
+    spec = recall_score(y_true.ravel(), y_pred.ravel(), pos_label=0, zero_division=0)
+    assert got["micro_specificity"] == pytest.approx(spec, abs=1e-12)
+    for i, name in enumerate(labels):
+        row = got["per_label"][name]
+        assert row["accuracy"] == pytest.approx(accuracy_score(y_true[:, i], y_pred[:, i]), abs=1e-12)
+        spec = recall_score(y_true[:, i], y_pred[:, i], pos_label=0, labels=[0, 1], zero_division=0)
+        assert row["specificity"] == pytest.approx(spec, abs=1e-12)
+
+
 def test_a_label_without_support_is_left_out_of_macro_but_not_micro():
     y_true = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
     y_pred = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 1], [1, 0, 0]])
@@ -72,7 +88,8 @@ def test_a_label_without_support_is_left_out_of_macro_but_not_micro():
     # COVID-19: tp 1, fp 1, fn 1 -> P 1/2, R 1/2, F1 1/2; pneumonia: tp 1, fp 0, fn 1 -> P 1, R 1/2, F1 2/3;
     # healthy: no positive (support 0), two false positives -> 0 / 0 / 0, and out of the macro mean.
     assert got["macro_labels"] == ("COVID-19", "pneumonia")
-    assert got["per_label"]["healthy"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert got["per_label"]["healthy"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "accuracy": 0.5,
+                                           "specificity": 0.5, "support": 0}  # fmt: skip
     assert got["macro_precision"] == pytest.approx((1 / 2 + 1) / 2)
     assert got["macro_recall"] == pytest.approx(1 / 2)
     assert got["macro_f1"] == pytest.approx((1 / 2 + 2 / 3) / 2)
@@ -80,6 +97,9 @@ def test_a_label_without_support_is_left_out_of_macro_but_not_micro():
     assert got["micro_precision"] == pytest.approx(2 / 5)
     assert got["micro_recall"] == pytest.approx(2 / 4)
     assert got["micro_f1"] == pytest.approx(4 / 9)
+    # ... and 5 true negatives: 7 of 12 decisions right, 5 of 8 negatives said no.
+    assert got["micro_accuracy"] == pytest.approx(7 / 12)
+    assert got["micro_specificity"] == pytest.approx(5 / 8)
 
 
 def test_zero_over_zero_is_zero():
@@ -190,7 +210,8 @@ def test_write_table2_puts_the_paper_beside_ours(tmp_path):
     assert lines[1] == ""
     header = [cell.strip() for cell in lines[2].strip("|").split("|")]
     assert header[:4] == ["model", "micro P", "micro P (paper)", "micro R"]
-    assert header[-3:] == ["macro P", "macro R", "macro F1"]
+    assert header[-5:] == ["macro P", "macro R", "macro F1", "macro Acc", "macro Spec"]
+    assert "micro Spec" in header and "specificity (Spec)" in lines[0]
     rows = {line.split("|")[1].strip(): line for line in lines[4:]}
     assert list(rows) == [*RESULTS_ORDER, "VGG16"]
     assert "| 0.864 |" in rows["DenseNet161"] and "| – |" in rows["VGG16"]

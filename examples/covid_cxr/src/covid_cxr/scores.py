@@ -1,4 +1,5 @@
-"""The study's classification scores: multilabel precision, recall and F1 (micro and macro), the two
+"""The study's classification scores: multilabel precision, recall, F1, accuracy and specificity (micro and
+macro), the two
 ensembles, the mean and spread over the subject-wise folds, and Table 2 beside the paper's numbers.
 
 numpy only, so that the scores are read here and not trusted to a library's defaults; the tests hold them
@@ -17,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas
 
-SCORES = ("precision", "recall", "f1")
+SCORES = ("precision", "recall", "f1", "accuracy", "specificity")
 AVERAGES = ("micro", "macro")
 MODELS = ("DenseNet161", "InceptionResNetV2", "InceptionV3", "ResNet18", "ResNet34")
 ENSEMBLES = ("Ensemble (majority vote)", "Ensemble (mean probability)")
@@ -32,7 +33,7 @@ PAPER_TABLE2: dict[str, dict[str, float]] = {
     "Ensemble": {"micro_precision": 0.889, "micro_recall": 0.851, "micro_f1": 0.869},
 }
 
-_SHORT = {"precision": "P", "recall": "R", "f1": "F1"}
+_SHORT = {"precision": "P", "recall": "R", "f1": "F1", "accuracy": "Acc", "specificity": "Spec"}
 
 
 def threshold(probabilities, t: float = 0.5) -> np.ndarray:
@@ -64,15 +65,16 @@ def mean_probability(probs, t: float = 0.5) -> np.ndarray:
 
 
 def multilabel_scores(y_true, y_pred, labels: Sequence[str]) -> dict:
-    """Precision, recall and F1 of (N, L) 0/1 predictions against (N, L) 0/1 targets.
+    """Precision, recall, F1, accuracy and specificity of (N, L) 0/1 predictions against (N, L) 0/1 targets.
 
-    - ``micro_*``: from the true positives, false positives and false negatives pooled over all labels
-      (each image-label decision counts once, so common labels weigh more).
+    - ``micro_*``: from the true and false positives and negatives pooled over all labels (each
+      image-label decision counts once, so common labels weigh more): accuracy is the share of right
+      decisions, specificity TN / (TN + FP), the recall of the negatives.
     - ``macro_*``: the mean of the per-label scores over the labels WITH support, i.e. at least one positive
       in ``y_true``. A label no test image has (a fold without COVID-19, say) would add a precision and
       recall of 0 that says nothing about the model; leaving it out equals scikit-learn's macro average
       with ``labels=`` those labels. ``macro_labels`` names them; with none, the macro scores are NaN.
-    - ``per_label``: label -> precision, recall, F1 and support (positives in ``y_true``).
+    - ``per_label``: label -> the five scores and support (positives in ``y_true``).
 
     0/0 is 0 (scikit-learn's ``zero_division=0``): a label never predicted has precision 0, one never
     true has recall 0. F1 is 2 TP / (2 TP + FP + FN), which equals the harmonic mean where that is defined.
@@ -83,10 +85,11 @@ def multilabel_scores(y_true, y_pred, labels: Sequence[str]) -> dict:
     labels = tuple(labels)
     if len(labels) != truth.shape[1]:
         raise ValueError(f"{len(labels)} labels for {truth.shape[1]} columns.")
-    tp, fp, fn = _counts(truth, guess)
+    tp, fp, fn, tn = _counts(truth, guess)
     support = tp + fn
-    per_label = {name: {**_prf(tp[i], fp[i], fn[i]), "support": int(support[i])} for i, name in enumerate(labels)}
-    micro = _prf(tp.sum(), fp.sum(), fn.sum())
+    per_label = {name: {**_prf(tp[i], fp[i], fn[i], tn[i]), "support": int(support[i])}
+                 for i, name in enumerate(labels)}  # fmt: skip
+    micro = _prf(tp.sum(), fp.sum(), fn.sum(), tn.sum())
     supported = [name for name, s in zip(labels, support, strict=True) if s > 0]
     macro = {score: _mean([per_label[name][score] for name in supported]) for score in SCORES}
     return {
@@ -120,7 +123,8 @@ def over_folds(per_fold: Sequence[Mapping]) -> dict[str, dict[str, float]]:
 
 
 def table2(results: Mapping[str, Sequence[Mapping]]) -> pandas.DataFrame:
-    """The paper's Table 2 from our folds: one row per model (in the order given), micro and macro P/R/F1.
+    """The paper's Table 2 from our folds: one row per model (in the order given), micro and macro P/R/F1,
+    accuracy and specificity.
 
     ``results`` maps a model's name ("DenseNet161", ..., "Ensemble (majority vote)") to its per-fold
     :func:`multilabel_scores`. Columns ``micro P`` ... ``macro F1`` hold "mean ± std" to three decimals (the
@@ -184,19 +188,22 @@ def _binary(values, name: str, *, ndim: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _counts(truth: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per label: true positives, false positives, false negatives."""
+def _counts(truth: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per label: true positives, false positives, false negatives, true negatives."""
     tp = (truth & guess).sum(axis=0)
     fp = ((1 - truth) & guess).sum(axis=0)
     fn = (truth & (1 - guess)).sum(axis=0)
-    return tp, fp, fn
+    tn = ((1 - truth) & (1 - guess)).sum(axis=0)
+    return tp, fp, fn, tn
 
 
-def _prf(tp, fp, fn) -> dict[str, float]:
+def _prf(tp, fp, fn, tn) -> dict[str, float]:
     return {
         "precision": _ratio(tp, tp + fp),
         "recall": _ratio(tp, tp + fn),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+        "specificity": _ratio(tn, tn + fp),
     }
 
 
@@ -256,7 +263,8 @@ def _caption(results: Mapping[str, Sequence[Mapping]], beside_paper: bool) -> st
         dict.fromkeys(name for folds in results.values() for fold in folds for name in fold.get("per_label", {}))
     )
     caption = (
-        f"Table 2: multilabel precision (P), recall (R) and F1 over the outputs {', '.join(labels)}; "
+        f"Table 2: multilabel precision (P), recall (R), F1, accuracy (Acc) and specificity (Spec) over the "
+        f"outputs {', '.join(labels)}; "
         f"mean ± sample standard deviation (ddof=1) over {span} subject-wise test folds; "
         "macro averages only the labels present in a fold's test set"
     )
