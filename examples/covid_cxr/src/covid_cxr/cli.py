@@ -104,11 +104,24 @@ def _study(args: argparse.Namespace) -> int:
                          seed=args.seed, pretrained=args.pretrained, device=args.device, models=args.models,
                          threshold=args.threshold,
                          explain_images=args.explain_images, ig_steps=args.ig_steps,
-                         occlusion_windows=args.occlusion_windows, memory_budget=args.memory_budget,
-                         explain_batch_size=args.explain_batch_size)  # fmt: skip
+                         occlusion_windows=args.occlusion_windows, occlusion_window=args.occlusion_window,
+                         occlusion_stride=args.occlusion_stride, occlusion_fill=args.occlusion_fill,
+                         memory_budget=args.memory_budget, explain_batch_size=args.explain_batch_size,
+                         outputs=args.outputs, explain_fold=args.explain_fold)  # fmt: skip
     stage = "report" if args.command == "study" else args.command
     if stage != "data":
         _fits(args.size, args.models)
+    if isinstance(args.explain_fold, int) and args.explain_fold >= config.folds:
+        raise InputError(f"--explain-fold {args.explain_fold}: the study has {config.folds} folds, 0 to "
+                         f"{config.folds - 1}; or give 'best'.")  # fmt: skip
+    window = args.occlusion_window or args.size // args.occlusion_windows
+    if args.occlusion_window and args.occlusion_window > args.size:
+        raise InputError(f"--occlusion-window {args.occlusion_window} is larger than --size {args.size}.")
+    if args.occlusion_stride and args.occlusion_stride > max(4, window):
+        raise InputError(
+            f"--occlusion-stride {args.occlusion_stride} is larger than the window ({max(4, window)} "
+            "px): pixels between windows would be left out; give a stride no larger than the window."
+        )
     if args.occlusion_windows > args.size:
         raise InputError(f"--occlusion-windows {args.occlusion_windows} is more than --size {args.size}: the "
                          "occlusion window (size / windows) would be under a pixel.")  # fmt: skip
@@ -168,6 +181,14 @@ def share(text: str) -> float:
     return value
 
 
+def unit(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = _number(float, 0, "a number from 0 to 1")(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
 def _batch_size(text: str) -> int | str:
     if text == "auto":
         return text
@@ -191,6 +212,30 @@ def _models(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated architectures, got {text!r}")
     return names
+
+
+def _outputs(text: str) -> str | tuple[str, ...]:
+    """An output set's name, or labels of the hierarchy separated by commas."""
+    from .labels import Hierarchy
+
+    hierarchy = Hierarchy.load()
+    # One word that is no label names a set (and is refused as one); anything else lists labels.
+    one_set = "," not in text and text.strip() not in hierarchy.parents
+    chosen = text.strip() if one_set else tuple(name.strip() for name in text.split(",") if name.strip())
+    try:
+        hierarchy.with_outputs(chosen)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
+    return chosen
+
+
+def _fold(text: str) -> int | str:
+    if text == "best":
+        return text
+    try:
+        return count(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'best' or a fold number from 0, got {text!r}") from None
 
 
 def _device(text: str) -> str:
@@ -329,10 +374,38 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split-files", nargs="+", type=_path("file"), metavar="JSON",
                        help="the study authors' split files (one fold each) instead of drawing folds "
                        "(default: draw --folds)")  # fmt: skip
+        p.add_argument(
+            "--outputs",
+            type=_outputs,
+            default="paper",
+            help="the models' outputs: an output set of labels.json (paper: COVID-19, pneumonia, viral, "
+            "bacterial, healthy, as the paper's Fig. 3; three: COVID-19, pneumonia, healthy; "
+            "authors-code: the 14 of the authors' code) or labels separated by commas (default: paper)",
+        )
+        p.add_argument("--explain-fold", type=_fold, default="best",
+                       help="the fold whose test images are explained and profiled, or 'best': the fold with the "
+                       "best micro F1 of the majority-vote ensemble (default: best)")  # fmt: skip
         p.add_argument("--explain-images", type=positive, help="explain this many test images (default: all)")
         p.add_argument("--ig-steps", type=positive, default=32, help="integrated gradients' steps (default: 32)")
         p.add_argument("--occlusion-windows", type=positive, default=16,
-                       help="occlusion window = size / this, stride its half (default: 16: 32 px at 512)")  # fmt: skip
+                       help="occlusion window = size / this, unless --occlusion-window is given (default: 16: "
+                       "32 px at 512 px, 31 x 31 = 961 forward passes per image and model)")  # fmt: skip
+        p.add_argument(
+            "--occlusion-window",
+            type=positive,
+            metavar="PX",
+            help="occlusion window in pixels, e.g. 50 (default: size / --occlusion-windows)",
+        )
+        p.add_argument(
+            "--occlusion-stride",
+            type=positive,
+            metavar="PX",
+            help="occlusion stride in pixels, e.g. 4: ((size - window) / stride + 1)^2 forward passes "
+            "per image and model, 117 x 117 = 13,689 for 50 and 4 at 512 px (default: half the window)",
+        )
+        p.add_argument("--occlusion-fill", type=unit, default=0.0,
+                       help="the value inside the occlusion window, in image units [0, 1]: 0 black like the "
+                       "padding, 0.5 a grey square (default: 0)")  # fmt: skip
         p.add_argument("--memory-budget", type=_budget,
                        help="e.g. 20GiB: the explaining engine's budget (default: half of what is free)")  # fmt: skip
         p.add_argument("--explain-batch-size", type=_batch_size, default="auto",

@@ -23,12 +23,16 @@ from .prepared import ForRun, PreparedSet
 GROUPS = ("COVID-19", "pneumonia", "pneumonia without COVID-19", "healthy")
 
 
-def study_methods(size: int, *, ig_steps: int = 32, windows: int = 16) -> dict[str, dict[str, Any]]:
-    """The six methods; occlusion's window is ``size / windows`` with half of it as the stride (the paper's
-    32 and 16 at 512 px: ``windows=16``, about 31 x 31 positions; fewer ``windows`` for a quick run)."""
-    window = max(4, size // windows)
+def study_methods(
+    size: int, *, ig_steps: int = 32, windows: int = 16, window: int | None = None, stride: int | None = None,
+    fill: float = 0.0,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The six methods. Occlusion's window is ``window`` pixels, or ``size / windows`` (32 px at 512 px for
+    ``windows=16``: 31 x 31 = 961 positions, each a forward pass per image); its stride ``stride``, or half
+    the window; ``fill`` the value in the window (0 is the padding's black, 0.5 a grey square)."""
+    window = window or max(4, size // windows)
     return {
-        "occlusion": {"window": window, "stride": max(1, window // 2)},
+        "occlusion": {"window": window, "stride": stride or max(1, window // 2), "fill": fill},
         "saliency": {},
         "input_x_gradient": {},
         "guided_backprop": {},

@@ -20,6 +20,8 @@ class Hierarchy:
     parents: dict[str, str | None]
     aliases: dict[str, str]
     outputs: tuple[str, ...]
+    #: Named choices of outputs (``labels.json``'s ``output_sets``), for :meth:`with_outputs`.
+    output_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: A user's own labels, each naming one or more labels of the hierarchy (:meth:`with_labels`).
     user: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -33,11 +35,32 @@ class Hierarchy:
         for name, parent in parents.items():
             if parent is not None and parent not in parents:
                 raise ValueError(f"label {name!r} has parent {parent!r}, which is no label of the hierarchy.")
-        outputs = tuple(data["outputs"])
-        unknown = [o for o in outputs if o not in parents]
+        hierarchy = cls(parents, dict(data.get("aliases", {})), ())
+        sets = {name: hierarchy._outputs(labels, f"output set {name!r}")
+                for name, labels in data.get("output_sets", {}).items()}  # fmt: skip
+        return replace(hierarchy, outputs=hierarchy._outputs(data["outputs"], "outputs"), output_sets=sets)
+
+    def with_outputs(self, outputs: str | Sequence[str]) -> Hierarchy:
+        """This hierarchy with other model outputs: the name of an output set, or labels of the hierarchy."""
+        if isinstance(outputs, str):
+            if outputs not in self.output_sets:
+                raise ValueError(
+                    f"no output set {outputs!r}; the sets are {', '.join(self.output_sets)}, or name labels "
+                    f"of the hierarchy separated by commas."
+                )
+            return replace(self, outputs=self.output_sets[outputs])
+        return replace(self, outputs=self._outputs(outputs, "outputs"))
+
+    def _outputs(self, labels: Sequence[str], what: str) -> tuple[str, ...]:
+        labels = tuple(labels)
+        unknown = [o for o in labels if o not in self.parents]
         if unknown:
-            raise ValueError(f"outputs {unknown} are no labels of the hierarchy.")
-        return cls(parents, dict(data.get("aliases", {})), outputs)
+            raise ValueError(
+                f"{what}: {unknown} are no labels of the hierarchy; the labels are {', '.join(self.parents)}."
+            )
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError(f"{what}: expected distinct labels, at least one, got {list(labels)}.")
+        return labels
 
     def canonical(self, finding: str) -> str:
         """The label a finding names: itself, its alias, or the last part of a path such as

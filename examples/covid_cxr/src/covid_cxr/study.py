@@ -47,6 +47,7 @@ from .interpret import (
     study_methods,
     table_by_group,
 )
+from .labels import Hierarchy
 from .models import ARCHITECTURES, NAMES
 from .prepared import PreparedSet, prepare_set
 from .scores import majority_vote, mean_probability, multilabel_scores, threshold, write_table2
@@ -70,10 +71,16 @@ class StudyConfig:
     pretrained: bool = False
     device: str = "cpu"
     threshold: float = 0.5
-    explain_fold: int = 0
+    #: The model's outputs: an output set of labels.json ("paper": Fig. 3's five) or labels of the hierarchy.
+    outputs: str | tuple[str, ...] = "paper"
+    #: The fold whose test images are explained and profiled: a number, or "best" (best ensemble micro F1).
+    explain_fold: int | str = "best"
     explain_images: int | None = None  # None: every test image of the fold
     ig_steps: int = 32
-    occlusion_windows: int = 16  # occlusion's window is size / windows (the paper's 32 px at 512 px)
+    occlusion_windows: int = 16  # occlusion's window is size / windows (32 px at 512 px) unless given in pixels
+    occlusion_window: int | None = None
+    occlusion_stride: int | None = None  # None: half the window
+    occlusion_fill: float = 0.0
     memory_budget: str | None = None  # e.g. "20GiB" on a GPU; None: what the device has free
     explain_batch_size: int | str = "auto"
 
@@ -127,7 +134,7 @@ def data_stage(
     kept in ``folder`` and a second call reads them. Given splits that put one subject's images on two
     sides are used as given (that is what reproducing them means) with a warning that counts the leak."""
     prepared = prepare_set(records, config.size, folder / "data" / f"prepared-{config.size}.pt", lesions=lesions,
-                           progress=progress)  # fmt: skip
+                           hierarchy=Hierarchy.load().with_outputs(config.outputs), progress=progress)  # fmt: skip
     path = folder / "splits.json"
     if splits is None:
         splits = subject_splits(records, folds=config.folds, seed=config.seed)
@@ -292,15 +299,26 @@ class Study:
         trained = self.train()
         return self._once("evaluate", lambda: evaluate_stage(prepared, splits, trained, self.folder, self.config))
 
+    def explain_fold(self) -> int:
+        """The fold explained and profiled: ``config.explain_fold``, or with "best" the fold whose majority-vote
+        ensemble has the best micro F1 (the first of equals), so that the maps show the models at their best."""
+        chosen, folds = self.config.explain_fold, len(self.data()[1])
+        if chosen == "best":
+            f1 = [fold["micro_f1"] for fold in self.evaluate()["Ensemble (majority vote)"]]
+            return int(np.argmax(f1))
+        if not isinstance(chosen, int) or not 0 <= chosen < folds:
+            raise ValueError(f"explain_fold {chosen!r}: expected 'best' or a fold from 0 to {folds - 1}.")
+        return chosen
+
     def explain(self) -> Explained:
         """Six methods (and IG and DeepLIFT against the training mean image) for every true and predicted
-        label of the explained test images of ``config.explain_fold``; then the padding and lesion tables."""
+        label of the explained test images of :meth:`explain_fold`; then the padding and lesion tables."""
         self.evaluate()
         return self._once("explain", self._explain)
 
     def _explain(self) -> Explained:
         config, (prepared, splits), trained = self.config, self.data(), self.train()
-        k = config.explain_fold
+        k = self.explain_fold()
         stored = np.load(self.folder / "predictions" / f"fold{k}.npz")
         test_rows = [int(r) for r in stored["rows"]]
         rows = explained_rows(prepared, test_rows, config.explain_images)
@@ -309,7 +327,9 @@ class Study:
         models = {name: trained[(k, name)] for name in config.models}
         common = {"threshold": config.threshold, "memory_budget": config.memory_budget, "device": config.device,
                   "batch_size": config.explain_batch_size, "progress": self.progress}  # fmt: skip
-        methods = study_methods(config.size, ig_steps=config.ig_steps, windows=config.occlusion_windows)
+        methods = study_methods(config.size, ig_steps=config.ig_steps, windows=config.occlusion_windows,
+                                window=config.occlusion_window, stride=config.occlusion_stride,
+                                fill=config.occlusion_fill)  # fmt: skip
         maps = explain_models(models, prepared, rows, probs, self.folder, methods=methods, **common)
         # Against a reference that is not the padding's value (zero), the padding can be seen.
         reference = mean_image(prepared, prepared.rows_of(splits[k].train))
@@ -347,7 +367,7 @@ class Study:
 
         def work() -> dict[str, Path]:
             config, (prepared, _), trained = self.config, self.data(), self.train()
-            k = config.explain_fold
+            k = self.explain_fold()
             test_rows = [int(r) for r in np.load(self.folder / "predictions" / f"fold{k}.npz")["rows"]]
             models = {name: trained[(k, name)] for name in config.models}
             keys = {name: made_from(self.folder, k, [name], test_rows) for name in config.models}
@@ -399,7 +419,9 @@ class Study:
             f"Data: {len(prepared.sample_ids)} images of {len(set(prepared.subjects))} subjects "
             f"({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; "
             f"{', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), {len(splits)} folds; explained: "
-            f"{len(self.explain().rows)} test images of fold {config.explain_fold}.", "",
+            f"{len(self.explain().rows)} test images of fold {self.explain_fold()}"
+            f"{' (the best ensemble micro F1)' if config.explain_fold == 'best' else ''}. Outputs: "
+            f"{', '.join(prepared.outputs)}.", "",
             "## Timings", "", *self.timings.lines(), "",
             "## Classification (Table 2)", "", (folder / "table2.md").read_text(), "",
             "## The shortcut: share of |relevance| on the zero padding", "",
