@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -50,6 +51,16 @@ def test_training_resumes_from_the_checkpoint_and_a_finished_run_does_not_train_
     # A checkpoint of other settings is not resumed: it trains from the start.
     other = train("resnet18", train_xy, val_xy, TrainConfig(epochs=2, batch_size=4, seed=1), checkpoint, progress=False)
     assert len(other.history) == 2 and other.history[0] != first.history[0]
+
+
+def test_without_validation_images_the_last_epoch_is_kept(tmp_path):
+    # The authors' split files have an empty validation part: choosing on it must not keep the first epoch.
+    train_xy, _ = _data(32, n=8)
+    empty = (train_xy[0][:0], train_xy[1][:0])
+    trained = train("resnet18", train_xy, empty, TrainConfig(epochs=2, batch_size=4), tmp_path / "c.pt", progress=False)
+    assert trained.best_epoch == 1 and all(math.isnan(h["val_loss"]) for h in trained.history)
+    last = torch.load(tmp_path / "c.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, last[k]) for k, v in trained.model.state_dict().items())
 
 
 def test_the_cosine_schedule_warms_up_over_one_epoch_and_decays_to_zero_by_the_last_step():

@@ -64,8 +64,9 @@ def train(
     progress: bool = True,
 ) -> Trained:
     """Train ``name`` on ``train_xy`` (images in [0, 1], 0/1 targets), keep the epoch with the lowest
-    validation loss, and save everything to ``checkpoint`` after every epoch: a run stopped at any
-    point resumes there, and a finished one loads without training again."""
+    validation loss (the last epoch where ``val_xy`` holds no image), and save everything to ``checkpoint``
+    after every epoch: a run stopped at any point resumes there, and a finished one loads without training
+    again."""
     x, y = train_xy
     path = Path(checkpoint)
     identity = {"name": name, "config": dataclasses.asdict(config), "data": data_checksum(x, y, *val_xy)}
@@ -107,7 +108,9 @@ def train(
             total += float(loss.detach()) * len(rows)
         val_loss = validation_loss(model, *val_xy, config)
         state["history"].append({"epoch": epoch, "train_loss": total / len(x), "val_loss": val_loss})
-        if val_loss < state["best_loss"]:
+        # Without validation images (the authors' split files have none) the last epoch is kept: choosing on
+        # a loss of nothing would keep the first.
+        if val_loss < state["best_loss"] or math.isnan(val_loss):
             state.update(best_loss=val_loss, best_epoch=epoch, best=copy.deepcopy(model.state_dict()))
         state.update(
             epoch=epoch + 1,
@@ -148,8 +151,9 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig
 
 @torch.no_grad()
 def validation_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> float:
+    """The mean BCE-with-logits per image and output; NaN without images."""
     if not len(x):
-        return 0.0
+        return math.nan
     model.eval()
     criterion = nn.BCEWithLogitsLoss(reduction="sum")
     total = 0.0
