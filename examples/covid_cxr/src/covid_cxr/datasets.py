@@ -34,6 +34,18 @@ class Record:
         return f"{self.source}/{self.path.name}"
 
 
+def frontal_xray(view: str, modality: str) -> bool:
+    """Whether a row of the collection's table is one the study keeps: a frontal X-ray (PA, AP, AP
+    Supine). A blank modality counts as X-ray: the collection's older rows leave it out."""
+    return view.strip() in FRONTAL_VIEWS and modality.strip() in ("X-ray", "")
+
+
+def finding_labels(finding: str, hierarchy: Hierarchy) -> frozenset[str]:
+    """The labels, ancestors included, of a finding cell of the collection's table: findings separated by
+    commas (``COVID-19, ARDS``), each a label, an alias or a path (``Pneumonia/Viral/COVID-19``)."""
+    return hierarchy.closure(part for part in finding.split(",") if part.strip())
+
+
 def cohen_collection(root: str | Path, hierarchy: Hierarchy | None = None) -> list[Record]:
     """The COVID-19 image data collection (``metadata.csv`` + ``images/``): frontal X-rays only.
 
@@ -50,7 +62,7 @@ def cohen_collection(root: str | Path, hierarchy: Hierarchy | None = None) -> li
     with table.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             view, modality = row.get("view", "").strip(), row.get("modality", "").strip()
-            if view not in FRONTAL_VIEWS or modality not in ("X-ray", ""):
+            if not frontal_xray(view, modality):
                 skipped[f"view {view or '?'} / {modality or '?'}"] += 1
                 continue
             path = root / (row.get("folder") or "images") / row["filename"]
@@ -58,7 +70,7 @@ def cohen_collection(root: str | Path, hierarchy: Hierarchy | None = None) -> li
                 skipped["missing file"] += 1
                 continue
             try:
-                labels = hierarchy.closure(part for part in row["finding"].split(",") if part.strip())
+                labels = finding_labels(row["finding"], hierarchy)
             except UnknownFindingError:
                 skipped[f"finding {row['finding']!r}"] += 1
                 continue

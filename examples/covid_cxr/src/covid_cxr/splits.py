@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,18 +44,33 @@ def identifiers(subject: str, sample_id: str) -> set[str]:
 def leakage(split: Split, records: Sequence[Record]) -> dict[str, set[str]]:
     """Subjects with images on more than one side of ``split`` (train, val, test), and those sides.
 
-    An image named on two sides is an error: that is no split. Ids that name no image here are
-    counted by :func:`unmatched` (the loaders leave out lateral views, missing files and unknown
-    findings, so a split made on the full collection may name images this data lacks)."""
+    An image named on two sides by different ids (its subject on one, its file on the other) is an
+    error: that is no split. One whose id the split itself names on two sides (:func:`named_twice`, as
+    the study authors' folds do) is counted as leaked. Ids that name no image here are counted by
+    :func:`unmatched` (the loaders leave out lateral views, missing files and unknown findings, so a
+    split made on the full collection may name images this data lacks)."""
     sides: dict[str, set[str]] = defaultdict(set)
+    twice = named_twice(split)
     for record in records:
         ids = identifiers(record.subject, record.sample_id)
         found = [part for part in ("train", "val", "test") if ids & set(getattr(split, part))]
-        if len(found) > 1:
+        if len(found) > 1 and not ids & twice:
             raise ValueError(f"{record.sample_id} is named on two sides of the split ({', '.join(found)}).")
-        if found:
-            sides[record.subject].add(found[0])
+        sides[record.subject].update(found)
     return {subject: found for subject, found in sides.items() if len(found) > 1}
+
+
+def named_twice(split: Split) -> set[str]:
+    """The ids ``split`` names on more than one side (train, val, test)."""
+    train, val, test = set(split.train), set(split.val), set(split.test)
+    return train & test | val & (train | test)
+
+
+def overlap_line(splits: Sequence[Split]) -> str:
+    """One line for the log and the report: per fold, the ids it names on two sides (kept as given)."""
+    folds = [sorted(named_twice(split)) for split in splits]
+    parts = [f"fold {k}: {len(ids)}" + (f" ({', '.join(ids[:10])})" if ids else "") for k, ids in enumerate(folds)]
+    return f"Subjects the split files name on two sides, kept as published: {'; '.join(parts)}."
 
 
 def unmatched(split: Split, records: Sequence[Record]) -> set[str]:
@@ -95,17 +111,26 @@ def subject_splits(
     return result
 
 
-def load_split(path: str | Path) -> Split:
-    """A split in the study authors' format: one JSON line ``{"seed", "train", "test", "val"}`` of subject ids."""
+def load_split(path: str | Path, *, keep_overlap: bool = False) -> Split:
+    """A split in the study authors' format: one JSON line ``{"seed", "train", "test", "val"}`` of subject ids.
+
+    Subjects named on two sides are an error, unless ``keep_overlap``: the authors' own folds name a few
+    patients in both train and test, and reproducing their study means keeping that (with a warning
+    that counts them; their images are then trained and tested on)."""
     data = json.loads(Path(path).read_text())
     missing = {"seed", "train", "test"} - set(data)
     if missing:
         raise ValueError(f"{path}: a split file needs seed, train and test (and val); missing {sorted(missing)}.")
     train, test_part, val_part = (tuple(str(s) for s in data.get(k, [])) for k in ("train", "test", "val"))
-    both = set(train) & set(test_part) | set(val_part) & (set(train) | set(test_part))
+    split = Split(int(data["seed"]), train, val_part, test_part)
+    both = sorted(named_twice(split))
+    if both and not keep_overlap:
+        raise ValueError(f"{path}: subjects on two sides of the split: {both[:10]} (keep_overlap=True keeps "
+                         "them, as reproducing the study authors' folds needs).")  # fmt: skip
     if both:
-        raise ValueError(f"{path}: subjects on two sides of the split: {sorted(both)[:10]}.")
-    return Split(int(data["seed"]), train, val_part, test_part)
+        warnings.warn(f"{path}: {len(both)} subjects are named on two sides of the split ({', '.join(both[:10])}); "
+                      "kept as published, so their images are trained and tested on.", stacklevel=2)  # fmt: skip
+    return split
 
 
 def image_split_leak(records: Sequence[Record], *, test: float = 0.4, seed: int = 0) -> float:
