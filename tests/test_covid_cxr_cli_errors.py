@@ -138,7 +138,10 @@ def test_split_files_that_are_no_splits(tmp_path, capsys):
     assert f"--split-files {tmp_path / 'bad.json'} is not JSON: Expecting value" in _fails(
         [*base, str(tmp_path / "bad.json")], capsys
     )
-    assert "subjects on two sides of the split: ['p0']" in _fails([*base, str(tmp_path / "two_sides.json")], capsys)
+    # A subject on two sides is kept as published (a reproduction keeps the authors' leak), counted and warned.
+    with pytest.warns(UserWarning, match="on two sides"):
+        assert main([*base, str(tmp_path / "two_sides.json")]) == 0
+    assert "Subjects the split files name on two sides, kept as published: fold 0: 1 (p0)." in capsys.readouterr().out
     (tmp_path / "list.json").write_text("[1, 2]")
     assert "list.json: expected one JSON object (seed, train, test, val)." in _fails(
         [*base, str(tmp_path / "list.json")], capsys

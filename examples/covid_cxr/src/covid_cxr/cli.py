@@ -81,6 +81,8 @@ def _records(args: argparse.Namespace):
     hierarchy = Hierarchy.load()
     if args.labels:
         hierarchy = hierarchy.with_labels(_json(args.labels, "--labels"), args.labels)
+    if args.authors_metadata:
+        return _authors_records(args, hierarchy)
     records = []
     if args.cohen:
         records += cohen_collection(args.cohen, hierarchy)
@@ -92,11 +94,26 @@ def _records(args: argparse.Namespace):
         records += csv_folder(folder, table, hierarchy)
     if not records:
         raise InputError("the data given holds no image to study (the loaders' warnings say what they left out).")
-    return records
+    return records, []
+
+
+def _authors_records(args: argparse.Namespace, hierarchy):
+    """The study authors' own images (``--authors-metadata``) found in --cohen and --kermany, and the line
+    that says what those copies lack."""
+    from .authors import select_authors_images
+
+    if args.csv:
+        raise InputError("--authors-metadata takes the study authors' images from --cohen and --kermany; leave out "
+                         "--csv (or --authors-metadata).")  # fmt: skip
+    selection = select_authors_images(args.authors_metadata, cohen=args.cohen, kermany_root=args.kermany,
+                                      hierarchy=hierarchy)  # fmt: skip
+    if not selection.records:
+        raise InputError(f"none of the images of --authors-metadata is in --cohen or --kermany. {selection.summary()}")
+    return selection.records, [selection.summary()]
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .splits import load_split
+    from .splits import load_split, overlap_line
     from .study import Study, StudyConfig
 
     config = StudyConfig(size=args.size, folds=len(args.split_files) if args.split_files else args.folds,
@@ -128,12 +145,16 @@ def _study(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         with _reading_inputs():
-            records = _records(args)
+            records, notes = _records(args)
             for path in args.split_files or ():  # load_split's own errors would not name the file
                 if not isinstance(_json(path, "--split-files"), dict):
                     raise InputError(f"--split-files {path}: expected one JSON object (seed, train, test, val).")
-            splits = [load_split(path) for path in args.split_files] if args.split_files else None
-        study = Study(records, args.out, config, splits=splits)
+            # Kept as published: the study authors' folds name a few patients on both sides (warned, counted).
+            splits = [load_split(path, keep_overlap=True) for path in args.split_files] if args.split_files else None
+        notes += [overlap_line(splits)] if splits else []
+        for note in notes:  # what the data lacks and the folds leak, before the stages' own output
+            print(note)
+        study = Study(records, args.out, config, splits=splits, notes=notes)
         done = study.until(stage)
     out = Path(args.out)
     if stage == "data":
@@ -372,8 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threshold", type=share, default=0.5,
                        help="sigmoid threshold of a positive label (default: 0.5)")  # fmt: skip
         p.add_argument("--split-files", nargs="+", type=_path("file"), metavar="JSON",
-                       help="the study authors' split files (one fold each) instead of drawing folds "
-                       "(default: draw --folds)")  # fmt: skip
+                       help="the study authors' split files (one fold each) instead of drawing folds; subjects "
+                       "named on two sides are kept, counted per fold (default: draw --folds)")  # fmt: skip
+        p.add_argument("--authors-metadata", type=_path("file"), metavar="CSV",
+                       help="the study authors' image list (their metadataV2.csv): study exactly its frontal X-rays "
+                       "found in --cohen and --kermany, under their patient ids, instead of drawing from Kermany's "
+                       "(default: none)")  # fmt: skip
         p.add_argument(
             "--outputs",
             type=_outputs,

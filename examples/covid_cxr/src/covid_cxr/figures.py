@@ -21,25 +21,118 @@ from xai_bench.storage.datasets import method_ids, targets_of
 from .interpret import GROUPS
 from .models import NAMES
 
+#: Fig. 3's scores, in the order of its panels' bar groups.
+FIG3_SCORES = ("precision", "recall", "f1", "accuracy", "specificity")
+_SCORE_NAMES = {"precision": "precision", "recall": "recall", "f1": "F1", "accuracy": "accuracy",
+                "specificity": "specificity"}  # fmt: skip
+
 
 def scores_by_label(results: Mapping[str, list[dict]], labels: Sequence[str], path: Path) -> Path:
-    """Fig. 3: F1 per model and pathology, mean over folds with its spread (the legend below the bars)."""
+    """Fig. 3: (a) the micro scores of every model, then one panel per output; mean over folds with its spread."""
     return _saved(scores_figure(results, labels), path, 110)
 
 
 def scores_figure(results: Mapping[str, list[dict]], labels: Sequence[str]):
-    """The figure of :func:`scores_by_label`."""
-    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    """The figure of :func:`scores_by_label`: panel (a) micro-averaged over the outputs, (b) on one per output,
+    each with a group of bars (one per model) for every score; the legend below the panels."""
+    panels: list[tuple[str, str | None]] = [("(a) micro average over the outputs", None)]
+    panels += [(f"({chr(ord('a') + i)}) {label}", label) for i, label in enumerate(labels, start=1)]
+
+    def read(fold: Mapping, score: str, label: str | None) -> float:
+        return fold[f"micro_{score}"] if label is None else fold["per_label"][label][score]
+
+    columns = 2 if len(panels) > 1 else 1
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(7.2, 0.6 + 2.1 * rows), squeeze=False, sharey=True,
+                             layout="constrained")  # fmt: skip
     width = 0.8 / len(results)
-    for i, (model, folds) in enumerate(results.items()):
-        values = np.array([[fold["per_label"][label]["f1"] for label in labels] for fold in folds])
-        ax.bar(np.arange(len(labels)) + i * width, values.mean(0), width,
-               yerr=values.std(0, ddof=1) if len(folds) > 1 else None, label=model, capsize=2)  # fmt: skip
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
-    ax.set_ylabel("F1 (test folds)")
-    ax.set_ylim(0, 1)
+    for ax, (title, label) in zip(axes.flat, panels, strict=False):
+        for i, (model, folds) in enumerate(results.items()):
+            values = np.array([[read(fold, score, label) for score in FIG3_SCORES] for fold in folds])
+            ax.bar(np.arange(len(FIG3_SCORES)) + i * width, values.mean(0), width, label=model, capsize=1.5,
+                   yerr=values.std(0, ddof=1) if len(folds) > 1 else None, error_kw={"linewidth": 0.6})  # fmt: skip
+        ax.set_xticks(np.arange(len(FIG3_SCORES)) + 0.4 - width / 2, [_SCORE_NAMES[s] for s in FIG3_SCORES],
+                      fontsize=7)  # fmt: skip
+        ax.set_ylim(0, 1)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(title, fontsize=8)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean ± sd over test folds", fontsize=7)
+    handles, names = axes.flat[0].get_legend_handles_labels()
     # Outside the axes: inside, the legend hid the tallest bars.
-    fig.legend(loc="outside lower center", ncol=min(4, len(results)), fontsize=7, frameon=False)
+    fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(results)), fontsize=7, frameon=False)
+    return fig
+
+
+def findings_chart(labels: Sequence[Sequence[str]], sources: Sequence[str], order: Sequence[str], path: Path) -> Path:
+    """Fig. 1: images per finding (every label an image has, its ancestors included), by data source."""
+    return _saved(findings_figure(labels, sources, order), path, 110)
+
+
+def findings_figure(labels: Sequence[Sequence[str]], sources: Sequence[str], order: Sequence[str]):
+    """The figure of :func:`findings_chart`; ``order`` lists the labels in the order drawn (others left out)."""
+    present = [name for name in order if any(name in have for have in labels)]
+    kinds = sorted(set(sources))
+    counts = np.array([[sum(1 for have, s in zip(labels, sources, strict=True) if name in have and s == kind)
+                        for name in present] for kind in kinds])  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.22 * len(present)), layout="constrained")
+    left = np.zeros(len(present))
+    for kind, row in zip(kinds, counts, strict=True):
+        ax.barh(np.arange(len(present)), row, left=left, label=kind)
+        left += row
+    for y, total in enumerate(left):
+        ax.text(total, y, f" {int(total)}", va="center", fontsize=7)
+    ax.set_yticks(np.arange(len(present)), present, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(1.0, float(left.max())) * 1.15)
+    ax.set_xlabel("images (an image counts for each of its findings)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    fig.legend(loc="outside lower center", ncol=len(kinds), fontsize=7, frameon=False, title="source",
+               title_fontsize=7)  # fmt: skip
+    return fig
+
+
+def hierarchy_chart(parents: Mapping[str, str | None], outputs: Sequence[str], path: Path) -> Path:
+    """Fig. 2: the label hierarchy (``labels.json``), the models' outputs in bold."""
+    return _saved(hierarchy_figure(parents, outputs), path, 110)
+
+
+def hierarchy_figure(parents: Mapping[str, str | None], outputs: Sequence[str]):
+    """The figure of :func:`hierarchy_chart`: a tree from left (roots) to right, a row per leaf."""
+    children: dict[str | None, list[str]] = {}
+    for name, parent in parents.items():
+        children.setdefault(parent, []).append(name)
+    place: dict[str, tuple[int, float]] = {}
+    next_row = [0.0]
+
+    def lay(name: str, depth: int) -> float:
+        kids = children.get(name, [])
+        rows = [lay(kid, depth + 1) for kid in kids]
+        row = sum(rows) / len(rows) if rows else next_row[0]
+        if not rows:
+            next_row[0] += 1
+        place[name] = (depth, row)
+        return row
+
+    for root in children.get(None, []):
+        lay(root, 0)
+    depth = max(d for d, _ in place.values()) + 1
+    fig, ax = plt.subplots(figsize=(2.3 * depth + 0.4, 0.5 + 0.24 * next_row[0]), layout="constrained")
+    for name, (d, row) in place.items():
+        parent = parents[name]
+        if parent is not None:
+            pd_, prow = place[parent]
+            ax.plot([pd_ + 0.05, d - 0.05], [prow, row], color="0.6", linewidth=0.7)
+        bold = name in outputs
+        ax.text(d, row, name, ha="center", va="center", fontsize=7, fontweight="bold" if bold else "normal",
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "#fde0c5" if bold else "white",
+                      "edgecolor": "0.5", "linewidth": 0.5})  # fmt: skip
+    ax.set_xlim(-0.5, depth - 0.5)
+    ax.set_ylim(next_row[0] - 0.5, -0.5)
+    ax.set_axis_off()
+    ax.set_title("label hierarchy: a finding implies its ancestors (bold: the models' outputs)", fontsize=8)
     return fig
 
 
@@ -71,32 +164,69 @@ def method_grid(maps: Mapping[str, xr.Dataset], sample: str, target: str, path: 
     return path
 
 
-def occlusion_targets(ds: xr.Dataset, sample: str, path: Path) -> Path:
-    """Fig. 10: occlusion for each of one image's targets (e.g. COVID-19 and pneumonia), on one colour scale."""
-    return _saved(occlusion_figure(ds, sample), path, 110)
+def occlusion_targets(maps: xr.Dataset | Mapping[str, xr.Dataset], sample: str, path: Path,
+                      targets: Sequence[str] | None = None) -> Path:  # fmt: skip
+    """Fig. 10: occlusion for each of one image's targets (e.g. COVID-19, pneumonia and viral), a row per model."""
+    return _saved(occlusion_figure(maps, sample, targets), path, 110)
 
 
-def occlusion_figure(ds: xr.Dataset, sample: str):
-    """The figure of :func:`occlusion_targets`."""
+def occlusion_figure(maps: xr.Dataset | Mapping[str, xr.Dataset], sample: str, targets: Sequence[str] | None = None):
+    """The figure of :func:`occlusion_targets`: ``maps`` one store or ``{model: store}``; ``targets`` those of the
+    first store for the sample by default. Each row (model) on one colour scale with its own colour bar."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    targets = targets_of(ds, sample)
-    image = display_image(ds, sample)
-    maps = [select_map(ds, "occlusion", sample=sample, target=t).values.sum(0) for t in targets]
-    limit = colour_limit(maps)
-    fig, axes = plt.subplots(1, len(targets) + 1, figsize=(2.2 * (len(targets) + 1) + 0.8, 2.6), squeeze=False,
-                             layout="constrained")  # fmt: skip
-    axes[0, 0].imshow(image.transpose(1, 2, 0), cmap="gray")
-    axes[0, 0].set_title(sample, fontsize=7)
-    for ax, target, values in zip(axes[0, 1:], targets, maps, strict=True):
-        ax.imshow(overlay(image, values, alpha=0.6, signed=True, limit=limit))
-        ax.set_title(f"occlusion: {target}", fontsize=7)
+    stores = {"": maps} if isinstance(maps, xr.Dataset) else dict(maps)
+    targets = list(targets or targets_of(next(iter(stores.values())), sample))
+    fig, axes = plt.subplots(len(stores), len(targets) + 1, figsize=(2.2 * (len(targets) + 1) + 0.8,
+                             0.3 + 2.3 * len(stores)), squeeze=False, layout="constrained")  # fmt: skip
+    for row, (model, ds) in enumerate(stores.items()):
+        image = display_image(ds, sample)
+        present = set(targets_of(ds, sample))
+        values = {t: select_map(ds, "occlusion", sample=sample, target=t).values.sum(0)
+                  for t in targets if t in present}  # fmt: skip
+        limit = colour_limit(list(values.values())) if values else 1.0
+        axes[row, 0].imshow(image.transpose(1, 2, 0), cmap="gray")
+        axes[row, 0].set_title(NAMES.get(model, model) or sample, fontsize=7)
+        for ax, target in zip(axes[row, 1:], targets, strict=True):
+            if target in values:
+                ax.imshow(overlay(image, values[target], alpha=0.6, signed=True, limit=limit))
+            else:
+                ax.text(0.5, 0.5, "not explained", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            ax.set_title(f"occlusion: {target}", fontsize=7)
+        bar = fig.colorbar(ScalarMappable(Normalize(-limit, limit), "RdBu_r"), ax=axes[row, 1:], shrink=0.85,
+                           pad=0.02)  # fmt: skip
+        bar.set_label("drop in the score", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     for ax in axes.flat:
         ax.set_axis_off()
-    bar = fig.colorbar(ScalarMappable(Normalize(-limit, limit), "RdBu_r"), ax=axes[0, 1:], shrink=0.85, pad=0.02)
-    bar.set_label("drop in the score when occluded", fontsize=7)
-    bar.ax.tick_params(labelsize=6)
+    if len(stores) > 1:
+        fig.suptitle(sample, fontsize=8)
+    return fig
+
+
+def case_figure(maps: Mapping[str, xr.Dataset], sample: str, output: str, wrong: str, error: str,
+                probabilities: Mapping[str, float]):  # fmt: skip
+    """Fig. 7: one image that one model gets wrong and the others right: each model's occlusion map of ``output``
+    (each on its own scale), titled with its probability; the wrong model marked."""
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(1.75 * (len(maps) + 1), 2.5), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    first = next(iter(maps.values()))
+    image = display_image(first, sample)
+    axes[0, 0].imshow(image.transpose(1, 2, 0), cmap="gray")
+    axes[0, 0].set_title("input", fontsize=7)
+    for ax, (model, ds) in zip(axes[0, 1:], maps.items(), strict=True):
+        try:
+            values = select_map(ds, "occlusion", sample=sample, target=output).values.sum(0)
+            ax.imshow(overlay(image, values, alpha=0.6, signed=True))
+        except KeyError:
+            ax.text(0.5, 0.5, "not explained", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+        mark = f"\n{error}" if model == wrong else ""
+        ax.set_title(f"{NAMES.get(model, model)}\np {probabilities[model]:.2f}{mark}", fontsize=7,
+                     color="#b2182b" if model == wrong else "black")  # fmt: skip
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.suptitle(f"{sample}: occlusion of {output}", fontsize=8)
     return fig
 
 

@@ -7,6 +7,7 @@
       checkpoints/fold<k>/<model>.pt the trained models (chosen on validation)
       predictions/fold<k>.npz        test probabilities per model
       table2.csv, table2.md          the scores beside the paper's
+      table1.csv, table1.md          the models' parameters, FLOPs and memory at the study's size (report)
       maps/<model>.zarr              six methods for every true and predicted label (explain)
       maps_mean_reference/<model>.zarr  IG and DeepLIFT against the training mean image
       padding.csv, localisation.csv  the shortcut and (synthetic data) relevance on the lesions
@@ -36,6 +37,8 @@ import xarray as xr
 import xai_bench
 
 from . import figures
+from .cases import single_model_errors
+from .complexity import table1_is_for, write_table1
 from .datasets import Record
 from .interpret import (
     GROUPS,
@@ -274,9 +277,11 @@ class Study:
 
     def __init__(self, records: Sequence[Record], folder: str | Path, config: StudyConfig, *,
                  lesions: Sequence[np.ndarray | None] | None = None, splits: Sequence[Split] | None = None,
-                 title: str = "The COVID-19 chest X-ray study", progress: bool = True) -> None:  # fmt: skip
+                 title: str = "The COVID-19 chest X-ray study", progress: bool = True,
+                 notes: Sequence[str] = ()) -> None:  # fmt: skip
         self.records, self.folder, self.config = list(records), Path(folder), config
         self.lesions, self.given_splits, self.title, self.progress = lesions, splits, title, progress
+        self.notes = list(notes)  # lines on the data for the report (e.g. what the authors' list names not here)
         self.timings = Timings(self.folder / "timings.json")
         self._done: dict[str, Any] = {}
 
@@ -386,26 +391,79 @@ class Study:
         prepared, _ = self.data()
         fig = self.folder / "figures"
         fig.mkdir(parents=True, exist_ok=True)
-        drawn = [figures.scores_by_label(results, list(prepared.outputs), fig / "fig3_scores.png")]
-        for kind, target in (("COVID-19", "COVID-19"), ("bacterial", "pneumonia"), ("viral", "pneumonia"),
-                             ("healthy", "healthy")):  # fmt: skip
-            sample = next((prepared.sample_ids[r] for r in explained.rows if kind in prepared.labels[r]), None)
-            if sample is not None:
-                drawn.append(figures.method_grid(explained.maps, sample, target, fig / f"fig4_{kind}.png"))
+        hierarchy = Hierarchy.load()
+        drawn = [
+            figures.findings_chart(prepared.labels, prepared.sources, list(hierarchy.parents),
+                                   fig / "fig1_findings.png"),
+            figures.hierarchy_chart(hierarchy.parents, prepared.outputs, fig / "fig2_hierarchy.png"),
+            figures.scores_by_label(results, list(prepared.outputs), fig / "fig3_scores.png"),
+        ]  # fmt: skip
+        first = explained.maps[self.config.models[0]]
         covid = next((prepared.sample_ids[r] for r in explained.rows if "COVID-19" in prepared.labels[r]), None)
-        if covid is not None:
-            first = self.config.models[0]
-            drawn.append(figures.occlusion_targets(explained.maps[first], covid, fig / "fig10_occlusion.png"))
+        if covid is not None:  # Figs. 4-6: one COVID-19 image, the maps of three of its targets
+            covid_targets = [t for t in ("COVID-19", "pneumonia", "viral") if t in figures.targets_of(first, covid)]
+            for number, target in enumerate(covid_targets, start=4):
+                drawn.append(figures.method_grid(explained.maps, covid, target, fig / f"fig{number}_{target}.png"))
+        for kind in ("bacterial", "viral", "healthy"):  # the same grid for an image of each other kind
+            sample = next((prepared.sample_ids[r] for r in explained.rows
+                           if kind in prepared.labels[r] and "COVID-19" not in prepared.labels[r]), None)  # fmt: skip
+            target = next((t for t in (kind, "pneumonia") if sample and t in figures.targets_of(first, sample)), None)
+            if target is not None:
+                drawn.append(figures.method_grid(explained.maps, sample, target, fig / f"grid_{kind}.png"))
+        drawn += self._case(explained, fig)
         for name, store in profiles.items():
-            drawn.append(figures.naps(xr.open_zarr(store), "input", fig / f"fig9_naps_{name}.png"))
+            profile = xr.open_zarr(store)
+            drawn.append(figures.naps(profile, "input", fig / f"fig9_naps_{name}.png"))
+            if name in ("resnet18", "densenet161"):  # Fig. 9's feature maps: an early and a deep layer
+                for layer in ("first_block", "last_block"):
+                    drawn.append(figures.naps(profile, layer, fig / f"fig9_naps_{name}_{layer}.png", top=2))
+        if covid is not None:
+            drawn.append(figures.occlusion_targets(explained.maps, covid, fig / "fig10_occlusion.png",
+                                                   targets=covid_targets))  # fmt: skip
         drawn.append(figures.shortcut_chart(pd.read_csv(self.folder / "padding.csv"), fig / "shortcut.png",
                                             "share of |relevance| on the zero padding"))  # fmt: skip
         return drawn
+
+    def _case(self, explained: Explained, fig: Path) -> list[Path]:
+        """``cases.csv``: the explained fold's test images that one model gets wrong and the others right;
+        Fig. 7 for the first of them that was explained."""
+        prepared, _ = self.data()
+        stored = np.load(self.folder / "predictions" / f"fold{explained.fold}.npz")
+        probs = {name: stored[name] for name in self.config.models}
+        ids = [prepared.sample_ids[r] for r in explained.test_rows]
+        cases = single_model_errors(probs, prepared.targets[explained.test_rows].numpy(), prepared.outputs, ids,
+                                    self.config.threshold)  # fmt: skip
+        cases.to_csv(self.folder / "cases.csv", index=False)
+        shown = {prepared.sample_ids[r] for r in explained.rows}
+        case = next((c for c in cases.itertuples() if c.sample in shown), None)
+        if case is None:
+            return []
+        position, label = ids.index(case.sample), list(prepared.outputs).index(case.output)
+        chance = {name: float(p[position, label]) for name, p in probs.items()}
+        path = fig / "fig7_case.png"
+        figures._saved(figures.case_figure(explained.maps, case.sample, case.output, case.model, case.error, chance),
+                       path, 110)  # fmt: skip
+        return [path]
+
+    def table1(self) -> Path:
+        """Table 1 (``table1.csv``, ``table1.md``): the models' parameters, FLOPs and peak memory at the study's
+        size on its device, measured on the architectures (untrained: the numbers do not depend on the
+        weights); measured again only when the models, size, outputs or device change."""
+        prepared, _ = self.data()
+
+        def work() -> Path:
+            settings = {"size": self.config.size, "num_labels": len(prepared.outputs), "device": self.config.device}
+            if not table1_is_for(self.folder / "table1.csv", self.config.models, **settings):
+                write_table1(self.config.models, self.folder, **settings)
+            return self.folder / "table1.md"
+
+        return self._once("table1", work)
 
     def report(self, extra: Sequence[str] = ()) -> Path:
         """``report.md``: what was run (versions, settings, data, timings), the tables and the figures;
         ``extra`` Markdown lines go before the figures."""
         drawn = self.figures()
+        table1 = self.table1().read_text()  # before the timings are listed, so that its own time is among them
         prepared, splits = self.data()
         folder, config = self.folder, self.config
         sources = Counter(prepared.sources)
@@ -422,7 +480,9 @@ class Study:
             f"{len(self.explain().rows)} test images of fold {self.explain_fold()}"
             f"{' (the best ensemble micro F1)' if config.explain_fold == 'best' else ''}. Outputs: "
             f"{', '.join(prepared.outputs)}.", "",
+            *(line for note in self.notes for line in (note, "")),
             "## Timings", "", *self.timings.lines(), "",
+            "## Model complexity (Table 1)", "", table1, "",
             "## Classification (Table 2)", "", (folder / "table2.md").read_text(), "",
             "## The shortcut: share of |relevance| on the zero padding", "",
             "Per model and method, the mean ± std over images (and their number) of each group. Input × gradient, "
