@@ -1,6 +1,6 @@
 """Draw the reference pictures of every figure type from small seeded inputs: ``python docs/make_readable_pictures.py``.
 
-The study's figures (Figs. 1, 2, 3, 7, the shortcut chart, Fig. 9's NAPs, Fig. 10) and the report's profile
+The study's figures (Figs. 1, 2, 3, 7, 8, the shortcut chart, Fig. 9's NAPs, Fig. 10) and the report's profile
 charts, each from a few synthetic numbers or a tiny random CNN, into ``docs/img/readable_*.png``.
 ``tests/test_readable_pictures.py`` draws them again and checks that no text leaves its figure, no
 two texts overlap, no legend covers the bars, and that the pictures match these files.
@@ -73,6 +73,10 @@ def figures() -> dict[str, plt.Figure]:
                           labels=["COVID-19", "pneumonia", "viral", "healthy"], sample_ids=["phantom_0.png"])
             for name in ("resnet18", "densenet161")}  # fmt: skip
     chances = {"resnet18": 0.91, "densenet161": 0.12}
+    series = {name: explain(model, images[4:7], methods={"occlusion": {"window": 4, "stride": 2}}, targets=[0],
+                            labels=["COVID-19", "pneumonia", "viral", "healthy"],
+                            sample_ids=["day_0.png", "day_3.png", "day_9.png"])
+              for name in ("densenet161", "resnet18")}  # fmt: skip
     return {
         "readable_fig1_findings.png": study.findings_figure(labels, sources, list(hierarchy.parents)),
         "readable_fig2_hierarchy.png": study.hierarchy_figure(
@@ -85,6 +89,9 @@ def figures() -> dict[str, plt.Figure]:
         "readable_shortcut.png": study.shortcut_figure(padding, "share of |relevance| on the zero padding"),
         "readable_naps.png": plot_naps(naps, "after_conv1", top=3),
         "readable_naps_input.png": plot_naps(naps, "input", top=1),
+        "readable_fig8_followup.png": study.followup_figure(
+            series, ["day_0.png", "day_3.png", "day_9.png"], [0, 3, 9], "cohen:42"
+        ),
         "readable_fig10_occlusion.png": study.occlusion_figure(maps, "phantom_0.png"),
         "readable_fig10_one_model.png": study.occlusion_figure(maps["resnet18"], "phantom_0.png"),
         "readable_dead_feature_maps.png": plot_dead_feature_maps(naps),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .datasets import Record, finding_labels, frontal_xray, kermany
+from .datasets import Record, finding_labels, frontal_xray, kermany, offset_of
 from .labels import Hierarchy, UnknownFindingError
 
 #: The columns a row needs; ``modality`` and ``folder`` are read where present, as the collection's loader does.
@@ -119,7 +119,8 @@ def select_authors_images(
             continue
         path, source = found
         subject = f"{SUBJECT_PREFIX}:{row['patientid'].strip()}"
-        records.append(Record(path, finding_labels(row["finding"], hierarchy), subject, row["view"].strip(), source))
+        records.append(Record(path, finding_labels(row["finding"], hierarchy), subject, row["view"].strip(), source,
+                              offset_of(row.get("offset"))))  # fmt: skip
     return AuthorsSelection(records, missing, not_frontal, repeated)
 
 

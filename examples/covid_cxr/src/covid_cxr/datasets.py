@@ -7,6 +7,7 @@ from (prefixed by the collection, so ids of two collections never meet), its vie
 from __future__ import annotations
 
 import csv
+import math
 import random
 import re
 import warnings
@@ -28,6 +29,8 @@ class Record:
     subject: str
     view: str
     source: str
+    #: Days since the subject's first image (the collection's ``offset``), where known: follow-up series.
+    offset: float | None = None
 
     @property
     def sample_id(self) -> str:
@@ -44,6 +47,15 @@ def finding_labels(finding: str, hierarchy: Hierarchy) -> frozenset[str]:
     """The labels, ancestors included, of a finding cell of the collection's table: findings separated by
     commas (``COVID-19, ARDS``), each a label, an alias or a path (``Pneumonia/Viral/COVID-19``)."""
     return hierarchy.closure(part for part in finding.split(",") if part.strip())
+
+
+def offset_of(cell: str | None) -> float | None:
+    """The collection's ``offset`` cell as days, or None where blank or not a number."""
+    try:
+        days = float(cell) if cell is not None and cell.strip() else None
+    except ValueError:
+        return None
+    return days if days is not None and math.isfinite(days) else None
 
 
 def cohen_collection(root: str | Path, hierarchy: Hierarchy | None = None) -> list[Record]:
@@ -74,7 +86,8 @@ def cohen_collection(root: str | Path, hierarchy: Hierarchy | None = None) -> li
             except UnknownFindingError:
                 skipped[f"finding {row['finding']!r}"] += 1
                 continue
-            records.append(Record(path, labels, f"cohen:{row['patientid'].strip()}", view, "cohen"))
+            records.append(Record(path, labels, f"cohen:{row['patientid'].strip()}", view, "cohen",
+                                  offset_of(row.get("offset"))))  # fmt: skip
     if skipped:
         warnings.warn(f"{root}: left out {sum(skipped.values())} rows: {dict(skipped)}", stacklevel=2)
     return records

@@ -230,6 +230,52 @@ def case_figure(maps: Mapping[str, xr.Dataset], sample: str, output: str, wrong:
     return fig
 
 
+def followup_chart(maps: Mapping[str, xr.Dataset], samples: Sequence[str], days: Sequence[float], path: Path,
+                   subject: str = "", target: str = "COVID-19") -> Path:  # fmt: skip
+    """Fig. 8: one subject's follow-up images, a row per day, with each model's occlusion map of ``target``."""
+    return _saved(followup_figure(maps, samples, days, subject, target), path, 110)
+
+
+def followup_figure(maps: Mapping[str, xr.Dataset], samples: Sequence[str], days: Sequence[float],
+                    subject: str = "", target: str = "COVID-19"):  # fmt: skip
+    """The figure of :func:`followup_chart`: each model's maps on one colour scale over the series, so that
+    the days can be compared."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    fig, axes = plt.subplots(len(samples), len(maps) + 1, figsize=(2.0 * (len(maps) + 1) + 0.9,
+                             0.4 + 1.9 * len(samples)), squeeze=False, layout="constrained")  # fmt: skip
+    for col, (model, ds) in enumerate(maps.items(), start=1):
+        values = {}
+        for sample in samples:
+            try:
+                values[sample] = select_map(ds, "occlusion", sample=sample, target=target).values.sum(0)
+            except KeyError:
+                continue
+        limit = colour_limit(list(values.values())) if values else 1.0
+        for row, sample in enumerate(samples):
+            image = display_image(ds, sample)
+            if col == 1:
+                axes[row, 0].imshow(image.transpose(1, 2, 0), cmap="gray")
+                axes[row, 0].set_title(f"day {days[row]:g}", fontsize=7)
+            if sample in values:
+                axes[row, col].imshow(overlay(image, values[sample], alpha=0.6, signed=True, limit=limit))
+            else:
+                axes[row, col].text(0.5, 0.5, "not explained", ha="center", va="center", fontsize=7,
+                                    transform=axes[row, col].transAxes)  # fmt: skip
+            if row == 0:
+                axes[row, col].set_title(NAMES.get(model, model), fontsize=7)
+        bar = fig.colorbar(ScalarMappable(Normalize(-limit, limit), "RdBu_r"), ax=axes[:, col], shrink=0.6,
+                           location="bottom", pad=0.02)  # fmt: skip
+        bar.set_label(f"drop in {target}", fontsize=7)
+        bar.set_ticks([-limit, 0, limit], labels=[f"{-limit:.2g}", "0", f"{limit:.2g}"])
+        bar.ax.tick_params(labelsize=6)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.suptitle(f"follow-up of {subject or 'one subject'}: occlusion of {target}", fontsize=8)
+    return fig
+
+
 def naps(profile: xr.Dataset, layer: str, path: Path, top: int = 3) -> Path:
     """Fig. 9: the groups' average inputs and the NAPs of a layer's most distinctive feature maps.
 

@@ -32,6 +32,8 @@ class PreparedSet:
     sources: list[str]
     labels: list[list[str]]  # every label of an image, ancestors included
     outputs: tuple[str, ...]
+    #: Days since the subject's first image, where the data says (None elsewhere): follow-up series.
+    offsets: list[float | None] | None = None
 
     def float_images(self, rows: Sequence[int] | None = None) -> torch.Tensor:
         chosen = self.images if rows is None else self.images[torch.as_tensor(list(rows), dtype=torch.long)]
@@ -98,6 +100,7 @@ def prepare_set(
         sources=[r.source for r in records],
         labels=[sorted(r.labels) for r in records],
         outputs=tuple(hierarchy.outputs),
+        offsets=[r.offset for r in records],
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
@@ -122,7 +125,7 @@ def _key(records: Sequence[Record], size: int, with_lesions: bool, outputs: Sequ
     digest = hashlib.blake2b(digest_size=16)
     for r in records:
         stat = r.path.stat()
-        digest.update(f"{r.path}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(r.labels)}|{r.subject}".encode())
+        digest.update(f"{r.path}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(r.labels)}|{r.subject}|{r.offset}".encode())
     digest.update(json.dumps([size, with_lesions, list(outputs)]).encode())
     return digest.hexdigest()
 
@@ -131,7 +134,7 @@ def _to_dict(p: PreparedSet) -> dict:
     return {
         "images": p.images, "targets": p.targets, "padding": p.padding, "lesions": p.lesions,
         "sample_ids": p.sample_ids, "subjects": p.subjects, "sources": p.sources, "labels": p.labels,
-        "outputs": list(p.outputs),
+        "outputs": list(p.outputs), "offsets": p.offsets,
     }  # fmt: skip
 
 
@@ -139,5 +142,5 @@ def _from_dict(d: dict) -> PreparedSet:
     return PreparedSet(
         images=d["images"], targets=d["targets"], padding=d["padding"], lesions=d["lesions"],
         sample_ids=list(d["sample_ids"]), subjects=list(d["subjects"]), sources=list(d["sources"]),
-        labels=[list(x) for x in d["labels"]], outputs=tuple(d["outputs"]),
+        labels=[list(x) for x in d["labels"]], outputs=tuple(d["outputs"]), offsets=d.get("offsets"),
     )  # fmt: skip

@@ -231,19 +231,38 @@ class Explained:
     mean_reference: dict[str, xr.Dataset]
 
 
+def followup_series(prepared: PreparedSet, rows: Sequence[int], longest: int = 4) -> list[int]:
+    """The longest follow-up series among ``rows``: the COVID-19 images of the subject with the most images of
+    known offset (at least two), in the order of their days, at most ``longest`` spread over the series."""
+    offsets = prepared.offsets or [None] * len(prepared.sample_ids)
+    series: dict[str, list[int]] = {}
+    for row in rows:
+        if offsets[row] is not None and "COVID-19" in prepared.labels[row]:
+            series.setdefault(prepared.subjects[row], []).append(row)
+    best = max(series.values(), key=lambda found: (len(found), -min(found)), default=[])
+    if len(best) < 2:
+        return []
+    best = sorted(best, key=lambda row: (offsets[row], row))
+    picks = np.unique(np.linspace(0, len(best) - 1, min(longest, len(best))).round().astype(int))
+    return [best[i] for i in picks]
+
+
 def explained_rows(prepared: PreparedSet, test_rows: Sequence[int], count: int | None) -> list[int]:
-    """All of ``test_rows``, or ``count`` of them taken in turn from each kind (COVID-19, bacterial, viral,
-    other pneumonia, healthy), so that every kind is explained as far as the count allows."""
+    """All of ``test_rows``, or ``count`` of them: a follow-up series first (:func:`followup_series`, at most
+    half the count), then the rest taken in turn from each kind (COVID-19, bacterial, viral, other
+    pneumonia, healthy), so that every kind is explained as far as the count allows."""
     if count is None or count >= len(test_rows):
         return sorted(test_rows)
+    series = followup_series(prepared, test_rows, longest=min(4, count // 2))
+    chosen_first = set(series)
     kinds: dict[str, list[int]] = {}
-    for row in test_rows:
+    for row in (r for r in test_rows if r not in chosen_first):
         labels = set(prepared.labels[row])
         kind = next((k for k in ("COVID-19", "bacterial", "viral", "pneumonia", "healthy") if k in labels), "other")
         kinds.setdefault(kind, []).append(row)
     queues = [kinds[kind] for kind in sorted(kinds)]
-    chosen: list[int] = []
-    for turn in range(max(map(len, queues))):
+    chosen: list[int] = list(series)
+    for turn in range(max(map(len, queues), default=0)):
         chosen += [queue[turn] for queue in queues if turn < len(queue)]
     return sorted(chosen[:count])
 
@@ -411,6 +430,13 @@ class Study:
             if target is not None:
                 drawn.append(figures.method_grid(explained.maps, sample, target, fig / f"grid_{kind}.png"))
         drawn += self._case(explained, fig)
+        series = followup_series(prepared, explained.rows, longest=len(explained.rows))
+        pair = [m for m in ("densenet161", "resnet18") if m in explained.maps] or list(explained.maps)[:2]
+        if series:  # Fig. 8: one subject's images by day, occlusion of COVID-19 by two models
+            days = [float(prepared.offsets[r]) for r in series]
+            drawn.append(figures.followup_chart({m: explained.maps[m] for m in pair},
+                                                [prepared.sample_ids[r] for r in series], days,
+                                                fig / "fig8_followup.png", prepared.subjects[series[0]]))  # fmt: skip
         for name, store in profiles.items():
             profile = xr.open_zarr(store)
             drawn.append(figures.naps(profile, "input", fig / f"fig9_naps_{name}.png"))
