@@ -105,3 +105,19 @@ def test_a_factory_that_builds_other_weights_on_a_worker_is_refused(client, tmp_
     with pytest.raises(Exception, match="built other weights on a worker than in the process that started the run"):
         run("xai_bench.testing.models:unseeded_cnn", SyntheticImages(4), store=tmp_path / "r.zarr",
             samples_per_block=2, client=client, **ARGS)  # fmt: skip
+
+
+def test_a_failed_run_whose_error_is_kept_does_not_answer_for_the_next(client, tmp_path):
+    import torch
+
+    from xai_bench import XaiBenchError
+
+    torch.manual_seed(1)
+    client.run(lambda: __import__("torch").manual_seed(2))  # the workers build other random weights
+    with pytest.raises(XaiBenchError, match="built other weights") as kept:
+        run("xai_bench.testing.models:unseeded_cnn", SyntheticImages(6, size=8), store=tmp_path / "a.zarr",
+            client=client, samples_per_block=2, **ARGS)  # fmt: skip
+    # The failed run's tasks are still referenced (by the traceback kept here): the next run is its own.
+    summary = run("xai_bench.testing.models:tiny_cnn", SyntheticImages(6, size=8), store=tmp_path / "b.zarr",
+                  client=client, samples_per_block=2, **ARGS)  # fmt: skip
+    assert summary.computed == 6 and kept.value is not None

@@ -219,6 +219,11 @@ def _check(
             raise PluginError(f"{name}: {call} returned {what} {got}{hint}; expected shape {expected}.")
 
 
+#: For ``torch.autograd.grad``: an input a score does not depend on (a model whose output ignores it) has
+#: a zero gradient, which is the map's answer, instead of torch's error.
+UNUSED_IS_ZERO = {"allow_unused": True, "materialize_grads": True}
+
+
 def zero_maps(inputs: Tensor, t: int) -> Tensor:
     """Zero maps (N, T, C, H, W) to add contributions into."""
     return inputs.new_zeros((inputs.shape[0], t, *inputs.shape[1:]))

@@ -23,7 +23,7 @@ from .arguments import (
     check_sample_baselines_fit,
     reference_set,
 )
-from .base import Attribution, Attributor, Batch, Cost, Prepared, zero_maps
+from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, Cost, Prepared, zero_maps
 
 
 def deeplift_rules(eps: float) -> RuleSet:
@@ -135,7 +135,9 @@ class DeepLift(Attributor):
             for i, c in enumerate(columns):
                 rows = wanted[:, c].nonzero().flatten()
                 picked = targets[sample[rows], c]
-                (grad,) = torch.autograd.grad(out[rows, picked].sum(), both, retain_graph=i < len(columns) - 1)
+                (grad,) = torch.autograd.grad(
+                    out[rows, picked].sum(), both, retain_graph=i < len(columns) - 1, **UNUSED_IS_ZERO
+                )
                 with torch.no_grad():
                     pair_maps = grad[rows] * diff[rows]
                     expected = out[rows, picked] - out[pairs + rows, picked]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.errors import InvalidParameterError
-from .base import Attribution, Attributor, Batch, target_columns, zero_maps
+from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, target_columns, zero_maps
 
 
 def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -19,12 +19,12 @@ def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Ten
         outputs = model(x)
         if targets.shape[1] == 1 and bool(mask.all()):
             # One target for every sample (the common call): the gradient is the answer, no copies.
-            (grad,) = torch.autograd.grad(outputs[torch.arange(len(x)), targets[:, 0]].sum(), x)
+            (grad,) = torch.autograd.grad(outputs[torch.arange(len(x)), targets[:, 0]].sum(), x, **UNUSED_IS_ZERO)
             return grad.unsqueeze(1), outputs.detach()
         grads = zero_maps(inputs, targets.shape[1])
         for i, (column, rows) in enumerate(columns):
             score = outputs[rows, targets[rows, column]].sum()
-            (grad,) = torch.autograd.grad(score, x, retain_graph=i < len(columns) - 1)
+            (grad,) = torch.autograd.grad(score, x, retain_graph=i < len(columns) - 1, **UNUSED_IS_ZERO)
             grads[rows, column] = grad[rows]
     return grads, outputs.detach()
 

@@ -18,7 +18,7 @@ from .arguments import (
     check_sample_baselines_fit,
     reference_set,
 )
-from .base import Attribution, Attributor, Batch, Cost, zero_maps
+from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, Cost, zero_maps
 
 _METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
@@ -125,7 +125,7 @@ class IntegratedGradients(Attributor):
                 for i, c in enumerate(columns):
                     rows = wanted[:, c].nonzero().flatten()
                     score = out[rows, targets[s[rows], c]].sum()
-                    (grad,) = torch.autograd.grad(score, points, retain_graph=i < len(columns) - 1)
+                    (grad,) = torch.autograd.grad(score, points, retain_graph=i < len(columns) - 1, **UNUSED_IS_ZERO)
                     contribution = grad[rows] * w[rows].view(shape)
                     if self._difference_in_pass:
                         contribution = contribution * diff[p[rows]]

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 
 def package_version(name: str) -> str:
@@ -81,6 +82,12 @@ _HOOKS = (
     "_backward_pre_hooks",
     "_backward_hooks",
 )
+_GLOBAL_HOOKS = (
+    "_global_forward_pre_hooks",
+    "_global_forward_hooks",
+    "_global_backward_pre_hooks",
+    "_global_backward_hooks",
+)
 _BY_REPR = frozenset({bool, int, float, complex, str, bytes, type(None)})
 _DEPTH = 4  # how deep attributes holding objects are followed
 
@@ -107,6 +114,14 @@ def module_tree(model: nn.Module) -> str:
             if getattr(module, kind, None)
         ]
         lines.append(f"{name}:{type(module).__module__}.{type(module).__qualname__}({'; '.join(attrs + hooks)})")
+    # Hooks registered for every module (torch.nn.modules.module.register_module_forward_hook) run too.
+    shared = [
+        f"{kind}=[{', '.join(_describe(fn, _DEPTH) for fn in getattr(torch_module, kind).values())}]"
+        for kind in _GLOBAL_HOOKS
+        if getattr(torch_module, kind, None)
+    ]
+    if shared:
+        lines.append(f"(hooks on every module)({'; '.join(shared)})")
     return "\n".join(lines)
 
 

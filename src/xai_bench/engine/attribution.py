@@ -89,7 +89,8 @@ def attribute_all(
     total = Attribution(maps, delta=delta, second=state["second"])
     final = attributor.finish(inputs, total)
     whole_call = Batch(inputs, targets, mask, samples, samples)
-    check_attribution(attributor, replace(final, outputs=None), whole_call, who, call="finish()")
+    checked = replace(final, outputs=None) if isinstance(final, Attribution) else final  # a wrong type is named
+    check_attribution(attributor, checked, whole_call, who, call="finish()")
     delta = final.delta if attributor.has_delta else None
     return MethodResult(_blank(final.maps, mask, inputs.dtype), _blank(delta, mask, inputs.dtype), state["outputs"])
 

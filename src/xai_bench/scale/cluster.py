@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -84,6 +85,9 @@ def run_on_cluster(
     """Submit one task per block and yield the number of samples each finished task wrote."""
     from dask.distributed import as_completed
 
+    # Keys of their own per run: dask hands a task whose key it still holds (a failed run's futures kept
+    # alive by an exception a caller keeps) its old result instead of running it again.
+    run_key = uuid.uuid4().hex[:12]
     futures = [
         client.submit(
             explain_shard,
@@ -95,7 +99,7 @@ def run_on_cluster(
             str(store),
             device,
             fingerprint,
-            key=f"xai-bench-block-{block[0]}-{len(block)}",
+            key=f"xai-bench-block-{run_key}-{block[0]}-{len(block)}",
             pure=False,
         )
         for block in blocks

@@ -155,45 +155,51 @@ def run(
         # Targets are known per block only: one per sample, as "predicted" has on a multiclass model.
         per_image = sum(c.items * c.images for c in (a.cost(tuple(first_image.shape[1:])) for _, a in specs))
         bar = progress_bar(progress, planned_images=len(ids) * per_image, total=len(ids), desc="run", unit="sample")
-        if not target.exists():
-            block = list(range(min(samples_per_block, len(ids))))
-            first = explain_block(net, dataset, block, ids, explain_args, chosen)
-            try:
-                target.create(first, block, ids, fingerprint)
-                computed = len(block)
-            except StoreExistsError:
-                pass  # another process created it meanwhile: resume it like any existing store
-        if not computed:
-            target.check(fingerprint, len(ids))
-            first_block = list(range(min(samples_per_block, len(ids))))
-            _repair(
-                target, dataset, ids, verify=verify,
-                fresh=lambda: explain_block(net, dataset, first_block, ids, explain_args, chosen),
-            )  # fmt: skip
-        # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
-        # all of a block's samples again where any is not done: passes then hold the same images as
-        # they did, so the recomputed maps equal the lost ones bit for bit at a fixed batch_size.
-        undone = np.flatnonzero(~target.done())
-        blocks = [
-            list(range(k * samples_per_block, min((k + 1) * samples_per_block, len(ids))))
-            for k in sorted({int(i) // samples_per_block for i in undone})
-        ]
-        computed += sum(len(b) for b in blocks)
-        if blocks:  # before any map changes: metrics of the old maps must not outlive them
-            _drop_added(target, "were computed from samples this run computes again")
-        bar.update(len(ids) - len(undone))
-        if client is None:
-            missing = set(undone.tolist())
-            for block in blocks:
-                target.write(explain_block(net, dataset, block, ids, explain_args, chosen), block)
-                bar.update(sum(i in missing for i in block))
-        else:
-            from .cluster import run_on_cluster
+        try:
+            if not target.exists():
+                block = list(range(min(samples_per_block, len(ids))))
+                first = explain_block(net, dataset, block, ids, explain_args, chosen)
+                try:
+                    target.create(first, block, ids, fingerprint)
+                    computed = len(block)
+                except StoreExistsError:
+                    pass  # another process created it meanwhile: resume it like any existing store
+            if not computed:
+                target.check(fingerprint, len(ids))
+                first_block = list(range(min(samples_per_block, len(ids))))
+                _repair(
+                    target, dataset, ids, verify=verify,
+                    fresh=lambda: explain_block(net, dataset, first_block, ids, explain_args, chosen),
+                )  # fmt: skip
+            # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
+            # all of a block's samples again where any is not done: passes then hold the same images as
+            # they did, so the recomputed maps equal the lost ones bit for bit at a fixed batch_size.
+            undone = np.flatnonzero(~target.done())
+            blocks = [
+                list(range(k * samples_per_block, min((k + 1) * samples_per_block, len(ids))))
+                for k in sorted({int(i) // samples_per_block for i in undone})
+            ]
+            computed += sum(len(b) for b in blocks)
+            if blocks:  # before any map changes: metrics of the old maps must not outlive them
+                _drop_added(target, "were computed from samples this run computes again")
+            bar.update(len(ids) - len(undone))
+            if client is None:
+                missing = set(undone.tolist())
+                for block in blocks:
+                    target.write(explain_block(net, dataset, block, ids, explain_args, chosen), block)
+                    bar.update(sum(i in missing for i in block))
+            else:
+                from .cluster import run_on_cluster
 
-            for n_done in run_on_cluster(
-                client, model, dataset, blocks, ids, explain_args, store, chosen, model_fingerprint(net)
-            ):
-                bar.update(n_done)
+                for n_done in run_on_cluster(
+                    client, model, dataset, blocks, ids, explain_args, store, chosen, model_fingerprint(net)
+                ):
+                    bar.update(n_done)
+        except BaseException:
+            # An error ends the call: the bar leaves its line, so that the message is a line of its own.
+            bar.leave = False
+            bar.close()
+            raise
         bar.close()
         # Counted from the flags: a task whose worker died after writing still finished its samples.
         finished = int(target.done().sum())

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 
 from ..core.errors import StoreMismatchError
 from .datasets import string_coordinate
@@ -36,17 +37,21 @@ from .zarr_io import (
     partial_name,
     quiet_consolidation,
     read_flags,
+    read_json,
     record_samples,
     remove_stale_partials,
     sample_chunks,
     seal,
     seals_of,
     uninterrupted,
+    write_json,
 )
 
 RUN_KEY = "run_fingerprint"
 #: per-sample checksum of the input image the maps were computed from (0: unknown)
 INPUTS = "input_checksum"
+#: The names of the arrays a :meth:`SampleStore.drop` is deleting, while it runs.
+DROPPING = f"{DONE}/.dropping.json"  # inside an array's folder, where zarr's listing of the hierarchy never looks
 
 
 class SampleStore:
@@ -142,26 +147,44 @@ class SampleStore:
     def added(self) -> list[str]:
         """Arrays added to the store after the run wrote it (``evaluate(store=...)``): derived from the maps.
 
-        Arrays whose folder is gone count too: :meth:`drop` killed before it consolidated the metadata.
+        Arrays a :meth:`drop` killed half-way was deleting count too (its list of names is on disk until
+        it ends), and metrics whose folder is gone; another array of the run's whose folder is gone
+        (a coordinate) is damage, found by :meth:`damaged` and rebuilt.
         """
+        listed = read_json(self.path / DROPPING)
+        dropping = set(map(str, listed)) if isinstance(listed, list) else set()
+        group = self._group()
+
+        def lost_metric(name: str) -> bool:  # its folder gone, its metadata (consolidated) says it is a metric
+            return not (self.path / name / "zarr.json").is_file() and "metric" in group[name].attrs
+
         return sorted(
             name
-            for name in self._group().array_keys()
-            if (seals_of(self.path, name) or {}).get("added") or not (self.path / name / "zarr.json").is_file()
+            for name in group.array_keys()
+            if (seals_of(self.path, name) or {}).get("added") or name in dropping or lost_metric(name)
         )
 
     def drop(self, names: Sequence[str]) -> None:
         """Delete the arrays ``names`` (and their metadata) from the store."""
         if not names:
             return
+        marker = self.path / DROPPING
+        write_json(marker, sorted(names))  # a kill before the end leaves the names for the next run
         for name in names:
             shutil.rmtree(self.path / name, ignore_errors=True)
         consolidate(self.path)
+        marker.unlink()
 
     def rebuild(self, values: dict[str, np.ndarray]) -> None:
         """Write arrays that are not per sample (coordinates) again, whole, from ``values``, and seal them."""
         group = self._group("r+")
         for name, value in values.items():
+            meta = self.path / name / "zarr.json"
+            if not meta.is_file():  # the whole folder was lost: its metadata is still consolidated at the root
+                meta.parent.mkdir(parents=True, exist_ok=True)
+                meta.write_bytes(
+                    group[name].metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+                )
             grid = self.path / name / "c"
             if grid.is_dir():
                 shutil.rmtree(grid)

@@ -201,14 +201,14 @@ def sealed(store: str | os.PathLike[str]) -> bool:
     return (root / RECORDS).is_dir() or any(path.is_file() for path in root.glob(f"*/{SEALS}"))
 
 
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     temporary.write_text(json.dumps(value))
     os.replace(temporary, path)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -245,7 +245,7 @@ def seal(store: str | os.PathLike[str], names: Sequence[str], **fields: Any) -> 
     for name in names:
         folder = root / name
         sums = {key: chunk_crc(name, key, (folder / key).read_bytes()) for key in _chunk_keys(folder)}
-        _write_json(folder / SEALS, {"array": name, **fields, "chunks": sums})
+        write_json(folder / SEALS, {"array": name, **fields, "chunks": sums})
 
 
 def seals_of(store: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
@@ -253,7 +253,7 @@ def seals_of(store: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
     path = Path(store) / name / SEALS
     if not path.exists():
         return None
-    found = _read_json(path)
+    found = read_json(path)
     ok = isinstance(found, dict) and found.get("array") == name and isinstance(found.get("chunks"), dict)
     return found if ok else {}
 
@@ -266,7 +266,7 @@ def record_samples(store: str | os.PathLike[str], arrays: dict[str, int], positi
         for name, ndim in arrays.items():
             key = chunk_key(position, ndim)
             chunks[f"{name}/{key}"] = chunk_crc(name, key, (root / name / key).read_bytes())
-        _write_json(root / RECORDS / f"{int(position)}.json", {"position": int(position), "chunks": chunks})
+        write_json(root / RECORDS / f"{int(position)}.json", {"position": int(position), "chunks": chunks})
 
 
 def forget_samples(store: str | os.PathLike[str], positions: Sequence[int]) -> None:
@@ -569,7 +569,7 @@ def find_damage(group: zarr.Group, done: np.ndarray, *, read: bool) -> Damage:
 
 
 def _record(root: Path, position: int) -> dict[str, int] | None:
-    found = _read_json(root / RECORDS / f"{position}.json")
+    found = read_json(root / RECORDS / f"{position}.json")
     if not isinstance(found, dict) or found.get("position") != position or not isinstance(found.get("chunks"), dict):
         return None
     return found["chunks"]
@@ -660,22 +660,29 @@ def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Data
     target names) come back as ordinary numpy strings.
     """
     report = verify_store(store, read=verify)
+    written_by_run = (Path(store) / DONE).is_dir()
+    remedy = (
+        "Run the same xai_bench.run(...) again to recompute them, or write a new store."
+        if written_by_run
+        else "A store written by explain() cannot be repaired: explain again with store=..., overwrite=True."
+    )
     if report.damaged or report.damaged_arrays:
-        raise StoreDamagedError(
-            f"{report.summary()}\nRun the same xai_bench.run(...) again to recompute them, or write a new store."
-        )
+        raise StoreDamagedError(f"{report.summary()}\n{remedy}")
     if not report.complete:
         warn(
             f"{os.fspath(store)!r} is incomplete: {report.done} of {report.samples} samples done; the others "
             "read as NaN. Run the same xai_bench.run(...) again to finish it.",
         )
     ds = _in_method_order(xr.open_zarr(store))
+    # Coordinates are read now (they are small): a damaged chunk of one (the slot layout's per-sample
+    # targets) is found here, not as zarr's checksum error in a later lookup.
     try:
-        return ds.assign_coords({name: _plain_strings(ds[name]) for name in ds.coords if _is_string(ds[name])})
-    except Exception as exc:  # a corrupt chunk of a per-sample string coordinate (slot targets)
+        return ds.assign_coords({name: _plain_strings(ds[name]) if _is_string(ds[name]) else ds[name].load().variable
+                                 for name in ds.coords})  # fmt: skip
+    except Exception as exc:
         raise StoreDamagedError(
-            f"{os.fspath(store)!r}: a coordinate has damaged chunks ({exc}); `xai-bench verify` lists the samples, "
-            "and the same xai_bench.run(...) again recomputes them."
+            f"{os.fspath(store)!r}: a coordinate has damaged chunks ({exc}); `xai-bench verify` lists the samples. "
+            + remedy
         ) from exc
 
 
