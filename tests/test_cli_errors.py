@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import fails_in_one_line
 from xai_bench.app.cli import build_parser, main
 
 RUN = ["run", "--model", "xai_bench.testing.models:tiny_cnn32", "--size", "16", "--methods", "saliency",
@@ -28,16 +30,7 @@ def _images(folder: Path, n: int = 2) -> Path:
     return folder
 
 
-def _fails(argv: list[str], capsys) -> str:
-    """Run the command in-process; it must exit 2 with one line on stderr. Return that line."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's usage errors exit rather than return
-        code = exit_.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2, (argv, code, err)
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+_fails = functools.partial(fails_in_one_line, main)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ and their split files kept as published (a few patients on both train and test, 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import warnings
 from collections import Counter
@@ -18,6 +19,8 @@ from covid_cxr.datasets import cohen_collection, kermany
 from covid_cxr.labels import Hierarchy, UnknownFindingError
 from covid_cxr.splits import leakage, load_split, named_twice, overlap_line
 from PIL import Image
+
+from cli_helpers import fails_in_one_line
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 AUTHORS = SHARED / "diagnopp_data"
@@ -177,16 +180,7 @@ def test_the_command_studies_the_authors_images_on_their_fold(copies, tmp_path, 
     assert "1" in written["train"] and "1" in written["test"]
 
 
-def _fails(argv: list[str], capsys) -> str:
-    """Run the command in-process; it must exit 2 with one line on stderr. Return that line."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's usage errors exit rather than return
-        code = exit_.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2, (argv, code, err)
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+_fails = functools.partial(fails_in_one_line, main)
 
 
 def test_bad_authors_metadata_is_a_one_line_error(copies, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -16,17 +17,9 @@ from covid_cxr.datasets import csv_folder
 from covid_cxr.labels import Hierarchy, UnknownFindingError
 from PIL import Image
 
+from cli_helpers import fails_in_one_line
 
-def _fails(argv: list[str], capsys) -> str:
-    """Run the command in-process; it must exit 2 with one line on stderr. Return that line."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's usage errors exit rather than return
-        code = exit_.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2, (argv, code, err)
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+_fails = functools.partial(fails_in_one_line, main)
 
 
 def _own_data(folder: Path, labels: list[str]) -> tuple[Path, Path]:

@@ -59,7 +59,7 @@ def test_every_stage_of_the_command_on_real_images_in_the_collection_and_csv_lay
     # trained in test_covid_cxr_training.py and profiled at the study's layers in test_profile.py.
     args = ["--cohen", str(MINI / "covid-chestxray-dataset"), "--csv", str(MINI / "chest_xray"), str(table),
             "--out", str(out), "--size", "32", "--folds", "2", "--epochs", "1", "--models", "resnet18,resnet34",
-            "--explain-images", "6", "--ig-steps", "4", "--occlusion-windows", "4"]  # fmt: skip
+            "--explain-images", "6", "--ig-steps", "4", "--occlusion-windows", "4", "--deepliftshap"]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the collection's lateral and CT rows are left out, with a warning
         assert main(["explain", *args]) == 0
@@ -68,7 +68,9 @@ def test_every_stage_of_the_command_on_real_images_in_the_collection_and_csv_lay
         assert main(["study", *args]) == 0
     report = (out / "report.md").read_text()
     for part in ("| ResNet18 |", "| ResNet34 |", "## The shortcut", "## Dead feature maps", "fig4_COVID-19.png",
-                 "fig9_naps_resnet34.png", "images of"):  # fmt: skip
+                 "fig9_naps_resnet34.png", "images of", "## Model complexity (Table 1)", "fig1_findings.png",
+                 "fig2_hierarchy.png", "fig3_scores.png", "fig9_naps_resnet18_last_block.png", "micro Spec",
+                 "Outputs: COVID-19, pneumonia, viral, bacterial, healthy."):  # fmt: skip
         assert part in report, part
     assert "## Localisation" not in report  # real images have no lesion masks
     padding = pd.read_csv(out / "padding.csv")
@@ -77,6 +79,9 @@ def test_every_stage_of_the_command_on_real_images_in_the_collection_and_csv_lay
     # image's padding is a known share of it.
     area = padding[padding.method == "area of the padding (an even map)"].set_index("group")["mean"]
     assert 0 < area["pneumonia without COVID-19"] < 0.6
+    shap = padding[padding.method.str.startswith("deepliftshap")]
+    assert set(shap.model) == {"resnet18", "resnet34"} and (out / "maps_deepliftshap" / "resnet34.zarr").is_dir()
+    assert (out / "cases.csv").is_file()
     maps = xr.open_zarr(out / "maps" / "resnet18.zarr")
     assert maps.sizes["sample"] == 6 and len(maps.data_vars) >= 6
     stored = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".npz", ".json") or

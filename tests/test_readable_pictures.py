@@ -80,6 +80,7 @@ def layout_problems(fig) -> list[str]:
 def drawn(tmp_path_factory):
     """``{name: (figure, path of its picture drawn now)}``, each figure at the resolution it is written at."""
     builder, folder = _builder(), tmp_path_factory.mktemp("pictures")
+    plt.close("all")  # figures other tests left open count towards matplotlib's warning at 20
     figures = builder.figures()
     for name, fig in figures.items():
         fig.set_dpi(builder.DPI)  # constrained layout depends on it: check the layout that is written

@@ -124,7 +124,8 @@ def _study(args: argparse.Namespace) -> int:
                          occlusion_windows=args.occlusion_windows, occlusion_window=args.occlusion_window,
                          occlusion_stride=args.occlusion_stride, occlusion_fill=args.occlusion_fill,
                          memory_budget=args.memory_budget, explain_batch_size=args.explain_batch_size,
-                         outputs=args.outputs, explain_fold=args.explain_fold)  # fmt: skip
+                         outputs=args.outputs, explain_fold=args.explain_fold,
+                         deepliftshap=args.deepliftshap)  # fmt: skip
     stage = "report" if args.command == "study" else args.command
     if stage != "data":
         _fits(args.size, args.models)
@@ -431,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--occlusion-fill", type=unit, default=0.0,
                        help="the value inside the occlusion window, in image units [0, 1]: 0 black like the "
                        "padding, 0.5 a grey square (default: 0)")  # fmt: skip
+        p.add_argument("--deepliftshap", action="store_true",
+                       help="also DeepLIFT averaged over 10 references drawn from N(0, 0.001^2), as the authors' "
+                       "code's DeepLiftShap, into maps_deepliftshap/ (default: off)")  # fmt: skip
         p.add_argument("--memory-budget", type=_budget,
                        help="e.g. 20GiB: the explaining engine's budget (default: half of what is free)")  # fmt: skip
         p.add_argument("--explain-batch-size", type=_batch_size, default="auto",

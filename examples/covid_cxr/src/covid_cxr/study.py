@@ -10,6 +10,7 @@
       table1.csv, table1.md          the models' parameters, FLOPs and memory at the study's size (report)
       maps/<model>.zarr              six methods for every true and predicted label (explain)
       maps_mean_reference/<model>.zarr  IG and DeepLIFT against the training mean image
+      maps_deepliftshap/<model>.zarr DeepLIFT over 10 references from N(0, 0.001^2) (--deepliftshap)
       padding.csv, localisation.csv  the shortcut and (synthetic data) relevance on the lesions
       profiles/<model>.zarr          NAPs and dead feature maps (profile)
       figures/*.png, report.md       (figures, report)
@@ -85,6 +86,8 @@ class StudyConfig:
     occlusion_stride: int | None = None  # None: half the window
     occlusion_fill: float = 0.0
     memory_budget: str | None = None  # e.g. "20GiB" on a GPU; None: what the device has free
+    #: Also DeepLIFT averaged over 10 references drawn from N(0, 0.001^2), as the authors' code's DeepLiftShap.
+    deepliftshap: bool = False
     explain_batch_size: int | str = "auto"
 
     def training(self) -> TrainConfig:
@@ -229,6 +232,7 @@ class Explained:
     test_rows: list[int]
     maps: dict[str, xr.Dataset]
     mean_reference: dict[str, xr.Dataset]
+    deepliftshap: dict[str, xr.Dataset] = field(default_factory=dict)
 
 
 def followup_series(prepared: PreparedSet, rows: Sequence[int], longest: int = 4) -> list[int]:
@@ -361,7 +365,12 @@ class Study:
                   "deeplift": {"baseline": reference}}  # fmt: skip
         mean_reference = explain_models(models, prepared, rows, probs, self.folder, methods=others,
                                         store_name="maps_mean_reference", **common)  # fmt: skip
-        explained = Explained(k, rows, test_rows, open_all(maps), open_all(mean_reference))
+        shap = {}
+        if config.deepliftshap:  # the authors' DeepLiftShap: 10 references near zero, drawn once (seeded)
+            noise = torch.randn(10, *prepared.images.shape[1:], generator=torch.Generator().manual_seed(config.seed))
+            shap = explain_models(models, prepared, rows, probs, self.folder, store_name="maps_deepliftshap",
+                                  methods={"deeplift": {"baselines": noise * 0.001}}, **common)  # fmt: skip
+        explained = Explained(k, rows, test_rows, open_all(maps), open_all(mean_reference), open_all(shap))
         self._tables(prepared, explained)
         return explained
 
@@ -374,8 +383,12 @@ class Study:
             prepared, rows, "relevance_mass",
         )  # fmt: skip
         against_mean["method"] = against_mean["method"] + " (mean image reference)"
-        pd.concat([area_by_group(prepared, rows), padding, against_mean]).to_csv(self.folder / "padding.csv",
-                                                                                  index=False)  # fmt: skip
+        tables = [area_by_group(prepared, rows), padding, against_mean]
+        if explained.deepliftshap:
+            shap = table_by_group({m: relevance_in(ds, prepared.padding[rows]) for m, ds in
+                                   explained.deepliftshap.items()}, prepared, rows, "relevance_mass")  # fmt: skip
+            tables.append(shap.assign(method="deepliftshap (10 references from N(0, 0.001²))"))
+        pd.concat(tables).to_csv(self.folder / "padding.csv", index=False)
         if prepared.lesions is not None:
             scores = {m: relevance_in(ds, prepared.lesions[rows], metrics={"pointing_game": {}, "relevance_mass": {}})
                       for m, ds in explained.maps.items()}  # fmt: skip
@@ -538,6 +551,9 @@ class Study:
     def html(self) -> Path:
         """``html/index.html``: every explained image with each model's maps side by side, and the profiles."""
         stores: dict[str, Path] = {NAMES.get(m, m): self.folder / "maps" / f"{m}.zarr" for m in self.config.models}
+        shap = {f"{NAMES.get(m, m)} DeepLiftShap": self.folder / "maps_deepliftshap" / f"{m}.zarr"
+                for m in self.config.models}  # fmt: skip
+        stores |= {name: path for name, path in shap.items() if self.config.deepliftshap and path.exists()}
         stores |= {f"{NAMES.get(m, m)} profiles": path for m, path in self.profile().items()}
         prepared, _ = self.data()
         truth = {prepared.sample_ids[r]: [label for label, on in zip(prepared.outputs, prepared.targets[r].tolist(),
