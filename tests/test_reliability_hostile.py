@@ -19,6 +19,7 @@ from torch import nn
 from xai_bench import (
     Attribution,
     Attributor,
+    InvalidTargetError,
     PluginError,
     StoreDamagedError,
     StoreMismatchError,
@@ -163,7 +164,7 @@ def test_an_output_that_ignores_the_input_has_zero_maps(method):
     assert np.array_equal(ds[method].values, np.zeros_like(ds[method].values))
 
 
-def test_an_error_after_the_bar_started_is_a_line_of_its_own(tmp_path):
+def test_an_error_after_the_bar_started_is_a_line_of_its_own(tmp_path, capsys):
     from PIL import Image
 
     (tmp_path / "images").mkdir()
@@ -175,8 +176,12 @@ def test_an_error_after_the_bar_started_is_a_line_of_its_own(tmp_path):
          "--targets", "9"],
         capture_output=True, timeout=300,
     )  # fmt: skip
+    # Into a log (stderr no terminal) the command draws no bar: the error is the whole output.
     assert done.returncode == 2
-    # The bar clears its line (a carriage return and blanks) before the message, which ends the output.
-    # (Bytes: text mode would read each carriage return as a new line.)
-    *_, last = done.stderr.decode().split("\r")
-    assert last == "xai-bench: error: target 9 is out of range: the model has 4 outputs (0..3).\n", done.stderr
+    assert done.stderr == b"xai-bench: error: target 9 is out of range: the model has 4 outputs (0..3).\n"
+    # A bar that was drawn (progress=True) clears its line when the call fails.
+    with pytest.raises(InvalidTargetError):
+        run(tiny_cnn(), SyntheticImages(2), store=tmp_path / "t.zarr", methods=["saliency"], targets=[9],
+            progress=True)  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("\r") and err.endswith("\r") and not err.split("\r")[-2].strip(), repr(err)

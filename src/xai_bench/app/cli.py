@@ -72,7 +72,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate(
         model, None, open_maps(args.store), metrics=chosen, masks=masks, methods=methods,
         batch_size=args.batch_size, memory_budget=args.budget, device=args.device, store=args.out or args.store,
-        overwrite=args.overwrite, progress=True,
+        overwrite=args.overwrite, progress=_bars(),
     )  # fmt: skip
     names = sorted(result.data_vars)
     listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             client=client,
             verify=not args.no_verify,
-            progress=True,
+            progress=_bars(),
             store_inputs=args.store_inputs,
         )
     finally:
@@ -321,7 +321,7 @@ def _report(args: argparse.Namespace) -> int:
     for store in args.stores:
         _sound(store)
     _writable(args.out, "--out")
-    page = report(args.stores, args.out, title=args.title, per_page=args.per_page, progress=True)
+    page = report(args.stores, args.out, title=args.title, per_page=args.per_page, progress=_bars())
     print(page)
     return 0
 
@@ -479,6 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=_verify)
     return parser
+
+
+def _bars() -> bool:
+    """Progress bars on a terminal only: in a log, a bar's line would share the line of a later error."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
