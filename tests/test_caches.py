@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch import nn
 
 from xai_bench import StoreMismatchError, explain, open_maps, run
@@ -52,9 +53,10 @@ def test_a_worker_checks_its_model_before_every_block(tmp_path):
     _save(checkpoint, seed=1)
     factory = FactoryWithCheckpoint(FACTORY, str(checkpoint))
     data = SyntheticImages(4)
-    store = tmp_path / "maps.zarr"
+    store, reference = tmp_path / "maps.zarr", tmp_path / "reference.zarr"
     # A store with its first block done, the second to do.
     run(factory(), data, store=store, samples_per_block=2, **ARGS)
+    run(factory(), data, store=reference, samples_per_block=2, **ARGS)
     from xai_bench.storage.sample_store import SampleStore
 
     SampleStore(store).mark_undone([2, 3])
@@ -67,6 +69,17 @@ def test_a_worker_checks_its_model_before_every_block(tmp_path):
         "max_targets": None, "batch_size": 4, "memory_budget": "1GiB", "store_inputs": False,
         "input_normalization": None,
     }  # fmt: skip
+    # The kept model no longer has the run's weights: it is built again from the factory, and the block
+    # gets the maps of the run's weights.
+    assert cluster.explain_shard(factory, data, [2, 3], data.sample_ids, explain_args, str(store), None,
+                                 fingerprint) == 2  # fmt: skip
+    assert cluster._models[f"{factory!r}:None"][0] is not net
+    xr.testing.assert_identical(open_maps(store).load(), open_maps(reference).load())
+    # A factory that now builds other weights (its checkpoint replaced after the run started) is refused.
+    SampleStore(store).mark_undone([2, 3])
+    with torch.no_grad():
+        cluster._models[f"{factory!r}:None"][0].fc.bias.add_(1)
+    _save(checkpoint, seed=2)
     with pytest.raises(InvalidInputError, match="built other weights on a worker"):
         cluster.explain_shard(factory, data, [2, 3], data.sample_ids, explain_args, str(store), None, fingerprint)
     cluster._models.clear()

@@ -15,13 +15,13 @@ _models: dict[str, tuple[Any, threading.Lock, str]] = {}
 _building = threading.Lock()
 
 
-def _worker_model(factory: Any, device: Any, fingerprint: str) -> tuple[Any, threading.Lock]:
+def _worker_model(factory: Any, device: Any, fingerprint: str, *, fresh: bool = False) -> tuple[Any, threading.Lock]:
     from .factories import build_model
 
     key = f"{factory!r}:{device!r}"
     with _building:
         cached = _models.get(key)
-        if cached is None or cached[2] != fingerprint:
+        if cached is None or cached[2] != fingerprint or fresh:
             _models.pop(key, None)  # its weights are not the run's: let it go before building anew
             net = build_model(factory)
             net = net.to(device) if device is not None else net
@@ -61,12 +61,19 @@ def explain_shard(
     missing = int((~target.done(block)).sum())
     if not missing:
         return 0
+    from ..core.provenance import model_fingerprint
+
     net, lock = _worker_model(factory, device, fingerprint)
     # The whole block, as in an uninterrupted run: passes hold the same images, so maps are the same.
+    # Checked per block, not per build: the kept model may have changed since (weights written in place).
     with lock:
-        # Per block, not per build: the model may have changed since (weights written in place).
-        _check_fingerprint(net, factory, fingerprint)
-        block_maps = explain_block(net, dataset, block, ids, explain_args, device)
+        kept = model_fingerprint(net) == fingerprint
+        block_maps = explain_block(net, dataset, block, ids, explain_args, device) if kept else None
+    if block_maps is None:  # build it again from the factory; refused if that gives other weights too
+        net, lock = _worker_model(factory, device, fingerprint, fresh=True)
+        with lock:
+            _check_fingerprint(net, factory, fingerprint)
+            block_maps = explain_block(net, dataset, block, ids, explain_args, device)
     target.write(block_maps, block)
     return missing
 
