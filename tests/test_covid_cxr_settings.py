@@ -87,3 +87,35 @@ def test_bad_settings_are_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_another_fold_explained_in_the_same_folder_makes_the_stores_again(tmp_path):
+    import numpy as np
+    import torch
+    from covid_cxr.interpret import explain_models
+    from covid_cxr.models import build
+    from covid_cxr.prepared import PreparedSet
+
+    from xai_bench import open_maps
+
+    n, size = 6, 32
+    prepared = PreparedSet(
+        images=torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)),
+        targets=torch.zeros(n, 3), padding=torch.zeros(n, size, size, dtype=torch.bool), lesions=None,
+        sample_ids=[f"s{i}" for i in range(n)], subjects=[f"p{i}" for i in range(n)], sources=["x"] * n,
+        labels=[["healthy"]] * n, outputs=("COVID-19", "pneumonia", "healthy"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    models = {"resnet18": build("resnet18", 3).eval()}
+    methods = {"saliency": {}}
+
+    def explain(rows: list[int], key: str):
+        probs = {"resnet18": np.full((len(rows), 3), 0.9)}
+        return explain_models(models, prepared, rows, probs, tmp_path, methods=methods, progress=False,
+                              keys={"resnet18": key})["resnet18"]  # fmt: skip
+
+    store = explain([0, 1, 2], "fold 0")
+    written = (store / "zarr.json").stat().st_mtime_ns
+    assert explain([0, 1, 2], "fold 0") == store and (store / "zarr.json").stat().st_mtime_ns == written  # resumed
+    explain([3, 4, 5], "fold 1")  # the store held fold 0's images: made again, not refused as another run
+    assert list(open_maps(store)["sample"].values) == ["s3", "s4", "s5"]

@@ -4,6 +4,8 @@ and neuron activation profiles with dead feature maps."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,12 +72,25 @@ def explain_models(
     store_name: str = "maps",
     device: str | None = None,
     progress: bool = True,
+    keys: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """``methods`` for every true and predicted label of the test images ``rows``, one store per model
-    (``folder/<store_name>/<model>.zarr``, with the inputs), resumed where a run stopped."""
+    (``folder/<store_name>/<model>.zarr``, with the inputs), resumed where a run stopped.
+
+    A store made from something else (``keys``: the images and checkpoints; the methods and threshold)
+    is made again, as the predictions and profiles are: another fold explained, say, would otherwise
+    be refused by the store as another run."""
     stores = {}
     for name, model in models.items():
         store = folder / store_name / f"{name}.zarr"
+        key = json.dumps([(keys or {}).get(name, ""), threshold, methods], sort_keys=True,
+                         default=lambda value: f"tensor{tuple(value.shape)}")  # fmt: skip
+        stamp = store.with_suffix(".made-from")
+        if store.exists() and (not stamp.exists() or stamp.read_text() != key):
+            shutil.rmtree(store)
+        if not stamp.exists() or stamp.read_text() != key:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(key)  # before the run: a run stopped half-way resumes
         run(model, ForRun(prepared, rows), methods=dict(methods), store=store,
             targets=targets_of(prepared, rows, probabilities[name], threshold), labels=list(prepared.outputs),
             task="multilabel", max_targets=len(prepared.outputs), memory_budget=memory_budget,

@@ -353,8 +353,9 @@ class Study:
         position = {r: i for i, r in enumerate(test_rows)}
         probs = {name: stored[name][[position[r] for r in rows]] for name in config.models}
         models = {name: trained[(k, name)] for name in config.models}
+        keys = {name: made_from(self.folder, k, [name], rows) for name in config.models}
         common = {"threshold": config.threshold, "memory_budget": config.memory_budget, "device": config.device,
-                  "batch_size": config.explain_batch_size, "progress": self.progress}  # fmt: skip
+                  "batch_size": config.explain_batch_size, "progress": self.progress, "keys": keys}  # fmt: skip
         methods = study_methods(config.size, ig_steps=config.ig_steps, windows=config.occlusion_windows,
                                 window=config.occlusion_window, stride=config.occlusion_stride,
                                 fill=config.occlusion_fill)  # fmt: skip
