@@ -205,6 +205,12 @@ def occlusion_figure(maps: xr.Dataset | Mapping[str, xr.Dataset], sample: str, t
     return fig
 
 
+def case_chart(maps: Mapping[str, xr.Dataset], sample: str, output: str, wrong: str, error: str,
+               probabilities: Mapping[str, float], path: Path) -> Path:  # fmt: skip
+    """Fig. 7: the case one model gets wrong, with every model's occlusion map (:func:`case_figure`)."""
+    return _saved(case_figure(maps, sample, output, wrong, error, probabilities), path, 110)
+
+
 def case_figure(maps: Mapping[str, xr.Dataset], sample: str, output: str, wrong: str, error: str,
                 probabilities: Mapping[str, float]):  # fmt: skip
     """Fig. 7: one image that one model gets wrong and the others right: each model's occlusion map of ``output``

@@ -480,10 +480,8 @@ class Study:
             return []
         position, label = ids.index(case.sample), list(prepared.outputs).index(case.output)
         chance = {name: float(p[position, label]) for name, p in probs.items()}
-        path = fig / "fig7_case.png"
-        figures._saved(figures.case_figure(explained.maps, case.sample, case.output, case.model, case.error, chance),
-                       path, 110)  # fmt: skip
-        return [path]
+        return [figures.case_chart(explained.maps, case.sample, case.output, case.model, case.error, chance,
+                                   fig / "fig7_case.png")]  # fmt: skip
 
     def table1(self) -> Path:
         """Table 1 (``table1.csv``, ``table1.md``): the models' parameters, FLOPs and peak memory at the study's
