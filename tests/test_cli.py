@@ -78,6 +78,16 @@ def test_run_and_show_from_the_command_line(tmp_path, capsys):
     assert out.stat().st_size > 5000
 
 
+def test_run_explains_the_output_asked_for(tmp_path, capsys):
+    images = _images(tmp_path / "images")
+    store = tmp_path / "maps.zarr"
+    assert main([*RUN, "--images", str(images), "--store", str(store), "--output", "sigmoid"]) == 0
+    ds = open_maps(store)
+    assert ds.attrs["output"] == "sigmoid" and ((ds["score"].values > 0) & (ds["score"].values < 1)).all()
+    # Summed DeepLIFT maps give the sigmoid's change from the zero baseline.
+    assert np.nanmax(np.abs(ds["deeplift_delta"].values)) < 1e-5
+
+
 def test_run_from_a_dataset_factory(tmp_path, capsys):
     argv = [
         "run",

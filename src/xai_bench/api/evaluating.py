@@ -25,6 +25,8 @@ from ..plugins.manager import plugin_info
 from ..storage.datasets import INPUT, UNUSED, layout_of, method_ids
 from ..storage.zarr_io import add_to_store, check_can_score, save_maps
 from .explaining import method_maps
+from .outputs import scored as scored_model
+from .outputs import stored_output
 from .preflight import check_device, check_outputs, eval_mode, on_device
 
 MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
@@ -265,6 +267,7 @@ def _context(
     progress: bool,
 ) -> Context:
     ids = [str(i) for i in np.asarray(maps["sample"].values).tolist()]
+    explained = stored_output(maps.attrs)  # maps made again explain what the stored ones explain
 
     def forward(total: int, images, name: str) -> Tensor:
         assert model is not None and x is not None
@@ -298,8 +301,8 @@ def _context(
         assert x is not None and torch.equal(sample, pairs.sample) and torch.equal(target, pairs.target)
         private.to(x.device)
         maps = method_maps(
-            private, method, pairs.params, x[rows.to(x.device)], index, mask, [ids[int(r)] for r in rows],
-            batch_size=fixed or "auto", memory_budget=budget,
+            scored_model(private, explained), method, pairs.params, x[rows.to(x.device)], index, mask,
+            [ids[int(r)] for r in rows], batch_size=fixed or "auto", memory_budget=budget,
         )  # fmt: skip
         return maps[row_of.to(maps.device), column_of.to(maps.device)].detach().cpu()
 

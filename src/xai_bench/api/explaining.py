@@ -30,6 +30,7 @@ from ..plugins.manager import plugin_info
 from ..storage.datasets import build_dataset
 from ..storage.zarr_io import check_writable, save_maps
 from ..surgery import forget as forget_rewrites
+from .outputs import check_output, score_description, scored, user_model
 from .preflight import batch_statistics, check_device, check_inputs, check_outputs, eval_mode, on_device, probe
 from .targets import (
     Resolved,
@@ -346,6 +347,7 @@ def explain(
     device: str | torch.device | None = None,
     store_inputs: bool = True,
     input_normalization: Any = None,
+    output: str = "logit",
 ) -> xr.Dataset:
     """Explain ``model``'s outputs for ``inputs`` (N, C, H, W) with each of ``methods``.
 
@@ -376,6 +378,11 @@ def explain(
     reports can be drawn from it (or its store) alone. ``input_normalization`` says how the
     inputs were normalised (``"imagenet"``, ``(mean, std)``): nothing is applied, it is recorded
     (attribute ``input_normalization``) so that pictures can show the images as they were.
+
+    ``output`` is what the maps explain: the model's logits (the default), or their ``"sigmoid"``
+    or ``"softmax"``, as if the model ended in that module (``nn.Sequential(model, nn.Sigmoid())``;
+    the user's model is not changed). It is recorded (attribute ``output``), ``score`` holds that
+    output's value, and ``"predicted"`` picks the same classes whichever output is explained.
     """
     specs = resolve_methods(methods)
     fixed = batch_size_arg(batch_size)
@@ -383,11 +390,13 @@ def explain(
     if store is not None:
         check_writable(store, overwrite=overwrite)
     check_task(task)
+    output = check_output(output, task)
     threshold = check_threshold(threshold)
     max_targets = check_max_targets(max_targets)
     chosen = check_device(device)
     normalization = check_normalization(input_normalization)
-    with eval_mode(model), on_device(model, chosen):
+    user, model = user_model(model), scored(model, output)
+    with eval_mode(user), on_device(user, chosen):
         if chosen is not None and isinstance(inputs, Tensor):
             inputs = inputs.to(chosen)
         if isinstance(inputs, Tensor) and inputs.is_inference():
@@ -403,7 +412,7 @@ def explain(
         # One image checks that the model takes these inputs and returns logits; the scores of
         # all images come from the methods' own forward passes unless targets depend on them.
         num_classes = probe(model, inputs)
-        fingerprint = model_fingerprint(model)
+        fingerprint = model_fingerprint(user)
         names = check_labels(labels, num_classes)
         n = inputs.shape[0]
         scores = _Scores(n, num_classes, inputs.device, inputs.dtype)
@@ -413,7 +422,7 @@ def explain(
             warn_wide(targets, task, slot_width(targets, task, num_classes, max_targets), max_targets)
         resolved = resolve_targets(
             targets, scores.values, n=n, num_classes=num_classes, labels=names, task=task,
-            threshold=threshold, max_targets=max_targets,
+            threshold=threshold, max_targets=max_targets, output=output,
         )  # fmt: skip
         index = resolved.index.to(inputs.device)
         mask = resolved.mask.to(inputs.device)
@@ -456,9 +465,10 @@ def explain(
         picked = scores.values.gather(1, index).detach().to(stored).cpu().numpy()
         picked[~resolved.mask.numpy()] = np.nan
         attrs = result_attrs(
-            model,
+            user,
             fingerprint=fingerprint,
             task=task,
+            output=output,
             threshold=threshold,
             targets=_describe_targets(targets, resolved),
             batch_size=fixed if fixed is not None else "auto",
@@ -479,6 +489,7 @@ def explain(
         targets=resolved.table,
         attrs=attrs,
         inputs=kept,
+        score_description=score_description(output),
     )
     if store is not None:
         save_maps(ds, store, overwrite=overwrite)

@@ -206,10 +206,12 @@ def resolve_targets(
     task: Task,
     threshold: float,
     max_targets: int | None = None,
+    output: str = "logit",
 ) -> Resolved:
     """Turn the user's ``targets`` into a :class:`Resolved` for ``n`` samples.
 
-    ``scores`` (N, K) logits are needed for ``"predicted"`` only.
+    ``scores`` (N, K), the explained ``output`` (logits, or their sigmoid or softmax), are needed
+    for ``"predicted"`` only.
     """
     check_task(task)
     kind = form(targets)
@@ -225,7 +227,7 @@ def resolve_targets(
     width = slot_width(targets, task, k, max_targets)
     if kind == "predicted":
         assert scores is not None, "'predicted' targets need the model's scores"
-        rows = _predicted(scores, task, threshold, width)
+        rows = _predicted(scores, task, threshold, width, probabilities=output == "sigmoid")
     elif kind == "mask":
         mask = torch.as_tensor(np.asarray(targets) if isinstance(targets, np.ndarray) else targets)
         if mask.shape != (n, k):
@@ -258,13 +260,15 @@ def _dense(indices: list[int], n: int, labels: list[str] | None) -> Resolved:
     return Resolved(TargetTable("dense", index, labels), torch.ones(n, len(indices), dtype=torch.bool))
 
 
-def _predicted(scores: Tensor, task: Task, threshold: float, width: int) -> list[list[int]]:
+def _predicted(scores: Tensor, task: Task, threshold: float, width: int, *, probabilities: bool) -> list[list[int]]:
     scores = scores.detach().double().cpu()
+    # A multilabel "predicted" is the same set of labels whichever output is explained.
+    above_threshold = scores > threshold if probabilities else torch.sigmoid(scores) > threshold
     if task == "multiclass":
         return [[int(c)] for c in scores.argmax(1)]
     rows, dropped = [], 0
-    for row in scores:
-        above = (torch.sigmoid(row) > threshold).nonzero().flatten()
+    for row, hits in zip(scores, above_threshold, strict=True):
+        above = hits.nonzero().flatten()
         ranked = above[torch.argsort(row[above], descending=True, stable=True)].tolist()
         dropped += max(0, len(ranked) - width)
         rows.append(sorted(ranked[:width]))

@@ -224,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
             targets=_targets(args.targets),
             labels=args.labels.split(",") if args.labels else None,
             task=args.task,
+            output=args.output,
             batch_size=args.batch_size,
             memory_budget=args.budget,
             device=args.device,
@@ -396,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="multiclass",
         choices=("multiclass", "multilabel"),
         help="what 'predicted' means: the top class, or every output above 0.5 (default: multiclass)",
+    )
+    runp.add_argument(
+        "--output",
+        default="logit",
+        choices=("logit", "sigmoid", "softmax"),
+        help="what the maps explain: the model's logits, or their sigmoid or softmax (default: logit)",
     )
     runp.add_argument("--store", required=True, help="zarr store to write or resume (required)")
     runp.add_argument("--budget", help="memory budget, e.g. 4GiB (default: half the free memory)")

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from ..api.outputs import stored_output
 from ..core.errors import InvalidParameterError
 from ..storage.datasets import method_ids, select_map, targets_of
 from ..storage.zarr_io import open_maps
@@ -287,11 +288,13 @@ def _sample(sample: Any, position: int, page: int, maps: list[_Store], folder: P
                 plt.imsave(folder / name, _picture(image, values, alpha, limit))
                 cells.append(_cell(name, method, f"|map| limit {limit:.3g}"))
             score = _score(ds, sample, target)
-            shown = f"logit {score:.3g}" if np.isfinite(score) else "no score"
+            output = stored_output(ds.attrs)
+            shown = f"{output} {score:.3g}" if np.isfinite(score) else "no score"
             marks = ["true"] if truth is not None and target in list(truth.get(sample, ())) else []
             if ds.attrs.get("task") == "multilabel" and np.isfinite(score):
-                p = 0.5 * (1.0 + math.tanh(score / 2))  # the sigmoid, without exp overflowing
-                shown += f", p {p:.3f}"
+                # the sigmoid, without exp overflowing, unless the score is the sigmoid already
+                p = score if output == "sigmoid" else 0.5 * (1.0 + math.tanh(score / 2))
+                shown += f", p {p:.3f}" if output != "sigmoid" else ""
                 marks += ["predicted"] if p > float(ds.attrs.get("threshold", 0.5)) else []
             mark = f"<br><b class='mark'>{' and '.join(marks)}</b>" if marks else ""
             rows.append(f"<div class='target'><div class='label'>{_e(target)}{mark}<br><small>{shown}</small></div>"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..api.outputs import stored_output
 from ..core.normalization import Normalization
 from ..storage.datasets import INPUT, layout_of, method_ids, select_map
 
@@ -116,6 +117,7 @@ class _Panel:
     values: np.ndarray | None  # channel-summed map; None where the pair has no map
     score: float
     why: str = ""
+    output: str = "logit"  # what the score is: the store's explained output
 
 
 def plot_maps(
@@ -136,7 +138,8 @@ def plot_maps(
     normalisation; without either, maps are drawn alone. Maps are summed over channels; signed
     maps use a diverging colormap centred on zero (red raises the score, blue lowers it),
     non-negative ones a sequential one; each panel has a colourbar and a title with the method,
-    the target and the model's logit. ``scale`` picks which maps share colour limits: ``"map"``
+    the target and its score (the logit, or the sigmoid or softmax the store's ``output`` names).
+    ``scale`` picks which maps share colour limits: ``"map"``
     (each its own), ``"sample"`` (a row's methods) or ``"method"`` (a column's samples); limits
     clip at ``percentile`` of |map|, and the figure says which scaling it uses. Columns follow
     the order the methods were asked for. ``target`` defaults to each sample's highest-scoring
@@ -183,7 +186,7 @@ def _panel(ds: xr.Dataset, sample: Any, method: str, target: Any) -> _Panel:
         values = _channel_sum(select_map(ds, method, sample=sample, target=chosen))
     except KeyError:
         return _Panel(method, chosen, None, np.nan, f"no map for target {chosen}")
-    return _Panel(method, chosen, values, _score(ds, sample, chosen))
+    return _Panel(method, chosen, values, _score(ds, sample, chosen), output=stored_output(ds.attrs))
 
 
 def _limits(grid: list[list[_Panel]], scale: str, percentile: float | None) -> list[list[tuple[float, bool]]]:
@@ -226,7 +229,7 @@ def _draw(fig, ax, panel: _Panel, picture: np.ndarray | None, limit_signed: tupl
     bar.ax.tick_params(labelsize=6)
     bar.formatter.set_powerlimits((-2, 3))
     bar.ax.yaxis.get_offset_text().set_fontsize(6)
-    ax.set_title(f"{name}\n{panel.target} (logit {panel.score:.3g})", fontsize=8)
+    ax.set_title(f"{name}\n{panel.target} ({panel.output} {panel.score:.3g})", fontsize=8)
 
 
 def _score(ds: xr.Dataset, sample: Any, target: Any) -> float:

@@ -43,8 +43,8 @@ class Context:
     ``forward(total, images, name)`` runs the model on ``total`` images built on demand by
     ``images(first, count)`` (so a pass never holds more than the memory budget allows) and returns
     their logits (total, K). ``explain(model, inputs, targets)`` makes the pairs' method's maps
-    again, one target per row, on ``model`` (a private copy; never the user's). ``output(logits)``
-    turns logits into the scores curves are drawn in (softmax, sigmoid or the logits themselves).
+    again, one target per row, on ``model`` (a private copy; never the user's), of the output the
+    stored maps explain (the logits, or their sigmoid or softmax).
     """
 
     inputs: Tensor | None

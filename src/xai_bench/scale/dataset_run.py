@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from ..api.explaining import MethodsArg, resolve_methods
+from ..api.outputs import check_output, scored
 from ..api.preflight import check_device, eval_mode, on_device
-from ..api.targets import Task, check_max_targets, check_threshold, per_sample, row_width
+from ..api.targets import Task, check_max_targets, check_task, check_threshold, per_sample, row_width
 from ..core.checks import json_safe, positive_int, to_json
 from ..core.errors import InvalidInputError, InvalidParameterError, StoreDamagedError, StoreExistsError, warn
 from ..core.normalization import check_normalization
@@ -74,6 +75,7 @@ def run(
     progress: Progress = "auto",
     store_inputs: bool = False,
     input_normalization: Any = None,
+    output: str = "logit",
 ) -> RunSummary:
     """Explain every sample of ``dataset`` into the zarr ``store``, resuming where a previous run stopped.
 
@@ -93,6 +95,8 @@ def run(
     is recorded for pictures (see :func:`explain`); ``progress`` as in :func:`explain` (the bar
     counts samples); by default it is the data set's
     ``input_normalization`` attribute, which :class:`~xai_bench.scale.image_folder.ImageFolder` sets.
+    ``output`` (the logits, or their ``"sigmoid"`` or ``"softmax"``) is what the maps explain, as in
+    :func:`explain`.
     """
     dataset = getattr(dataset, "dataset", dataset) if isinstance(dataset, torch.utils.data.DataLoader) else dataset
     if client is not None and isinstance(model, nn.Module):
@@ -115,6 +119,8 @@ def run(
     )
     max_targets = check_max_targets(max_targets)
     check_threshold(threshold)
+    check_task(task)
+    check_output(output, task)
     net = build_model(model)
     chosen = check_device(device)
     # A model object is the user's: it goes back where it was, bit for bit, when the run ends.
@@ -137,10 +143,12 @@ def run(
             "store_inputs": bool(store_inputs),
             "input_normalization": normalization.to_json() if normalization is not None else None,
         }
+        if output != "logit":  # absent for logits: stores written before output= existed resume as they were
+            options["output"] = output
         explain_args = {
             "methods": methods, "labels": labels, "task": task, "threshold": threshold, "targets": targets,
             "max_targets": max_targets, "batch_size": batch_size, "memory_budget": memory_budget,
-            "store_inputs": store_inputs, "input_normalization": normalization,
+            "store_inputs": store_inputs, "input_normalization": normalization, "output": output,
         }  # fmt: skip
         specs_json = to_json({entry.id: attributor.params() for entry, attributor in specs})
         first_image = load(dataset, [0], ids)
@@ -148,6 +156,8 @@ def run(
         explain_args["image_shape"] = tuple(first_image.shape[1:])
         with eval_mode(net):
             fingerprint = _fingerprint(net, specs_json, options, ids, tuple(first_image.shape[1:]))
+        # One head for every block, so that what is measured and prepared on it serves them all.
+        explained = scored(net, output)
         store = Path(store)
         target = SampleStore(store)
         computed = 0
@@ -158,7 +168,7 @@ def run(
         try:
             if not target.exists():
                 block = list(range(min(samples_per_block, len(ids))))
-                first = explain_block(net, dataset, block, ids, explain_args, chosen)
+                first = explain_block(explained, dataset, block, ids, explain_args, chosen)
                 try:
                     target.create(first, block, ids, fingerprint)
                     computed = len(block)
@@ -169,7 +179,7 @@ def run(
                 first_block = list(range(min(samples_per_block, len(ids))))
                 _repair(
                     target, dataset, ids, verify=verify,
-                    fresh=lambda: explain_block(net, dataset, first_block, ids, explain_args, chosen),
+                    fresh=lambda: explain_block(explained, dataset, first_block, ids, explain_args, chosen),
                 )  # fmt: skip
             # Work goes in the same blocks as an uninterrupted run (block k holds samples k*B .. k*B+B-1),
             # all of a block's samples again where any is not done: passes then hold the same images as
@@ -186,7 +196,7 @@ def run(
             if client is None:
                 missing = set(undone.tolist())
                 for block in blocks:
-                    target.write(explain_block(net, dataset, block, ids, explain_args, chosen), block)
+                    target.write(explain_block(explained, dataset, block, ids, explain_args, chosen), block)
                     bar.update(sum(i in missing for i in block))
             else:
                 from .cluster import run_on_cluster

@@ -67,6 +67,7 @@ def build_dataset(
     targets: TargetTable,
     attrs: dict[str, Any],
     inputs: np.ndarray | None = None,
+    score_description: str = "model logit for the target",
 ) -> xr.Dataset:
     """Assemble maps (N, S, C, H, W), deltas (N, S), scores (N, S) and, if given, the inputs
     (N, C, H, W) as ``input`` into one labelled Dataset."""
@@ -97,7 +98,7 @@ def build_dataset(
                 deltas[method_id],
                 attrs={"description": f"sum of {method_id} maps minus (f(x) - f(baseline)); 0 is exact"},
             )
-    data_vars["score"] = xr.Variable(pair_dims, scores, attrs={"description": "model logit for the target"})
+    data_vars["score"] = xr.Variable(pair_dims, scores, attrs={"description": score_description})
     if inputs is not None:
         data_vars[INPUT] = xr.Variable(
             ("sample", "channel", "y", "x"),
