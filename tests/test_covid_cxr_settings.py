@@ -109,13 +109,18 @@ def test_another_fold_explained_in_the_same_folder_makes_the_stores_again(tmp_pa
     models = {"resnet18": build("resnet18", 3).eval()}
     methods = {"saliency": {}}
 
-    def explain(rows: list[int], key: str):
+    def explain(rows: list[int], key: str, output: str = "logit"):
         probs = {"resnet18": np.full((len(rows), 3), 0.9)}
         return explain_models(models, prepared, rows, probs, tmp_path, methods=methods, progress=False,
-                              keys={"resnet18": key})["resnet18"]  # fmt: skip
+                              keys={"resnet18": key}, output=output)["resnet18"]  # fmt: skip
 
     store = explain([0, 1, 2], "fold 0")
     written = (store / "zarr.json").stat().st_mtime_ns
     assert explain([0, 1, 2], "fold 0") == store and (store / "zarr.json").stat().st_mtime_ns == written  # resumed
     explain([3, 4, 5], "fold 1")  # the store held fold 0's images: made again, not refused as another run
     assert list(open_maps(store)["sample"].values) == ["s3", "s4", "s5"]
+    assert open_maps(store).attrs["output"] == "logit"
+    # The sigmoid explained instead: made again, recorded, its scores probabilities.
+    explain([3, 4, 5], "fold 1", output="sigmoid")
+    sigmoid = open_maps(store)
+    assert sigmoid.attrs["output"] == "sigmoid" and np.nanmax(sigmoid["score"].values) < 1

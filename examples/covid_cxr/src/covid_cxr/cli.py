@@ -125,7 +125,7 @@ def _study(args: argparse.Namespace) -> int:
                          occlusion_stride=args.occlusion_stride, occlusion_fill=args.occlusion_fill,
                          memory_budget=args.memory_budget, explain_batch_size=args.explain_batch_size,
                          outputs=args.outputs, explain_fold=args.explain_fold,
-                         deepliftshap=args.deepliftshap)  # fmt: skip
+                         deepliftshap=args.deepliftshap, explained_output=args.explained_output)  # fmt: skip
     stage = "report" if args.command == "study" else args.command
     if stage != "data":
         _fits(args.size, args.models)
@@ -435,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--deepliftshap", action="store_true",
                        help="also DeepLIFT averaged over 10 references drawn from N(0, 0.001^2), as the authors' "
                        "code's DeepLiftShap, into maps_deepliftshap/ (default: off)")  # fmt: skip
+        p.add_argument("--explained-output", choices=("logit", "sigmoid"), default="logit",
+                       help="what the maps explain: each output's logit, or its sigmoid (the model "
+                       "wrapped in a sigmoid; default: logit: where a sigmoid is confident, it is flat)")  # fmt: skip
         p.add_argument("--memory-budget", type=_budget,
                        help="e.g. 20GiB: the explaining engine's budget (default: half of what is free)")  # fmt: skip
         p.add_argument("--explain-batch-size", type=_batch_size, default="auto",

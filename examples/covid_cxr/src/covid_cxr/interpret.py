@@ -73,9 +73,11 @@ def explain_models(
     device: str | None = None,
     progress: bool = True,
     keys: Mapping[str, str] | None = None,
+    output: str = "logit",
 ) -> dict[str, Path]:
     """``methods`` for every true and predicted label of the test images ``rows``, one store per model
-    (``folder/<store_name>/<model>.zarr``, with the inputs), resumed where a run stopped.
+    (``folder/<store_name>/<model>.zarr``, with the inputs), resumed where a run stopped. The maps
+    explain ``output``: each label's logit, or its sigmoid (recorded in the store's ``output``).
 
     A store made from something else (``keys``: the images and checkpoints; the methods and threshold)
     is made again, as the predictions and profiles are: another fold explained, say, would otherwise
@@ -83,7 +85,8 @@ def explain_models(
     stores = {}
     for name, model in models.items():
         store = folder / store_name / f"{name}.zarr"
-        key = json.dumps([(keys or {}).get(name, ""), threshold, methods], sort_keys=True,
+        key = json.dumps([(keys or {}).get(name, ""), threshold, methods, *([output] if output != "logit" else [])],
+                         sort_keys=True,
                          default=lambda value: f"tensor{tuple(value.shape)}")  # fmt: skip
         stamp = store.with_suffix(".made-from")
         if store.exists() and (not stamp.exists() or stamp.read_text() != key):
@@ -94,7 +97,7 @@ def explain_models(
         run(model, ForRun(prepared, rows), methods=dict(methods), store=store,
             targets=targets_of(prepared, rows, probabilities[name], threshold), labels=list(prepared.outputs),
             task="multilabel", max_targets=len(prepared.outputs), memory_budget=memory_budget,
-            batch_size=batch_size, store_inputs=True, device=device, progress=progress)  # fmt: skip
+            batch_size=batch_size, store_inputs=True, device=device, progress=progress, output=output)  # fmt: skip
         stores[name] = store
     return stores
 

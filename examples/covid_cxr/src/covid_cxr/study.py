@@ -89,6 +89,8 @@ class StudyConfig:
     #: Also DeepLIFT averaged over 10 references drawn from N(0, 0.001^2), as the authors' code's DeepLiftShap.
     deepliftshap: bool = False
     explain_batch_size: int | str = "auto"
+    #: What the maps explain: each output's logit, or its sigmoid (each model wrapped in a sigmoid).
+    explained_output: str = "logit"
 
     def training(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
@@ -355,7 +357,8 @@ class Study:
         models = {name: trained[(k, name)] for name in config.models}
         keys = {name: made_from(self.folder, k, [name], rows) for name in config.models}
         common = {"threshold": config.threshold, "memory_budget": config.memory_budget, "device": config.device,
-                  "batch_size": config.explain_batch_size, "progress": self.progress, "keys": keys}  # fmt: skip
+                  "batch_size": config.explain_batch_size, "progress": self.progress, "keys": keys,
+                  "output": config.explained_output}  # fmt: skip
         methods = study_methods(config.size, ig_steps=config.ig_steps, windows=config.occlusion_windows,
                                 window=config.occlusion_window, stride=config.occlusion_stride,
                                 fill=config.occlusion_fill)  # fmt: skip
@@ -517,7 +520,8 @@ class Study:
             f"{', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), {len(splits)} folds; explained: "
             f"{len(self.explain().rows)} test images of fold {self.explain_fold()}"
             f"{' (the best ensemble micro F1)' if config.explain_fold == 'best' else ''}. Outputs: "
-            f"{', '.join(prepared.outputs)}.", "",
+            f"{', '.join(prepared.outputs)}. The maps explain each output's "
+            f"{'sigmoid (probability)' if config.explained_output == 'sigmoid' else 'logit'}.", "",
             *(line for note in self.notes for line in (note, "")),
             "## Timings", "", *self.timings.lines(), "",
             "## Model complexity (Table 1)", "", table1, "",
