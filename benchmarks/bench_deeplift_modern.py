@@ -57,7 +57,7 @@ def main() -> None:
             change = model(x)[:, 0] - model(reference[:1])[:, 0]
         ours_s, ds = median_time(
             lambda model=model: explain(model, x, methods={"deeplift": {"baseline": 0.5}}, targets=[0],
-                                        batch_size=2 * args.images, store_inputs=False),
+                                        store_inputs=False, passes=2 * args.images),
             args.repeats,
         )  # fmt: skip
         with warnings.catch_warnings():

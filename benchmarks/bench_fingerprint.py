@@ -60,12 +60,10 @@ def main() -> None:
     model = getattr(torchvision.models, args.model)(weights=None).eval()
     x = torch.rand(args.images, 3, args.size, args.size)
     megabytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**20
-    explain(model, x, methods=["saliency"], targets=[0], batch_size=args.images)  # warm-up
-    call = median_time(
-        lambda: explain(model, x, methods=["saliency"], targets=[0], batch_size=args.images), args.repeats
-    )
-    explain(model, x[:1], methods=["deeplift"], targets=[0], batch_size=2)  # warm-up: rewrite and check
-    deeplift = median_time(lambda: explain(model, x[:1], methods=["deeplift"], targets=[0], batch_size=2), 3)
+    explain(model, x, methods=["saliency"], targets=[0], passes=args.images)  # warm-up
+    call = median_time(lambda: explain(model, x, methods=["saliency"], targets=[0], passes=args.images), args.repeats)
+    explain(model, x[:1], methods=["deeplift"], targets=[0], passes=2)  # warm-up: rewrite and check
+    deeplift = median_time(lambda: explain(model, x[:1], methods=["deeplift"], targets=[0], passes=2), 3)
     before = median_time(lambda: tensors_only(model), 5 * args.repeats)
     fingerprint = median_time(lambda: model_fingerprint(model), 5 * args.repeats)
     tree = getattr(provenance, "module_tree", None)

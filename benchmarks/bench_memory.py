@@ -46,7 +46,7 @@ def child(args: argparse.Namespace) -> None:
     import torchvision
     from captum.attr import DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients, Occlusion, Saliency
 
-    from xai_bench import explain
+    from xai_bench import Passes, explain
     from xai_bench.surgery import PLAIN, rewrite
 
     warnings.simplefilter("ignore")
@@ -67,7 +67,13 @@ def child(args: argparse.Namespace) -> None:
 
     def work() -> int:
         if config == "xai_bench":
-            ds = explain(model, x, methods={method: params.get(method, {})}, targets=[0], memory_budget=args.budget)
+            ds = explain(
+                model,
+                x,
+                methods={method: params.get(method, {})},
+                targets=[0],
+                passes=Passes(memory_budget=args.budget),
+            )
             return ds[method].attrs["images_per_pass"]
         leaf = x.clone().requires_grad_(True)
         if method == "saliency":

@@ -78,12 +78,12 @@ def perturbation(model, rng, args) -> None:
     ds = maps_dataset(rng.random((args.maps, 1, 3, args.size, args.size)), [0], inputs=x.numpy())
     patch = args.size // 14  # 16 px at 224: 196 patches, about 10 a step
     chosen = {"deletion": {"patch": patch, "steps": args.steps}, "insertion": {"patch": patch, "steps": args.steps}}
-    evaluate(model, None, maps_dataset(rng.random((2, 1, 3, args.size, args.size)), [0], inputs=x[:2].numpy()),
-             metrics=chosen, batch_size=args.batch)  # fmt: skip  # warm-up
+    warm_up = maps_dataset(rng.random((2, 1, 3, args.size, args.size)), [0], inputs=x[:2].numpy())
+    evaluate(warm_up, model=model, metrics=chosen, passes=args.batch)
     images = 2 * args.maps * (args.steps + 1)
     bare = bare_forwards(model, x, images, args.batch)
     start = time.perf_counter()
-    evaluate(model, None, ds, metrics=chosen, batch_size=args.batch)
+    evaluate(ds, model=model, metrics=chosen, passes=args.batch)
     ours = time.perf_counter() - start
     print(f"| deletion + insertion, {args.maps} maps, {args.steps} steps | xai_bench | {ours:.1f} | {bare:.1f} | "
           f"{ours / bare:.3f} |")  # fmt: skip
@@ -110,12 +110,12 @@ def mprt(model, args) -> None:
     n, s = args.mprt_samples, args.mprt_size
     xm = torch.rand(n, 3, s, s)
     ym = torch.zeros(n, dtype=torch.long)
-    maps = explain(model, xm, methods=["saliency"], targets=ym, batch_size=args.batch)
+    maps = explain(model, xm, methods=["saliency"], targets=ym, passes=args.batch)
     bare_m = bare_saliency(model, xm, ym, args.batch)
     for similarity in (["spearman"], ["spearman", "ssim"]):
         start = time.perf_counter()
-        evaluate(model, None, maps, metrics={"parameter_randomisation": {"similarity": similarity}},
-                 batch_size=args.batch)  # fmt: skip
+        evaluate(maps, model=model, metrics={"parameter_randomisation": {"similarity": similarity}},
+                 passes=args.batch)  # fmt: skip
         ours_m = time.perf_counter() - start
         work = (
             f"MPRT, saliency, {n} samples of {s} px, {len(randomised_layers(model))} layers, {' and '.join(similarity)}"

@@ -116,7 +116,7 @@ def main() -> None:
         plain, _ = rewrite(net, PLAIN)
 
         def ours(batch_size, net=net, m=method, p=p):
-            return explain(net, x, methods={m: p}, targets=[target], batch_size=batch_size)
+            return explain(net, x, methods={m: p}, targets=[target], passes=batch_size)
 
         first = timed(lambda: ours("auto"))
         for _ in range(6):  # later calls: tuning goes on until it has measured its candidates (at most 6 here)

@@ -47,7 +47,7 @@ def main() -> None:
                     model(x[start : start + args.batch])
 
         def profiled(model=model, layers=layers):
-            profile(model, x, layers=layers, groups=labels, group_names=["a", "b", "c"], batch_size=args.batch)
+            profile(model, x, layers=layers, groups=labels, group_names=["a", "b", "c"], passes=args.batch)
 
         bare(), profiled()
         times: dict[str, list[float]] = {"bare": [], "profile": []}

@@ -77,9 +77,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for method, (captum_call, params) in cases.items():
         t_captum, theirs = clock(lambda c=captum_call: [c(t).detach().numpy() for t in range(args.targets)])
-        t_ours, ds = clock(
-            lambda m=method, p=params: explain(model, x, targets="all", methods={m: p}, batch_size=per_pass)
-        )
+        t_ours, ds = clock(lambda m=method, p=params: explain(model, x, targets="all", methods={m: p}, passes=per_pass))
         ours = ds[method].values  # (sample, target, C, H, W)
         diff = max(float(np.abs(ours[:, t] - theirs[t]).max()) for t in range(args.targets))
         print(f"| {method} | {t_captum:.2f} | {t_ours:.2f} | {t_captum / t_ours:.1f}x | {diff:.1e} |")

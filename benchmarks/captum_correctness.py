@@ -46,7 +46,7 @@ def main() -> None:
         plain, _ = rewrite(model, PLAIN)
         reference = GuidedBackprop(plain).attribute(x.clone().requires_grad_(True), target=target)
         raw = GuidedBackprop(model).attribute(x.clone().requires_grad_(True), target=target)
-        ds = explain(model, x, targets=[0, 1], methods=["guided_backprop", "deeplift"], batch_size=8)
+        ds = explain(model, x, targets=[0, 1], methods=["guided_backprop", "deeplift"], passes=8)
         ours = torch.from_numpy(ds["guided_backprop"].values)[[0, 1], [0, 1]]
         with torch.no_grad():
             change = (model(x) - model(torch.zeros_like(x)))[[0, 1], [0, 1]].abs()

@@ -64,7 +64,7 @@ def one(name: str, factory: Callable[[], torch.nn.Module]) -> dict[str, str]:
     row = {"model": name}
     start = time.perf_counter()
     try:
-        ds = explain(model, x, methods={"deeplift": {"baseline": reference[0]}}, targets=[0, 3], batch_size=4)
+        ds = explain(model, x, methods={"deeplift": {"baseline": reference[0]}}, targets=[0, 3], passes=4)
         miss = float(torch.as_tensor(ds["deeplift_delta"].values).abs().max()) / scale
         row["xai_bench"] = "exact" if miss < 1e-9 else "NOT EXACT"
         row["miss"] = f"{miss:.1e}"

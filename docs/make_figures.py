@@ -17,8 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from xai_bench import evaluate, open_maps, overlay, select_map
-from xai_bench.app.demo import make_shapes, run_demo, train
+from xai_bench.app.demo import run_demo
 from xai_bench.app.viz import metrics_table, plot_curves, plot_maps, plot_randomisation
+from xai_bench.testing import make_shapes
+from xai_bench.testing import train_shapes as train
 
 OUT = Path(__file__).resolve().parent / "img"
 
@@ -67,7 +69,7 @@ def metric_figures() -> None:
     methods = {"occlusion": {"window": 4, "stride": 2}, "saliency": {}, "integrated_gradients": {"n_steps": 16},
                "deeplift": {}}  # fmt: skip
     ds = explain(model, x, methods=methods, targets="predicted")
-    scores = evaluate(model, None, ds, masks=masks[256:270, None], metrics={
+    scores = evaluate(ds, model = model, masks=masks[256:270, None], metrics={
         "deletion": {"patch": 2, "steps": 20}, "parameter_randomisation": {}, "pointing_game": {},
         "relevance_mass": {}, "relevance_rank": {},
     })  # fmt: skip

@@ -36,9 +36,9 @@ def figures() -> dict[str, plt.Figure]:
     from covid_cxr import figures as study
     from covid_cxr.labels import Hierarchy
 
-    from xai_bench import explain, profile
-    from xai_bench.app.viz import plot_dead_feature_maps, plot_naps
+    from xai_bench import Passes, Targets, explain, profile
     from xai_bench.testing import tiny_cnn
+    from xai_bench.viz import plot_dead_feature_maps, plot_naps
 
     rng = np.random.default_rng(0)
     scores = study.FIG3_SCORES
@@ -68,14 +68,16 @@ def figures() -> dict[str, plt.Figure]:
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     layers = {"input": "input", "after_conv1": "conv1", "after_conv3": "conv3"}
     naps = profile(model, images, layers=layers, groups=groups, group_names=["padded", "plain"],
-                   profilers={"naps": {"top_k": 3}, "dead_feature_maps": {}}, progress=False)  # fmt: skip
-    maps = {name: explain(model, images[:1], methods={"occlusion": {"window": 4, "stride": 2}}, targets=[[0, 1, 2]],
-                          labels=["COVID-19", "pneumonia", "viral", "healthy"], sample_ids=["phantom_0.png"])
+                   profilers={"naps": {"top_k": 3}, "dead_feature_maps": {}},
+                   passes=Passes(progress=False))  # fmt: skip
+    names = ["COVID-19", "pneumonia", "viral", "healthy"]
+    occlusion = {"occlusion": {"window": 4, "stride": 2}}
+    maps = {name: explain(model, images[:1], methods=occlusion, sample_ids=["phantom_0.png"],
+                          targets=Targets([[0, 1, 2]], class_names=names))
             for name in ("resnet18", "densenet161")}  # fmt: skip
     chances = {"resnet18": 0.91, "densenet161": 0.12}
-    series = {name: explain(model, images[4:7], methods={"occlusion": {"window": 4, "stride": 2}}, targets=[0],
-                            labels=["COVID-19", "pneumonia", "viral", "healthy"],
-                            sample_ids=["day_0.png", "day_3.png", "day_9.png"])
+    series = {name: explain(model, images[4:7], methods=occlusion, sample_ids=["day_0.png", "day_3.png", "day_9.png"],
+                            targets=Targets([0], class_names=names))
               for name in ("densenet161", "resnet18")}  # fmt: skip
     return {
         "readable_fig1_findings.png": study.findings_figure(labels, sources, list(hierarchy.parents)),

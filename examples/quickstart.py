@@ -9,8 +9,8 @@ import matplotlib
 import torch
 import torchvision
 
-from xai_bench import explain, open_maps
-from xai_bench.app.viz import plot_maps
+from xai_bench import Passes, explain, open_maps
+from xai_bench.viz import plot_maps
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
         sample_ids=["first", "second"],
         store=store,
         overwrite=True,  # a rerun replaces the last run's maps
-        progress=True,
+        passes=Passes(progress=True),
     )
     print(ds)
     print("DeepLIFT completeness |delta| per sample:", abs(ds["deeplift_delta"]).max("slot").values)

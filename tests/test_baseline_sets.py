@@ -19,7 +19,7 @@ def test_deeplift_with_three_baselines_is_the_mean_of_three_single_baseline_runs
     model = tiny_cnn()
     x = torch.rand(4, 3, 12, 12, generator=gen, dtype=torch.float64)
     refs = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
-    ds = explain(model, x, methods={"deeplift": {"baselines": refs}}, targets=[0, 2], batch_size=batch_size)
+    ds = explain(model, x, methods={"deeplift": {"baselines": refs}}, targets=[0, 2], passes=batch_size)
     singles = [explain(model, x, methods={"deeplift": {"baseline": r}}, targets=[0, 2]) for r in refs]
     mean_maps = np.mean([s["deeplift"].values for s in singles], axis=0)
     np.testing.assert_allclose(ds["deeplift"].values, mean_maps, rtol=1e-10, atol=1e-13)
@@ -61,7 +61,7 @@ def test_integrated_gradients_with_a_set_is_the_mean_over_its_baselines(gen, bat
     refs = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
     params = {"n_steps": 6, "method": "riemann_trapezoid"}
     ds = explain(model, x, methods={"integrated_gradients": {**params, "baselines": refs}}, targets=[1],
-                 batch_size=batch_size)  # fmt: skip
+                 passes=batch_size)  # fmt: skip
     singles = [
         explain(model, x, methods={"integrated_gradients": {**params, "baseline": r}}, targets=[1]) for r in refs
     ]
@@ -80,7 +80,7 @@ def test_per_sample_baselines_give_each_sample_its_own_reference(gen, method, ba
     x = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
     refs = torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
     extra = {"n_steps": 6} if method == "integrated_gradients" else {}
-    ds = explain(model, x, methods={method: {**extra, "sample_baselines": refs}}, targets=[0, 2], batch_size=batch_size)
+    ds = explain(model, x, methods={method: {**extra, "sample_baselines": refs}}, targets=[0, 2], passes=batch_size)
     for i in range(3):
         alone = explain(model, x[i : i + 1], methods={method: {**extra, "baseline": refs[i]}}, targets=[0, 2])
         np.testing.assert_allclose(ds[method].values[i], alone[method].values[0], rtol=1e-10, atol=1e-14)
@@ -108,11 +108,11 @@ def test_per_sample_baselines_are_told_apart_in_provenance():
 
 
 def test_run_refuses_per_sample_baselines_before_any_work(tmp_path):
-    from xai_bench import run
+    from xai_bench import Passes, run
 
     x = torch.rand(4, 3, 12, 12, dtype=torch.float64)
     for method in ("deeplift", "integrated_gradients"):
         chosen = {method: {"sample_baselines": torch.zeros_like(x), "smooth": {"samples": 2}}}
         with pytest.raises(InvalidParameterError, match=f"{method}: run\\(\\) explains a data set block by block"):
-            run(tiny_cnn(), x, methods=chosen, store=tmp_path / "s.zarr", progress=False)
+            run(tiny_cnn(), x, methods=chosen, store=tmp_path / "s.zarr", passes=Passes(progress=False))
     assert not (tmp_path / "s.zarr").exists()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench import Attribution, InvalidParameterError, OneTarget, explain
+from xai_bench import Attribution, InvalidParameterError, OneTarget, Passes, explain
 from xai_bench.engine.memory import image_cost, images_per_pass, parse_budget
 from xai_bench.testing import tiny_cnn
 
@@ -48,9 +48,11 @@ def test_auto_batches_follow_the_budget_and_results_do_not_change():
     model = tiny_cnn()
     x = torch.rand(6, 3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     methods = {"deeplift": {}, "integrated_gradients": {"n_steps": 6}, "occlusion": {"window": 4, "stride": 4}}
-    roomy = explain(model, x, targets="all", methods=methods, memory_budget="1GiB")
+    roomy = explain(model, x, targets="all", methods=methods, passes=Passes(memory_budget="1GiB"))
     cost = image_cost(model, x)
-    tight = explain(model, x, targets="all", methods=methods, memory_budget=3 * (cost.saved + 2 * cost.input))
+    tight = explain(
+        model, x, targets="all", methods=methods, passes=Passes(memory_budget=3 * (cost.saved + 2 * cost.input))
+    )
     for method in methods:
         np.testing.assert_allclose(tight[method].values, roomy[method].values, rtol=1e-10, atol=1e-13)
         assert tight[method].attrs["max_images_per_pass"] < roomy[method].attrs["max_images_per_pass"]
@@ -76,7 +78,7 @@ def test_out_of_memory_halves_the_pass_and_keeps_finished_work(add_plugin):
 
     add_plugin(Greedy)
     x = torch.rand(7, 3, 8, 8, dtype=torch.float64)
-    ds = explain(tiny_cnn(), x, targets=[0, 2], methods=["greedy"], batch_size=8)
+    ds = explain(tiny_cnn(), x, targets=[0, 2], methods=["greedy"], passes=8)
     np.testing.assert_allclose(ds["greedy"].values[:, 1], 3 * x.numpy())
     assert ds["greedy"].attrs["images_per_pass"] == 2
     assert calls[:2] == [7, 4] and max(calls[2:]) <= 2  # 8 -> 4 -> 2 images per pass
@@ -121,10 +123,10 @@ def test_many_targets_share_forward_passes(method, params):
     explain(model, x, targets=[0], methods={method: params})
     seen.clear()
     try:
-        one = explain(model, x, targets=[1], methods={method: params}, batch_size=64)
+        one = explain(model, x, targets=[1], methods={method: params}, passes=64)
         images_one = sum(seen)
         seen.clear()
-        four = explain(model, x, targets="all", methods={method: params}, batch_size=64)
+        four = explain(model, x, targets="all", methods={method: params}, passes=64)
         images_four = sum(seen)
     finally:
         handle.remove()
@@ -150,7 +152,7 @@ def test_a_budget_below_the_smallest_pass_warns_and_still_computes_correctly():
     model = tiny_cnn()
     x = torch.rand(3, 3, 12, 12, dtype=torch.float64)
     with pytest.warns(xai_bench.XaiBenchWarning, match="deeplift: its smallest pass \\(2 images"):
-        ds = explain(model, x, targets=[0], methods=["deeplift"], memory_budget=1)
+        ds = explain(model, x, targets=[0], methods=["deeplift"], passes=Passes(memory_budget=1))
     assert ds["deeplift"].attrs["images_per_pass"] == 2  # an input and its reference
     assert np.abs(ds["deeplift_delta"].values).max() < 1e-12
 

@@ -8,13 +8,13 @@ import torch
 import xarray as xr
 from torch import nn
 
-from xai_bench import StoreMismatchError, explain, open_maps, run
+from xai_bench import Passes, StoreMismatchError, explain, open_maps, run
 from xai_bench.core.provenance import model_fingerprint
 from xai_bench.scale.factories import FactoryWithCheckpoint
 from xai_bench.testing import tiny_cnn
 from xai_bench.testing.data import SyntheticImages
 
-ARGS = {"methods": ["saliency"], "targets": "all", "batch_size": 4, "memory_budget": "1GiB", "progress": False}
+ARGS = {"methods": ["saliency"], "targets": "all", "passes": Passes(batch_size=4, memory_budget="1GiB", progress=False)}
 FACTORY = "xai_bench.testing.models:tiny_cnn"
 
 
@@ -64,11 +64,12 @@ def test_a_worker_checks_its_model_before_every_block(tmp_path):
     net, _ = cluster._worker_model(factory, None, fingerprint)
     with torch.no_grad():
         net.fc.bias.add_(1)  # changed in place after it was built and checked
-    explain_args = {
-        "methods": ["saliency"], "labels": None, "task": "multiclass", "threshold": 0.5, "targets": "all",
-        "max_targets": None, "batch_size": 4, "memory_budget": "1GiB", "store_inputs": False,
-        "input_normalization": None,
-    }  # fmt: skip
+    from xai_bench.api.job import ExplainJob
+
+    explain_args = ExplainJob.build(
+        methods=["saliency"], targets="all", passes=Passes(batch_size=4, memory_budget="1GiB"), store_inputs=False,
+        input_normalization=None, old={}, where="run", accepted=[],
+    )  # fmt: skip
     # The kept model no longer has the run's weights: it is built again from the factory, and the block
     # gets the maps of the run's weights.
     assert cluster.explain_shard(factory, data, [2, 3], data.sample_ids, explain_args, str(store), None,
@@ -156,7 +157,7 @@ class _Ordered(nn.Module):
 
 
 X = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-DEEPLIFT = {"methods": ["deeplift"], "targets": [0, 2], "batch_size": 2}
+DEEPLIFT = {"methods": ["deeplift"], "targets": [0, 2], "passes": 2}
 
 
 def _fresh(model: nn.Module):
@@ -238,7 +239,7 @@ def test_a_replaced_head_gives_its_own_class_count(swap, method):
     import copy
 
     model = _sequential()
-    args = {"methods": [method], "batch_size": 2}
+    args = {"methods": [method], "passes": 2}
     assert explain(model, X, targets="all", **args)[method].shape[1] == 3
     swap(model)
     with torch.no_grad():

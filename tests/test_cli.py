@@ -58,7 +58,7 @@ RUN = [
     "saliency,deeplift",
     "--targets",
     "all",
-    "--budget",
+    "--memory-budget",
     "256MiB",
 ]
 
@@ -291,13 +291,19 @@ def test_a_missing_required_method_parameter_is_named():
 def test_show_lists_a_few_targets_and_their_count(tmp_path, capsys):
     import torch
 
-    from xai_bench import explain
+    from xai_bench import Targets, explain
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 12)).double().eval()
     labels = [f"class{i}" for i in range(12)]
     store = tmp_path / "m.zarr"
-    explain(model, torch.rand(1, 3, 4, 4, dtype=torch.float64), methods="saliency", targets="all", labels=labels,
-            sample_ids=["a"], store=store)  # fmt: skip
+    explain(
+        model,
+        torch.rand(1, 3, 4, 4, dtype=torch.float64),
+        methods="saliency",
+        sample_ids=["a"],
+        store=store,
+        targets=Targets("all", class_names=labels),
+    )
     assert main(["show", str(store), "--sample", "a", "--target", "class99"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("xai-bench: error: no target 'class99'; targets: class0, class1,")

@@ -8,7 +8,7 @@ from xai_bench.testing import CHECKS, check_attributor, check_metric
 
 # Parameters that fit the conformance suite's 12 x 12 images.
 SMALL = {"occlusion": {"window": 4, "stride": 2}, "integrated_gradients": {"n_steps": 8}}
-BUILTINS = [m for m, info in xai_bench.methods().items() if info["provider"] == "xai_bench.attributors.builtin"]
+BUILTINS = [m for m, info in xai_bench.list_methods().items() if info["provider"] == "xai_bench.attributors.builtin"]
 
 
 @pytest.mark.parametrize("check", list(CHECKS))

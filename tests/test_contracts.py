@@ -22,7 +22,9 @@ from xai_bench import (
     InvalidTargetError,
     ModelOutputError,
     OneTarget,
+    Passes,
     PluginError,
+    Targets,
     UnknownMethodError,
     XaiBenchWarning,
     explain,
@@ -184,9 +186,15 @@ def test_the_conformance_suite_catches_a_method_that_draws_from_the_global_rng(a
 def test_impossible_thresholds_are_refused_in_one_line(lin, tmp_path, threshold):
     model, x = lin
     with pytest.raises(InvalidTargetError, match=r"^threshold must be a (number|probability in \[0, 1\))[^\n]*$"):
-        explain(model, x, methods="saliency", task="multilabel", threshold=threshold)
+        explain(model, x, methods="saliency", targets=Targets("predicted", task="multilabel", threshold=threshold))
     with pytest.raises(InvalidTargetError, match="^threshold must be"):
-        xai_bench.run(model, list(x), methods="saliency", store=tmp_path / "s", task="multilabel", threshold=threshold)
+        xai_bench.run(
+            model,
+            list(x),
+            methods="saliency",
+            store=tmp_path / "s",
+            targets=Targets("predicted", task="multilabel", threshold=threshold),
+        )
     assert not (tmp_path / "s").exists()
 
 
@@ -256,9 +264,9 @@ def test_a_call_under_inference_mode_gives_the_maps_of_a_plain_call(lin):
         np.testing.assert_array_equal(inside[method].values, plain[method].values)
     # Metrics that make maps again need gradients too.
     metric = {"parameter_randomisation": {"layers": ["fc"]}}
-    expected = xai_bench.evaluate(model, x, plain, metrics=metric, methods=["saliency"])
+    expected = xai_bench.evaluate(plain, model=model, inputs=x, metrics=metric, methods=["saliency"])
     with torch.inference_mode():
-        got = xai_bench.evaluate(model, x.clone(), plain, metrics=metric, methods=["saliency"])
+        got = xai_bench.evaluate(plain, model=model, inputs=x.clone(), metrics=metric, methods=["saliency"])
     xr.testing.assert_identical(got, expected)
 
 
@@ -304,7 +312,7 @@ def test_a_plugin_hook_that_raises_is_named_and_the_builtins_still_load(monkeypa
     _broken_hook_plugin(monkeypatch)
     with pytest.warns(XaiBenchWarning, match="Plugin 'broken_hook_plugin' failed in register_attributors "
                                              r"\(RuntimeError: cannot find my weights\)"):  # fmt: skip
-        listing = xai_bench.methods()
+        listing = xai_bench.list_methods()
     assert "saliency" in listing and "wrong_size" not in listing
     assert "saliency" in explain(model, x, methods="saliency", targets=[0])
     with pytest.raises(UnknownMethodError, match="Plugin 'broken_hook_plugin' failed to register its methods"):
@@ -334,8 +342,7 @@ def test_run_names_the_sample_of_an_odd_image(tmp_path, odd, samples_per_block):
                                                 r"expected \(3, 4, 4\)"):  # fmt: skip
         xai_bench.run(
             Linear().eval(), Images(odd), methods="saliency", store=tmp_path / "s", targets=[0],
-            samples_per_block=samples_per_block, progress=False,
-        )  # fmt: skip
+            samples_per_block=samples_per_block, passes=Passes(progress=False))  # fmt: skip
 
 
 def test_nan_inputs_are_named_by_sample_id_in_explain_and_run(lin, tmp_path):
@@ -347,7 +354,7 @@ def test_nan_inputs_are_named_by_sample_id_in_explain_and_run(lin, tmp_path):
     images = Images(torch.full((3, 4, 4), math.nan))
     with pytest.raises(InvalidInputError, match=r"NaN or Inf values \(samples \['s3'\]\)"):
         xai_bench.run(model, images, methods="saliency", store=tmp_path / "s", targets=[0], samples_per_block=2,
-                      progress=False)  # fmt: skip
+                      passes=Passes(progress=False))  # fmt: skip
 
 
 def test_builtins_pass_the_contract_checks_with_a_delta_and_smoothing(lin):
@@ -363,7 +370,7 @@ def test_run_given_no_data_set_says_what_it_needs(tmp_path):
     from xai_bench.testing import tiny_cnn
 
     with pytest.raises(InvalidInputError, match=r"run\(\) needs a data set .*got int"):
-        run(tiny_cnn(), 42, methods="saliency", store=tmp_path / "s.zarr", progress=False)
+        run(tiny_cnn(), 42, methods="saliency", store=tmp_path / "s.zarr", passes=Passes(progress=False))
 
 
 def test_a_plugin_registered_on_the_manager_after_a_first_call_is_found():

@@ -35,7 +35,7 @@ def test_deeplift_sums_to_the_change_of_the_logit(name):
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 64, 64, generator=g, dtype=torch.float64)
     baseline = torch.rand(3, 64, 64, generator=g, dtype=torch.float64) * 0.5
-    ds = explain(model, x, methods={"deeplift": {"baseline": baseline}}, targets=[0, 3], batch_size=4)
+    ds = explain(model, x, methods={"deeplift": {"baseline": baseline}}, targets=[0, 3], passes=4)
     with torch.no_grad():
         change = model(x)[:, [0, 3]] - model(baseline[None])[:, [0, 3]]
     delta = torch.as_tensor(ds["deeplift_delta"].values)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xai_bench import DeviceMismatchError, InvalidParameterError, explain, profile, run
+from xai_bench import DeviceMismatchError, InvalidParameterError, Passes, explain, profile, run
 from xai_bench.api.preflight import on_device
 from xai_bench.testing import tiny_cnn
 
@@ -28,8 +28,8 @@ def test_device_cpu_given_explicitly_gives_the_default_maps():
     x = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     snapshot = _snapshot(model)
     chosen = ["saliency", "deeplift"]
-    given = explain(model, x, methods=chosen, targets=[0, 1], device="cpu", batch_size=4)
-    default = explain(model, x, methods=chosen, targets=[0, 1], batch_size=4)
+    given = explain(model, x, methods=chosen, targets=[0, 1], passes=Passes(device="cpu", batch_size=4))
+    default = explain(model, x, methods=chosen, targets=[0, 1], passes=4)
     for method in chosen:
         np.testing.assert_array_equal(given[method].values, default[method].values)
     _assert_unchanged(model, snapshot)
@@ -39,7 +39,9 @@ def test_run_takes_a_device_and_leaves_the_model_where_it_was(tmp_path):
     model = tiny_cnn()
     images = torch.rand(5, 3, 12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     snapshot = _snapshot(model)
-    summary = run(model, images, methods=["saliency"], store=tmp_path / "m.zarr", device="cpu", progress=False)
+    summary = run(
+        model, images, methods=["saliency"], store=tmp_path / "m.zarr", passes=Passes(device="cpu", progress=False)
+    )
     assert summary.computed == 5
     _assert_unchanged(model, snapshot)
 
@@ -50,13 +52,17 @@ def test_run_takes_a_device_and_leaves_the_model_where_it_was(tmp_path):
 )
 def test_a_device_torch_does_not_know_is_refused(device, message):
     with pytest.raises(InvalidParameterError, match=message):
-        explain(tiny_cnn(), torch.rand(1, 3, 12, 12, dtype=torch.float64), methods="saliency", device=device)
+        explain(
+            tiny_cnn(), torch.rand(1, 3, 12, 12, dtype=torch.float64), methods="saliency", passes=Passes(device=device)
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where there is no GPU")
 def test_asking_for_a_gpu_where_there_is_none_says_so():
     with pytest.raises(InvalidParameterError, match="no CUDA GPU is available here; use 'cpu'"):
-        explain(tiny_cnn(), torch.rand(1, 3, 12, 12, dtype=torch.float64), methods="saliency", device="cuda")
+        explain(
+            tiny_cnn(), torch.rand(1, 3, 12, 12, dtype=torch.float64), methods="saliency", passes=Passes(device="cuda")
+        )
 
 
 def test_a_model_spread_over_devices_is_not_moved():
@@ -70,7 +76,7 @@ def test_explain_on_the_gpu_moves_the_model_back_bit_for_bit():
     model = tiny_cnn()
     x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
     snapshot = _snapshot(model)
-    on_gpu = explain(model, x, methods=["saliency", "deeplift"], targets=[0], device="cuda")
+    on_gpu = explain(model, x, methods=["saliency", "deeplift"], targets=[0], passes=Passes(device="cuda"))
     _assert_unchanged(model, snapshot)
     on_cpu = explain(model, x, methods=["saliency", "deeplift"], targets=[0])
     np.testing.assert_allclose(on_gpu["deeplift"].values, on_cpu["deeplift"].values, rtol=1e-9, atol=1e-12)
@@ -82,7 +88,7 @@ def test_devices_that_hold_no_values_or_are_absent_are_refused(device):
         pytest.skip("this machine has mps")
     model = tiny_cnn()
     with pytest.raises(InvalidParameterError, match=f"{device} is not a device this torch can run on here"):
-        explain(model, torch.rand(1, 3, 12, 12, dtype=torch.float64), methods="saliency", device=device)
+        explain(model, torch.rand(1, 3, 12, 12, dtype=torch.float64), methods="saliency", passes=Passes(device=device))
     assert next(model.parameters()).device.type == "cpu"
 
 
@@ -91,10 +97,10 @@ def test_profile_takes_a_device_gives_the_same_profile_and_leaves_the_model_wher
     images = torch.rand(6, 3, 12, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     groups = torch.tensor([0, 1, 0, 1, 1, 0])
     snapshot = _snapshot(model)
-    given = profile(model, images, layers=["input"], groups=groups, group_names=["a", "b"], device="cpu")
+    given = profile(model, images, layers=["input"], groups=groups, group_names=["a", "b"], passes=Passes(device="cpu"))
     default = profile(model, images, layers=["input"], groups=groups, group_names=["a", "b"])
     for name in default.data_vars:
         np.testing.assert_array_equal(given[name].values, default[name].values)
     _assert_unchanged(model, snapshot)
     with pytest.raises(InvalidParameterError, match="device must be a torch device"):
-        profile(model, images, layers=["input"], groups=groups, group_names=["a", "b"], device="gpu")
+        profile(model, images, layers=["input"], groups=groups, group_names=["a", "b"], passes=Passes(device="gpu"))

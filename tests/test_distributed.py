@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from xai_bench import InvalidParameterError, open_maps, run
+from xai_bench import InvalidParameterError, Passes, open_maps, run
 from xai_bench.testing import tiny_cnn
 from xai_bench.testing.data import SyntheticImages
 
@@ -24,9 +24,7 @@ pytestmark = pytest.mark.slow
 ARGS = {
     "methods": {"saliency": {}, "deeplift": {}},
     "targets": "all",
-    "batch_size": 4,
-    "memory_budget": "1GiB",
-    "progress": False,
+    "passes": Passes(batch_size=4, memory_budget="1GiB", progress=False),
 }
 
 

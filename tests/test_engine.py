@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xai_bench import profile
+from xai_bench import Passes, profile
 from xai_bench.engine import planner, runner
 from xai_bench.engine.tuning import Measurements, PassSizer, candidates, next_probe
 from xai_bench.testing import tiny_cnn
@@ -128,10 +128,10 @@ def test_profile_splits_the_data_into_passes_within_the_budget():
     seen = []
     handle = model.fc.register_forward_hook(lambda m, i, o: seen.append(len(o)))
     try:
-        whole = profile(model, x, layers=["conv3"], groups=groups, group_names=["a", "b"], batch_size=10)
+        whole = profile(model, x, layers=["conv3"], groups=groups, group_names=["a", "b"], passes=10)
         passes_whole = list(seen)
         seen.clear()
-        split = profile(model, x, layers=["conv3"], groups=groups, group_names=["a", "b"], batch_size=3)
+        split = profile(model, x, layers=["conv3"], groups=groups, group_names=["a", "b"], passes=3)
     finally:
         handle.remove()
     assert passes_whole[-1] == 10 and seen[-4:] == [3, 3, 3, 1]
@@ -143,10 +143,10 @@ def test_profile_takes_a_memory_budget_like_explain():
     model = tiny_cnn()
     x = torch.rand(6, 3, 12, 12, dtype=torch.float64)
     ds = profile(model, x, layers=["conv3"], groups=torch.tensor([0, 1, 0, 1, 0, 1]), group_names=["a", "b"],
-                 memory_budget="64MiB")  # fmt: skip
+                 passes=Passes(memory_budget="64MiB"))  # fmt: skip
     assert ds.attrs["memory_budget"] == 64 * 2**20 and ds.attrs["batch_size"] == "auto"
     with pytest.raises(Exception, match="batch_size must be 'auto' or a positive int"):
-        profile(model, x, layers=["conv3"], groups=torch.tensor([0] * 6), group_names=["a"], batch_size=0)
+        profile(model, x, layers=["conv3"], groups=torch.tensor([0] * 6), group_names=["a"], passes=0)
 
 
 def test_a_small_budget_makes_profile_passes_small():
@@ -159,7 +159,7 @@ def test_a_small_budget_makes_profile_passes_small():
     handle = model.fc.register_forward_hook(lambda m, i, o: seen.append(len(o)))
     try:
         profile(model, x, layers=["conv3"], groups=torch.tensor([0, 1] * 4), group_names=["a", "b"],
-                memory_budget=2 * per_image + 1)  # fmt: skip
+                passes=Passes(memory_budget=2 * per_image + 1))  # fmt: skip
     finally:
         handle.remove()
     assert seen and max(seen) <= 2 and sum(seen) == 8

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench import InvalidParameterError, StoreExistsError, explain, open_maps, run, verify_store
+from xai_bench import InvalidParameterError, Passes, StoreExistsError, explain, open_maps, run, verify_store
 from xai_bench.api.evaluating import evaluate, list_metrics
 from xai_bench.metrics.base import Metric, Score
 from xai_bench.testing import tiny_cnn
@@ -50,7 +50,7 @@ def test_a_third_party_metric_is_listed_and_runs_like_the_built_ins(monkeypatch,
     assert main(["metrics"]) == 0
     assert "map_mean" in capsys.readouterr().out
     ds = explain(tiny_cnn(), _images(), methods=["saliency"], targets=[0, 1])
-    out = evaluate(None, None, ds, metrics={"map_mean": {"scale": 2.0}})
+    out = evaluate(ds, metrics={"map_mean": {"scale": 2.0}})
     expected = 2 * ds["saliency"].mean(("channel", "y", "x")).values
     np.testing.assert_allclose(out["saliency_map_mean"].values, expected)
     assert json.loads(out["saliency_map_mean"].attrs["params"]) == {"scale": 2.0}
@@ -60,7 +60,7 @@ def test_a_third_party_metric_is_listed_and_runs_like_the_built_ins(monkeypatch,
 def test_slot_layouts_score_only_the_pairs_with_maps():
     model = tiny_cnn()
     ds = explain(model, _images(), methods=["deeplift"], targets=[[0], [1, 2], []])
-    out = evaluate(model, None, ds, metrics="completeness")
+    out = evaluate(ds, model=model, metrics="completeness")
     values = out["deeplift_completeness"].values
     assert out["deeplift_completeness"].dims == ("sample", "slot")
     assert np.isfinite(values[0, 0]) and np.isnan(values[0, 1]) and np.isfinite(values[1]).all()
@@ -73,14 +73,14 @@ def test_metrics_go_into_the_maps_store_each_array_whole(tmp_path):
     store = tmp_path / "maps.zarr"
     explain(model, _images(), methods=["saliency", "deeplift"], targets=[0, 2], store=store)
     chosen = {"deletion": {"patch": 4, "steps": 3}, "completeness": {}}
-    out = evaluate(model, None, open_maps(store), metrics=chosen, store=store, batch_size=4)
+    out = evaluate(open_maps(store), model=model, metrics=chosen, into=store, passes=4)
     back = open_maps(store, verify=True)
     np.testing.assert_array_equal(back["saliency_deletion_curve"].values, out["saliency_deletion_curve"].values)
     assert list(back["deletion_fraction"].values) == [0, 1 / 3, 2 / 3, 1]
     assert verify_store(store).ok
     with pytest.raises(StoreExistsError, match="already holds deeplift_completeness, deeplift_deletion"):
-        evaluate(model, None, open_maps(store), metrics=chosen, store=store)
-    again = evaluate(model, None, open_maps(store), metrics=chosen, store=store, overwrite=True, batch_size=4)
+        evaluate(open_maps(store), model=model, metrics=chosen, into=store)
+    again = evaluate(open_maps(store), model=model, metrics=chosen, into=store, overwrite=True, passes=4)
     np.testing.assert_array_equal(again["deeplift_deletion"].values, out["deeplift_deletion"].values)
 
 
@@ -88,9 +88,9 @@ def test_metrics_go_into_a_run_store_too(tmp_path):
     model = tiny_cnn().float()
     x = _images(5).float()
     store = tmp_path / "run.zarr"
-    run(model, x, methods=["saliency"], targets=[1], store=store, progress=False, store_inputs=True,
-        samples_per_block=2)  # fmt: skip
-    evaluate(model, None, open_maps(store), metrics={"insertion": {"patch": 6, "steps": 2}}, store=store)
+    run(model, x, methods=["saliency"], targets=[1], store=store, store_inputs=True,
+        samples_per_block=2, passes=Passes(progress=False))  # fmt: skip
+    evaluate(open_maps(store), model=model, metrics={"insertion": {"patch": 6, "steps": 2}}, into=store)
     back = open_maps(store, verify=True)
     assert back["saliency_insertion"].shape == (5, 1) and np.isfinite(back["saliency_insertion"].values).all()
 
@@ -102,7 +102,7 @@ def test_randomisation_leaves_the_model_and_the_random_state_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    evaluate(model, None, ds, metrics="parameter_randomisation")
+    evaluate(ds, model=model, metrics="parameter_randomisation")
     assert torch.equal(torch.rand(3), expected)
     assert_model_unchanged(before, model)
 
@@ -110,13 +110,13 @@ def test_randomisation_leaves_the_model_and_the_random_state_alone():
 def test_what_a_metric_needs_is_asked_for_plainly():
     ds = explain(tiny_cnn(), _images(2), methods=["saliency"], targets=[0], store_inputs=False)
     with pytest.raises(InvalidParameterError, match="deletion call the model: pass it as evaluate"):
-        evaluate(None, None, ds, metrics="deletion")
+        evaluate(ds, metrics="deletion")
     with pytest.raises(xai_bench.InvalidInputError, match="need the inputs"):
-        evaluate(tiny_cnn(), None, ds, metrics="deletion")
+        evaluate(ds, model=tiny_cnn(), metrics="deletion")
     with pytest.raises(InvalidParameterError, match="the maps have no method 'deeplift'"):
-        evaluate(None, None, ds, metrics="completeness", methods=["deeplift"])
+        evaluate(ds, metrics="completeness", methods=["deeplift"])
     with pytest.raises(xai_bench.UnknownMethodError, match="Unknown metric 'deletions'"):
-        evaluate(None, None, ds, metrics="deletions")
+        evaluate(ds, metrics="deletions")
 
 
 def test_the_evaluate_command_writes_metrics_into_the_store(tmp_path, capsys):

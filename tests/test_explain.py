@@ -15,6 +15,8 @@ from xai_bench import (
     InvalidParameterError,
     InvalidTargetError,
     ModelOutputError,
+    Passes,
+    Targets,
     XaiBenchWarning,
     explain,
     open_maps,
@@ -36,10 +38,9 @@ def test_layout_coordinates_and_scores(case):
     ds = explain(
         model,
         x,
-        targets=["viral", 3],
-        labels=LABELS,
         methods=["saliency", "deeplift"],
         sample_ids=["a", "b", "c"],
+        targets=Targets(["viral", 3], class_names=LABELS),
     )
     assert ds["deeplift"].dims == ("sample", "target", "channel", "y", "x")
     assert ds["deeplift"].shape == (3, 2, 3, 12, 12)
@@ -108,7 +109,7 @@ def test_predicted_multilabel_uses_the_threshold(case):
     with torch.no_grad():
         probs = torch.sigmoid(model(x)).numpy()
     threshold = float(np.median(probs))
-    ds = explain(model, x, targets="predicted", task="multilabel", threshold=threshold, methods=["deeplift"])
+    ds = explain(model, x, methods=["deeplift"], targets=Targets("predicted", task="multilabel", threshold=threshold))
     assert ds.sizes["slot"] == 4  # max_targets defaults to every class
     for i in range(len(x)):
         used = ds["target_index"].values[i] >= 0
@@ -122,11 +123,10 @@ def test_store_round_trip(case, tmp_path):
     ds = explain(
         model,
         x,
-        targets=["covid", "normal"],
-        labels=LABELS,
         methods=["saliency", "deeplift"],
         store=tmp_path / "maps.zarr",
         sample_ids=["p1", "p2", "p3"],
+        targets=Targets(["covid", "normal"], class_names=LABELS),
     )
     back = open_maps(tmp_path / "maps.zarr")
     xr.testing.assert_identical(back.load(), ds)
@@ -199,15 +199,15 @@ def test_bad_inputs_are_refused_and_nothing_changes(case, make_input, error, mes
 def test_bad_targets(case, targets, labels, message):
     model, x = case
     with pytest.raises(InvalidTargetError, match=message):
-        explain(model, x, targets=targets, labels=labels, methods=["saliency"])
+        explain(model, x, methods=["saliency"], targets=Targets(targets, class_names=labels))
 
 
 def test_bad_labels_and_task(case):
     model, x = case
     with pytest.raises(InvalidTargetError, match="labels has 2 names but the model has 4 outputs"):
-        explain(model, x, targets=0, labels=["a", "b"], methods=["saliency"])
+        explain(model, x, methods=["saliency"], targets=Targets(0, class_names=["a", "b"]))
     with pytest.raises(InvalidTargetError, match="task must be"):
-        explain(model, x, targets="predicted", task="multi", methods=["saliency"])
+        explain(model, x, methods=["saliency"], targets=Targets("predicted", task="multi"))
 
 
 @pytest.mark.parametrize(
@@ -234,7 +234,7 @@ def test_bad_method_parameters(case, methods, message):
 def test_bad_batch_size_and_sample_ids(case):
     model, x = case
     with pytest.raises(InvalidParameterError, match="batch_size must be 'auto' or a positive int"):
-        explain(model, x, targets=0, methods=["saliency"], batch_size=0)
+        explain(model, x, targets=0, methods=["saliency"], passes=0)
     with pytest.raises(InvalidInputError, match="sample_ids has 2 entries for 3 inputs"):
         explain(model, x, targets=0, methods=["saliency"], sample_ids=["a", "b"])
     with pytest.raises(InvalidInputError, match="unique"):
@@ -264,7 +264,7 @@ def test_baseline_image_is_used(case):
 def test_scores_are_the_model_logits_whichever_method_ran(case, method):
     model, x = case
     params = {"occlusion": {"window": 4, "stride": 4}, "integrated_gradients": {"n_steps": 3}}.get(method, {})
-    ds = explain(model, x, targets=[2, 0], methods={method: params}, batch_size=2)
+    ds = explain(model, x, targets=[2, 0], methods={method: params}, passes=2)
     with torch.no_grad():
         np.testing.assert_allclose(ds["score"].values, model(x)[:, [2, 0]].numpy(), rtol=1e-12)
 
@@ -274,7 +274,7 @@ def test_the_progress_bar_counts_maps_and_warnings_point_at_the_callers_line(cas
     model.train()
     methods = {"saliency": {}, "occlusion": {"window": 4, "stride": 4}}
     with pytest.warns(XaiBenchWarning, match="training mode") as caught:
-        explain(model, x, targets=[0, 2], methods=methods, progress=True)
+        explain(model, x, targets=[0, 2], methods=methods, passes=Passes(progress=True))
     model.eval()
     assert caught[0].filename == __file__
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from xai_bench import InvalidParameterError, explain, run
+from xai_bench import InvalidParameterError, Passes, explain, run
 from xai_bench.engine import progress
 from xai_bench.testing import tiny_cnn
 from xai_bench.testing.data import SyntheticImages
@@ -63,14 +63,18 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _explain_tiny(images: int, **kw):
+def _explain_tiny(images: int, progress: bool | str = "auto"):
     x = torch.rand(images, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    return explain(tiny_cnn(), x, methods={"integrated_gradients": {"n_steps": 4}}, targets=[0], batch_size=8, **kw)
+    passes = Passes(batch_size=8, progress=progress)
+    return explain(tiny_cnn(), x, methods={"integrated_gradients": {"n_steps": 4}}, targets=[0], passes=passes)
 
 
-def test_explain_and_run_default_to_the_same_automatic_progress():
-    assert inspect.signature(explain).parameters["progress"].default == "auto"
-    assert inspect.signature(run).parameters["progress"].default == "auto"
+def test_every_front_door_defaults_to_the_same_automatic_progress():
+    from xai_bench import evaluate, profile
+
+    for door in (explain, run, evaluate, profile):
+        assert inspect.signature(door).parameters["passes"].default is None  # Passes(): progress="auto"
+    assert Passes().progress == "auto"
 
 
 def test_auto_progress_draws_a_bar_in_a_terminal_for_a_long_call_only(monkeypatch):
@@ -103,4 +107,4 @@ def test_run_with_auto_progress_draws_one_bar_in_a_terminal(monkeypatch, tmp_pat
 
 def test_a_progress_value_that_is_none_of_the_three_is_refused_before_any_work():
     with pytest.raises(InvalidParameterError, match="progress must be True, False or 'auto', got 'yes'"):
-        explain(None, None, methods=["saliency"], progress="yes")
+        explain(None, None, methods=["saliency"], passes=Passes(progress="yes"))

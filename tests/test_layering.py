@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "xai_bench"
 # Top to bottom; a component may import its own layer and any layer below it.
 LAYERS: list[set[str]] = [
     {"__init__"},  # the public API: nothing inside imports it
-    {"app", "testing"},
+    {"app", "testing", "viz"},
     {"scale"},
     {"api"},
     {"engine", "plugins"},
@@ -127,7 +127,9 @@ def test_every_subpackage_says_what_it_owns_and_may_import():
         assert "import" in doc, f"{init.parent.name}: the docstring does not say what the layer may import"
 
 
-@pytest.mark.parametrize("name", ["explain", "profile", "run", "open_maps", "methods", "select_map"])
+@pytest.mark.parametrize(
+    "name", ["explain", "profile", "run", "open_maps", "list_methods", "list_metrics", "list_profilers", "select_map"]
+)
 def test_no_module_is_named_like_the_function_it_exports(name):
     import xai_bench
 
@@ -149,3 +151,36 @@ def imports_from_source(source: str, name: str, known: set[str]) -> set[str]:
         path = Path(tmp) / "a.py"
         path.write_text(source)
         return imports(path, name, known)
+
+
+EXAMPLES = PACKAGE.parents[1] / "examples"
+#: What an example may import of the library: its public API, nothing behind it.
+PUBLIC = {"xai_bench", "xai_bench.viz", "xai_bench.testing"}
+
+
+def library_imports(path: Path) -> set[str]:
+    """The ``xai_bench`` modules ``path`` imports (absolute imports only: an example is not in the package)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+    return {name for name in found if name == "xai_bench" or name.startswith("xai_bench.")}
+
+
+def test_examples_import_only_the_public_api():
+    private = [
+        f"{path.relative_to(EXAMPLES.parent)} imports {name}"
+        for path in sorted(EXAMPLES.rglob("*.py"))
+        for name in sorted(library_imports(path) - PUBLIC)
+    ]
+    assert not private, "examples reach behind the public API:\n" + "\n".join(private)
+
+
+def test_the_examples_checker_sees_private_imports(tmp_path):
+    path = tmp_path / "a.py"
+    path.write_text(
+        "import xai_bench\nfrom xai_bench.viz import plot_maps\ndef f():\n    from xai_bench.app import viz\n"
+    )
+    assert library_imports(path) - PUBLIC == {"xai_bench.app"}

@@ -26,7 +26,7 @@ def _mask(n: int = 4) -> np.ndarray:
 def _scores(maps: np.ndarray, mask: np.ndarray, metrics) -> dict[str, np.ndarray]:
     """Scores of maps (N, C, H, W) for one target."""
     ds = maps_dataset(maps[:, None], [0])
-    out = evaluate(None, None, ds, metrics=metrics, masks=torch.from_numpy(mask))
+    out = evaluate(ds, metrics=metrics, masks=torch.from_numpy(mask))
     return {name.removeprefix("given_"): out[name].values[:, 0] for name in out.data_vars}
 
 
@@ -122,14 +122,14 @@ def test_masks_per_target_and_as_a_dataarray_are_aligned_with_the_maps():
     per_target = np.zeros((2, 2, H, W), dtype=bool)
     per_target[:, 0, :6] = True
     per_target[:, 1, 6:] = True
-    direct = evaluate(None, None, ds, metrics="relevance_mass", masks=torch.from_numpy(per_target))
+    direct = evaluate(ds, metrics="relevance_mass", masks=torch.from_numpy(per_target))
     labelled = xr.DataArray(per_target[:, ::-1], dims=("sample", "target", "y", "x"),
                             coords={"sample": [0, 1], "target": [3, 1]})  # fmt: skip
-    aligned = evaluate(None, None, ds, metrics="relevance_mass", masks=labelled)
+    aligned = evaluate(ds, metrics="relevance_mass", masks=labelled)
     np.testing.assert_array_equal(direct["given_relevance_mass"].values, aligned["given_relevance_mass"].values)
     expected = maps[:, 0, 0, :6].sum((1, 2)) / maps[:, 0, 0].sum((1, 2))
     np.testing.assert_allclose(direct["given_relevance_mass"].values[:, 0], expected)
     with pytest.raises(InvalidInputError, match=r"masks of shape \(2, 3, 12, 12\) do not fit the maps"):
-        evaluate(None, None, ds, metrics="relevance_mass", masks=torch.zeros(2, 3, H, W))
+        evaluate(ds, metrics="relevance_mass", masks=torch.zeros(2, 3, H, W))
     with pytest.raises(InvalidInputError, match="localisation metrics need masks"):
-        evaluate(None, None, ds, metrics="pointing_game")
+        evaluate(ds, metrics="pointing_game")

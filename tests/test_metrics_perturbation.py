@@ -40,7 +40,7 @@ def test_deletion_and_insertion_on_a_linear_model_follow_the_closed_form(metric)
     contribution = (model.w[target].detach() * x).numpy()  # the exact per-pixel terms, (N, C, H, W)
     ds = maps_dataset(contribution[:, None], [target], inputs=x.numpy())  # the ideal map: each pixel's term
     params = {"patch": 2, "steps": 4, "output": "logit"}  # 16 patches, 4 removed a step
-    out = evaluate(model, None, ds, metrics={metric: params}, batch_size=5)
+    out = evaluate(ds, model=model, metrics={metric: params}, passes=5)
     curve = out[f"given_{metric}_curve"].values[:, 0]
     patch_sums = contribution[:, 0].reshape(3, 4, 2, 4, 2).sum((2, 4)).reshape(3, 16)
     order = np.argsort(-patch_sums, axis=1, kind="stable")
@@ -59,9 +59,11 @@ def test_the_best_map_deletes_fastest_and_lerf_is_the_reverse():
     noise = np.random.default_rng(0).standard_normal(contribution.shape)
     ds = maps_dataset(np.concatenate([contribution, noise], 1), [0, 0])  # an ideal and a random map
     chosen = {"deletion": {"patch": 1, "steps": 64, "output": "logit"}}
-    area = evaluate(model, x, ds, metrics=chosen)["given_deletion"].values
+    area = evaluate(ds, model=model, inputs=x, metrics=chosen)["given_deletion"].values
     assert (area[:, 0] < area[:, 1]).all()  # removing the most positive terms first drops the logit fastest
-    lerf = evaluate(model, x, ds, metrics={"deletion": {**chosen["deletion"], "order": "lerf"}})["given_deletion"]
+    lerf = evaluate(ds, model=model, inputs=x, metrics={"deletion": {**chosen["deletion"], "order": "lerf"}})[
+        "given_deletion"
+    ]
     assert (lerf.values[:, 0] > area[:, 0]).all()
 
 
@@ -77,7 +79,9 @@ def test_region_perturbation_gives_quantus_numbers(replacement):
         # The map split over the channels: patches rank by their sum over channels, as Quantus's.
         single = maps_dataset(np.repeat(maps[i : i + 1, None], 3, 2) / 3, [int(y[i])])
         out.append(
-            evaluate(model, x[i : i + 1], single, metrics={"deletion": params})["given_deletion_curve"].values[0, 0]
+            evaluate(single, model=model, inputs=x[i : i + 1], metrics={"deletion": params})[
+                "given_deletion_curve"
+            ].values[0, 0]
         )
     ours = np.stack(out)
     baseline = "black" if replacement == "min" else 0.25
@@ -98,7 +102,7 @@ def test_pixel_flipping_gives_quantus_numbers_on_one_channel():
     maps = np.random.default_rng(2).standard_normal((3, 1, 6, 6))
     y = np.array([1, 0, 1])
     ours = np.stack([
-        evaluate(model, x[i : i + 1], maps_dataset(maps[i : i + 1, None], [int(y[i])]),
+        evaluate(maps_dataset(maps[i : i + 1, None], [int(y[i])]), model=model, inputs=x[i : i + 1],
                  metrics={"deletion": {"patch": 1, "steps": 12, "output": "logit", "replacement": "min"}},
                  )["given_deletion_curve"].values[0, 0]
         for i in range(3)
@@ -115,11 +119,11 @@ def test_blur_and_mean_replacements_and_bad_parameters():
     model, x = _case(seed=4, n=2, c=1)
     ds = maps_dataset(np.random.default_rng(3).random((2, 1, 1, 8, 8)), [0], inputs=x.numpy())
     for replacement in ("blur", "mean"):
-        out = evaluate(model, None, ds, metrics={"insertion": {"patch": 4, "steps": 2, "replacement": replacement}})
+        out = evaluate(ds, model=model, metrics={"insertion": {"patch": 4, "steps": 2, "replacement": replacement}})
         curve = out["given_insertion_curve"].values[:, 0]
         probabilities = torch.softmax(model(x), 1)[:, 0].detach().numpy()
         np.testing.assert_allclose(curve[:, -1], probabilities)  # everything put back: the input itself
     with pytest.raises(
         InvalidParameterError, match="deletion: replacement must be one of 'value', 'min', 'mean', 'blur'"
     ):
-        evaluate(model, None, ds, metrics={"deletion": {"replacement": "black"}})
+        evaluate(ds, model=model, metrics={"deletion": {"replacement": "black"}})

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 import xai_bench
 from xai_bench import explain
 from xai_bench.api.evaluating import evaluate
-from xai_bench.app.demo import make_shapes, train
 from xai_bench.attributors.base import Attribution, OneTarget
 from xai_bench.metrics.similarity import spearman, ssim
-from xai_bench.testing import tiny_cnn
+from xai_bench.testing import make_shapes, tiny_cnn
+from xai_bench.testing import train_shapes as train
 
 
 @given(seed=st.integers(0, 10_000), levels=st.integers(2, 50))
@@ -50,7 +50,7 @@ def test_parameter_randomisation_gives_quantus_mprt_numbers():
     x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     y = np.array([0, 1, 2, 3])
     ds = explain(model, x, methods=["saliency"], targets=torch.from_numpy(y))
-    ours = evaluate(model, None, ds, metrics="parameter_randomisation")["saliency_parameter_randomisation"]
+    ours = evaluate(ds, model=model, metrics="parameter_randomisation")["saliency_parameter_randomisation"]
 
     def explain_func(model, inputs, targets, **kwargs):
         maps = explain(model, torch.as_tensor(inputs, dtype=torch.float32), methods=["saliency"],
@@ -91,7 +91,7 @@ def test_randomisation_fails_model_dependent_methods_and_passes_a_model_blind_on
     x = images[256:262]
     methods = {"saliency": {}, "integrated_gradients": {"n_steps": 16}, "deeplift": {}, "edges": {}}
     ds = explain(model, x, methods=methods, targets="predicted")
-    out = evaluate(model, None, ds, metrics="parameter_randomisation")
+    out = evaluate(ds, model=model, metrics="parameter_randomisation")
     for method in ("saliency", "integrated_gradients", "deeplift"):
         curve = out[f"{method}_parameter_randomisation"].values[:, 0].mean(0)  # per layer, top layer first
         # Measured: saliency 0.94 -> 0.50, IG 0.39 -> 0.06, DeepLIFT 0.36 -> 0.03 from the top layer to all.
@@ -100,7 +100,7 @@ def test_randomisation_fails_model_dependent_methods_and_passes_a_model_blind_on
     assert np.all(edges > 0.999), edges
     shuffled = train(images[:256], labels[:256][torch.randperm(256, generator=torch.Generator().manual_seed(1))],
                      steps=150, seed=1)  # fmt: skip
-    data = evaluate(model, None, ds, metrics={"data_randomisation": {"model": shuffled}})
+    data = evaluate(ds, model=model, metrics={"data_randomisation": {"model": shuffled}})
     assert data["deeplift_data_randomisation"].mean() < 0.9
     assert np.all(data["edges_data_randomisation"].values > 0.999)
 
@@ -109,11 +109,11 @@ def test_the_similarity_parameter_picks_the_main_value_and_the_extras():
     model = tiny_cnn()
     x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     ds = explain(model, x, methods=["saliency"], targets=[1])
-    both = evaluate(model, None, ds, metrics={"parameter_randomisation": {"layers": ["fc", "conv1"]}})
-    alone = evaluate(model, None, ds, metrics={"parameter_randomisation": {"layers": ["fc", "conv1"],
+    both = evaluate(ds, model=model, metrics={"parameter_randomisation": {"layers": ["fc", "conv1"]}})
+    alone = evaluate(ds, model=model, metrics={"parameter_randomisation": {"layers": ["fc", "conv1"],
                                                                             "similarity": "ssim"}})  # fmt: skip
     np.testing.assert_array_equal(alone["saliency_parameter_randomisation"].values,
                                   both["saliency_parameter_randomisation_ssim"].values)  # fmt: skip
     assert "saliency_parameter_randomisation_ssim" not in alone
     with pytest.raises(xai_bench.InvalidParameterError, match="similarity must be 'spearman', 'ssim'"):
-        evaluate(model, None, ds, metrics={"parameter_randomisation": {"similarity": "pearson"}})
+        evaluate(ds, model=model, metrics={"parameter_randomisation": {"similarity": "pearson"}})

@@ -12,7 +12,7 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xai_bench import InvalidParameterError, explain, methods
+from xai_bench import InvalidParameterError, explain, list_methods
 from xai_bench.attributors.noise_tunnel import Smoothing, noise
 from xai_bench.core.provenance import sample_key
 from xai_bench.testing import tiny_cnn
@@ -49,7 +49,7 @@ def test_smoothing_equals_captums_noise_tunnel_given_the_same_noise(
 ):
     model, x = tiny_cnn(), _inputs()
     smoothing = Smoothing(samples=5, stdev=0.2, kind=kind, seed=11)
-    ours = explain(model, x, methods={method: {**params, "smooth": smoothing.as_dict()}}, targets=[1], batch_size=4)[
+    ours = explain(model, x, methods={method: {**params, "smooth": smoothing.as_dict()}}, targets=[1], passes=4)[
         method
     ].values[:, 0]
     drawn = _our_noise(smoothing, range(len(x)))
@@ -74,8 +74,8 @@ def test_smoothed_maps_do_not_depend_on_the_pass_size(batch_size, kind):
         "deeplift": {"smooth": {"samples": 3, "stdev": 0.1, "kind": kind}},
         "integrated_gradients": {"n_steps": 4, "smooth": {"samples": 3, "stdev": 0.1, "kind": kind}},
     }
-    got = explain(model, x, methods=chosen, targets=[0, 2], batch_size=batch_size)
-    whole = explain(model, x, methods=chosen, targets=[0, 2], batch_size=1000)
+    got = explain(model, x, methods=chosen, targets=[0, 2], passes=batch_size)
+    whole = explain(model, x, methods=chosen, targets=[0, 2], passes=1000)
     for method in chosen:
         np.testing.assert_allclose(got[method].values, whole[method].values, rtol=1e-10, atol=1e-15)
 
@@ -115,7 +115,7 @@ def test_the_smoothing_is_in_the_provenance_and_the_listing():
     params = json.loads(ds["saliency"].attrs["params"])
     assert params["smooth"] == {"samples": 2, "stdev": 0.15, "kind": "vargrad", "seed": 0}
     assert ds["saliency"].attrs["has_delta"] == 0
-    assert all("smooth" in info["parameters"] for info in methods().values())
+    assert all("smooth" in info["parameters"] for info in list_methods().values())
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,7 @@ def test_bad_smoothing_is_refused_with_what_to_fix(smooth, message):
 
 
 def test_copies_are_batched_by_the_planner():
-    ds = explain(tiny_cnn(), _inputs(2), methods={"deeplift": {"smooth": {"samples": 8}}}, targets=[0], batch_size=12)
+    ds = explain(tiny_cnn(), _inputs(2), methods={"deeplift": {"smooth": {"samples": 8}}}, targets=[0], passes=12)
     # Twelve images a pass: six (sample, copy) pairs of DeepLIFT's two images, over both samples.
     assert ds["deeplift"].attrs["images_per_pass"] == 12
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import xai_bench
-from xai_bench import InvalidParameterError, InvalidTargetError, explain, run
+from xai_bench import InvalidParameterError, InvalidTargetError, Targets, explain, run
 from xai_bench.app.viz import plot_maps
 
 METHODS = {
@@ -39,8 +39,8 @@ def test_maps_equal_those_of_the_model_with_the_head(output, head):
     """Independent reference: the same methods on ``nn.Sequential(model, head)``, the authors' wrapper."""
     model, x = _net(), _inputs()
     before = copy.deepcopy(model.state_dict())
-    ds = explain(model, x, methods=METHODS, targets=[0, 2], output=output, batch_size=2)
-    ref = explain(nn.Sequential(model, head()).eval(), x, methods=METHODS, targets=[0, 2], batch_size=2)
+    ds = explain(model, x, methods=METHODS, targets=Targets([0, 2], output=output), passes=2)
+    ref = explain(nn.Sequential(model, head()).eval(), x, methods=METHODS, targets=[0, 2], passes=2)
     for method in METHODS:
         np.testing.assert_allclose(ds[method].values, ref[method].values, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(ds["score"].values, ref["score"].values, rtol=1e-6)
@@ -55,7 +55,7 @@ def test_maps_equal_those_of_the_model_with_the_head(output, head):
 
 def test_deeplift_sums_to_the_change_of_the_sigmoid():
     model, x = _net(), _inputs()
-    ds = explain(model, x, methods="deeplift", targets=[1], output="sigmoid")
+    ds = explain(model, x, methods="deeplift", targets=Targets([1], output="sigmoid"))
     with torch.no_grad():
         change = torch.sigmoid(model(x))[:, 1] - torch.sigmoid(model(torch.zeros_like(x)))[:, 1]
     np.testing.assert_allclose(ds["deeplift"].values.sum(axis=(2, 3, 4))[:, 0], change.numpy(), atol=1e-5)
@@ -68,7 +68,7 @@ def test_saliency_of_the_sigmoid_is_the_chain_rule(seed, target):
     model, x = _net(seed), _inputs(seed + 1, n=2)
     params = {"saliency": {"abs": False}}
     logit = explain(model, x, methods=params, targets=[target])
-    prob = explain(model, x, methods=params, targets=[target], output="sigmoid")
+    prob = explain(model, x, methods=params, targets=Targets([target], output="sigmoid"))
     p = torch.sigmoid(torch.as_tensor(logit["score"].values, dtype=torch.float64)).numpy()
     expected = logit["saliency"].values * (p * (1 - p))[:, :, None, None, None]
     np.testing.assert_allclose(prob["saliency"].values, expected, rtol=1e-4, atol=1e-9)
@@ -78,9 +78,12 @@ def test_saliency_of_the_sigmoid_is_the_chain_rule(seed, target):
 def test_predicted_multilabel_picks_the_same_labels_whichever_output():
     model, x = _net(3, classes=6), _inputs(4, n=6)
     for threshold in (0.3, 0.5, 0.7):
-        a = explain(model, x, methods="saliency", targets="predicted", task="multilabel", threshold=threshold)
+        a = explain(model, x, methods="saliency", targets=Targets("predicted", task="multilabel", threshold=threshold))
         b = explain(
-            model, x, methods="saliency", targets="predicted", task="multilabel", threshold=threshold, output="sigmoid"
+            model,
+            x,
+            methods="saliency",
+            targets=Targets("predicted", task="multilabel", threshold=threshold, output="sigmoid"),
         )
         np.testing.assert_array_equal(a["target_index"].values, b["target_index"].values)
         assert (b["score"].values[np.isfinite(b["score"].values)] > threshold).all()
@@ -89,16 +92,16 @@ def test_predicted_multilabel_picks_the_same_labels_whichever_output():
 def test_predicted_multiclass_is_the_arg_max_under_softmax():
     model, x = _net(5), _inputs(6, n=5)
     a = explain(model, x, methods="saliency", targets="predicted")
-    b = explain(model, x, methods="saliency", targets="predicted", output="softmax")
+    b = explain(model, x, methods="saliency", targets=Targets("predicted", output="softmax"))
     np.testing.assert_array_equal(a["target_index"].values, b["target_index"].values)
 
 
 def test_bad_outputs_are_refused_by_name():
     model, x = _net(), _inputs()
     with pytest.raises(InvalidParameterError, match="output must be one of 'logit', 'sigmoid', 'softmax'"):
-        explain(model, x, methods="saliency", targets=0, output="probability")
+        explain(model, x, methods="saliency", targets=Targets(0, output="probability"))
     with pytest.raises(InvalidTargetError, match="output='softmax'.*multilabel"):
-        explain(model, x, methods="saliency", targets=0, output="softmax", task="multilabel")
+        explain(model, x, methods="saliency", targets=Targets(0, output="softmax", task="multilabel"))
 
 
 class _Images(torch.utils.data.Dataset):
@@ -115,10 +118,10 @@ class _Images(torch.utils.data.Dataset):
 def test_run_explains_the_same_output_and_refuses_a_store_of_another(tmp_path):
     model, x = _net(), _inputs(n=5)
     store = tmp_path / "maps.zarr"
-    run(model, _Images(x), methods={"saliency": None}, store=store, targets=[1], output="sigmoid", samples_per_block=2,
-        batch_size=2)  # fmt: skip
+    run(model, _Images(x), methods={"saliency": None}, store=store, samples_per_block=2,
+        targets=Targets([1], output="sigmoid"), passes=2)  # fmt: skip
     stored = xai_bench.open_maps(store)
-    ref = explain(model, x, methods="saliency", targets=[1], output="sigmoid", batch_size=2)
+    ref = explain(model, x, methods="saliency", targets=Targets([1], output="sigmoid"), passes=2)
     np.testing.assert_allclose(stored["saliency"].values, ref["saliency"].values, rtol=1e-6)
     assert stored.attrs["output"] == "sigmoid"
     with pytest.raises(xai_bench.StoreMismatchError):
@@ -131,7 +134,7 @@ def test_metrics_remake_maps_of_the_stored_output(monkeypatch):
     from xai_bench.api import evaluating
 
     model, x = _net(), _inputs()
-    ds = explain(model, x, methods={"integrated_gradients": {"n_steps": 8}}, targets=[0], output="sigmoid")
+    ds = explain(model, x, methods={"integrated_gradients": {"n_steps": 8}}, targets=Targets([0], output="sigmoid"))
     original, remade = evaluating.method_maps, []
 
     def unchanged(private, *args, **kwargs):
@@ -141,14 +144,14 @@ def test_metrics_remake_maps_of_the_stored_output(monkeypatch):
         return remade[-1]
 
     monkeypatch.setattr(evaluating, "method_maps", unchanged)
-    xai_bench.evaluate(model, x, ds, metrics={"parameter_randomisation": {"layers": ["4"]}})
+    xai_bench.evaluate(ds, model=model, inputs=x, metrics={"parameter_randomisation": {"layers": ["4"]}})
     assert remade
     np.testing.assert_allclose(remade[0].numpy(), ds["integrated_gradients"].values, rtol=1e-5, atol=1e-8)
 
 
 def test_pictures_and_report_name_the_output(tmp_path):
     model, x = _net(), _inputs()
-    ds = explain(model, x, methods="saliency", targets=[0], output="sigmoid", task="multilabel")
+    ds = explain(model, x, methods="saliency", targets=Targets([0], output="sigmoid", task="multilabel"))
     fig = plot_maps(ds, samples=[0])
     titles = [ax.get_title() for ax in fig.axes]
     assert any("(sigmoid " in t for t in titles) and not any("logit" in t for t in titles)

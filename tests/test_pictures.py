@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from xai_bench import InvalidParameterError, explain, open_maps, run
+from xai_bench import InvalidParameterError, Passes, explain, open_maps, run
 from xai_bench.app.cli import main
 from xai_bench.app.viz import colour_limit, display_image, plot_maps
 from xai_bench.core.normalization import IMAGENET, check_normalization
@@ -42,10 +42,10 @@ def test_explain_keeps_its_inputs_and_the_store_returns_them(tmp_path):
 def test_run_keeps_inputs_only_when_asked(tmp_path):
     x = _images(5).float()
     model = tiny_cnn().float()
-    run(model, x, methods=["saliency"], targets=[0], store=tmp_path / "off.zarr", progress=False)
+    run(model, x, methods=["saliency"], targets=[0], store=tmp_path / "off.zarr", passes=Passes(progress=False))
     assert "input" not in open_maps(tmp_path / "off.zarr")
-    run(model, x, methods=["saliency"], targets=[0], store=tmp_path / "on.zarr", progress=False, store_inputs=True,
-        samples_per_block=2)  # fmt: skip
+    run(model, x, methods=["saliency"], targets=[0], store=tmp_path / "on.zarr", store_inputs=True,
+        samples_per_block=2, passes=Passes(progress=False))  # fmt: skip
     np.testing.assert_array_equal(open_maps(tmp_path / "on.zarr")["input"].values, x.numpy())
 
 
@@ -76,8 +76,15 @@ def test_an_image_folder_normalises_and_run_records_it(tmp_path):
         IMAGENET[1], (3, 1, 1)
     )
     np.testing.assert_allclose(image, expected, atol=1e-6)
-    run(tiny_cnn32(), data, methods=["saliency"], targets=[0], store=tmp_path / "r.zarr", progress=False,
-        store_inputs=True)  # fmt: skip
+    run(
+        tiny_cnn32(),
+        data,
+        methods=["saliency"],
+        targets=[0],
+        store=tmp_path / "r.zarr",
+        store_inputs=True,
+        passes=Passes(progress=False),
+    )
     stored = open_maps(tmp_path / "r.zarr")
     assert json.loads(stored.attrs["input_normalization"])["std"] == list(IMAGENET[1])
     np.testing.assert_allclose(display_image(stored, "a.png")[0], pixels / 255.0, atol=1e-6)

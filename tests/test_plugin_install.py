@@ -15,7 +15,7 @@ PLUGIN = ROOT / "plugins" / "xai-bench-gradcam"
 SCRIPT = """
 import json, torch, xai_bench
 from xai_bench.testing import check_attributor, tiny_cnn
-info = xai_bench.methods()["gradcam"]
+info = xai_bench.list_methods()["gradcam"]
 plugins = {p.name: p.distribution for p in xai_bench.list_plugins()}
 x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
 ds = xai_bench.explain(tiny_cnn(), x, targets=[0, 1], methods={"gradcam": {"layer": "conv3"}})
@@ -66,7 +66,7 @@ def test_gradcam_plugin_installs_and_works(tmp_path):
     # The same install is ignored when XAI_BENCH_LOAD_PLUGINS leaves it out.
     env["XAI_BENCH_LOAD_PLUGINS"] = ""
     listed = subprocess.run(
-        [sys.executable, "-c", "import xai_bench; print('gradcam' in xai_bench.methods())"],
+        [sys.executable, "-c", "import xai_bench; print('gradcam' in xai_bench.list_methods())"],
         env=env,
         capture_output=True,
         text=True,

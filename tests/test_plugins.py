@@ -73,7 +73,7 @@ def _install(monkeypatch, *dists) -> None:
 
 
 def test_builtins_register_through_the_public_hook(fresh_plugins):
-    listing = xai_bench.methods()
+    listing = xai_bench.list_methods()
     assert set(listing) >= BUILTINS
     for method_id in BUILTINS:
         assert listing[method_id]["provider"] == "xai_bench.attributors.builtin"
@@ -88,7 +88,7 @@ def test_entry_point_plugin_is_loaded_and_usable(monkeypatch, fresh_plugins):
     _fake_plugin("fake_xai_plugin", "doubled", monkeypatch)
     _install(monkeypatch, _Dist("fake-dist", "1.2.3", [_EntryPoint("doubled", "fake_xai_plugin")]))
     monkeypatch.delenv("XAI_BENCH_LOAD_PLUGINS", raising=False)
-    assert xai_bench.methods()["doubled"]["provider"] == "doubled"
+    assert xai_bench.list_methods()["doubled"]["provider"] == "doubled"
     assert any(p.distribution == "fake-dist" and p.version == "1.2.3" for p in list_plugins())
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     ds = explain(tiny_cnn(), x, methods=["doubled"], targets=[1])
@@ -102,8 +102,8 @@ def test_load_plugins_env_restricts_third_party_plugins(monkeypatch, fresh_plugi
     _fake_plugin("fake_xai_plugin", "doubled", monkeypatch)
     _install(monkeypatch, _Dist("fake-dist", "1.0", [_EntryPoint("doubled", "fake_xai_plugin")]))
     monkeypatch.setenv("XAI_BENCH_LOAD_PLUGINS", allowed)
-    assert ("doubled" in xai_bench.methods()) is loaded
-    assert set(xai_bench.methods()) >= BUILTINS  # built-ins always load
+    assert ("doubled" in xai_bench.list_methods()) is loaded
+    assert set(xai_bench.list_methods()) >= BUILTINS  # built-ins always load
 
 
 def test_duplicate_id_names_both_providers(monkeypatch, fresh_plugins):
@@ -111,14 +111,14 @@ def test_duplicate_id_names_both_providers(monkeypatch, fresh_plugins):
     _install(monkeypatch, _Dist("dup-dist", "1.0", [_EntryPoint("dupe", "fake_dup_plugin")]))
     monkeypatch.delenv("XAI_BENCH_LOAD_PLUGINS", raising=False)
     with pytest.raises(DuplicateMethodError, match=r"'saliency'.*xai_bench\.attributors\.builtin.*'dupe'"):
-        xai_bench.methods()
+        xai_bench.list_methods()
 
 
 def test_broken_plugin_is_reported_with_its_name(monkeypatch, fresh_plugins):
     _install(monkeypatch, _Dist("broken-dist", "0.1", [_EntryPoint("broken", "no_such_module_xyz")]))
     monkeypatch.delenv("XAI_BENCH_LOAD_PLUGINS", raising=False)
     with pytest.raises(PluginError, match="'broken' from distribution 'broken-dist' failed to load"):
-        xai_bench.methods()
+        xai_bench.list_methods()
 
 
 def test_registering_a_non_attributor_is_refused(monkeypatch, fresh_plugins):
@@ -133,7 +133,7 @@ def test_registering_a_non_attributor_is_refused(monkeypatch, fresh_plugins):
     _install(monkeypatch, _Dist("bad-dist", "1.0", [_EntryPoint("bad", "fake_bad_plugin")]))
     monkeypatch.delenv("XAI_BENCH_LOAD_PLUGINS", raising=False)
     with pytest.raises(PluginError, match="expected a subclass of xai_bench.attributors.base.Attributor"):
-        xai_bench.methods()
+        xai_bench.list_methods()
 
 
 def test_unknown_method_is_a_keyerror_with_suggestions():
@@ -208,7 +208,7 @@ def test_profiler_plugins_register_through_their_hook_and_run_in_profile(monkeyp
     x = torch.rand(7, 3, 12, 12, dtype=torch.float64)
     groups = torch.tensor([0, 1, 1, 0, 1, 1, 1])
     ds = profile(tiny_cnn(), x, layers=["conv1", "conv3"], groups=groups, group_names=["a", "b"],
-                 profilers={"counting": {"scale": 2}}, batch_size=3)  # fmt: skip
+                 profilers={"counting": {"scale": 2}}, passes=3)  # fmt: skip
     assert ds["count"].values.tolist() == [4, 10]
     assert json.loads(ds.attrs["profilers"]) == {"counting": {"scale": 2}}
 
@@ -240,7 +240,7 @@ def test_two_distributions_declaring_one_plugin_name_is_an_error_naming_both(mon
     )
     monkeypatch.setenv("XAI_BENCH_LOAD_PLUGINS", "gradcam")
     with pytest.raises(PluginError, match=r"'gradcam' is declared by xai-bench-real 1.0 .* and impostor 6.6"):
-        xai_bench.methods()
+        xai_bench.list_methods()
     # Naming the distribution as well picks the one meant.
     from xai_bench.plugins.manager import reset_plugin_manager
 

@@ -48,7 +48,7 @@ def test_vargrad_of_float32_maps_equals_the_float64_two_pass_variance(stdev):
     model = Quadratic(torch.float32).eval()
     x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(3))
     smoothing = Smoothing(samples=8, stdev=stdev, kind="vargrad", seed=5)
-    ds = explain(model, x, methods={"saliency": {"smooth": smoothing.as_dict()}}, targets=[0], batch_size=5)
+    ds = explain(model, x, methods={"saliency": {"smooth": smoothing.as_dict()}}, targets=[0], passes=5)
     copies = _copies_saliency(model, x, smoothing, 0).double()
     expected = copies.var(dim=1, unbiased=False).numpy()  # two passes: the mean, then squares about it
     np.testing.assert_allclose(ds["saliency"].values[:, 0], expected, rtol=1e-5, atol=0)

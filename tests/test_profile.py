@@ -7,7 +7,8 @@ import torch
 import xarray as xr
 from torch import nn
 
-from xai_bench import InvalidInputError, InvalidParameterError, open_maps, profile, study_layers
+import xai_bench
+from xai_bench import InvalidInputError, InvalidParameterError, open_maps, profile
 from xai_bench.app.viz import plot_dead_feature_maps, plot_naps
 from xai_bench.testing import model_state
 from xai_bench.testing.conformance import assert_model_unchanged
@@ -46,7 +47,7 @@ def region_data(n: int, seed: int = 0):
 def test_naps_single_out_the_channel_that_sees_the_class_region():
     model = RegionModel().eval()
     x, labels = region_data(40)
-    ds = profile(model, x, layers=["feat"], groups=labels, group_names=["healthy", "lesion"], batch_size=7)
+    ds = profile(model, x, layers=["feat"], groups=labels, group_names=["healthy", "lesion"], passes=7)
     assert int(ds["feat_top"].values[0]) == 0
     assert ds["feat_score"].values[0] > 10 * ds["feat_score"].values[1:].max()
     lesion = ds["feat"].sel(group="lesion").isel(feat_channel=0).values
@@ -125,7 +126,7 @@ def test_streaming_equals_in_memory_and_batches_of_pairs_or_dicts():
     ).eval()
     x = torch.randn(23, 3, 10, 10)
     labels = torch.randint(0, 3, (23,), generator=torch.Generator().manual_seed(1))
-    whole = profile(model, x, layers={"a": "1", "b": "2"}, groups=labels, group_names=["p", "q", "r"], batch_size=64)
+    whole = profile(model, x, layers={"a": "1", "b": "2"}, groups=labels, group_names=["p", "q", "r"], passes=64)
     pairs = [(x[i : i + 4], labels[i : i + 4]) for i in range(0, 23, 4)]
     streamed = profile(model, pairs, layers={"a": "1", "b": "2"}, group_names=["p", "q", "r"])
     dicts = [{"image": x[i : i + 5], "label": labels[i : i + 5]} for i in range(0, 23, 5)]
@@ -152,7 +153,9 @@ def test_study_models_profile_shapes(name, size, shapes):
     model = getattr(torchvision.models, name)(weights=None, num_classes=2)
     x = torch.rand(4, 3, size, size)
     before = model_state(model.eval())
-    ds = profile(model, x, layers=study_layers(model), groups=torch.tensor([0, 1, 0, 1]), group_names=["a", "b"])
+    with pytest.deprecated_call(match=r"xai_bench.study_layers\(\) is deprecated.*covid_cxr.layers.study_layers"):
+        layers = xai_bench.study_layers(model)  # the old spelling still works for one release
+    ds = profile(model, x, layers=layers, groups=torch.tensor([0, 1, 0, 1]), group_names=["a", "b"])
     assert_model_unchanged(before, model)
     for layer, shape in shapes.items():
         assert ds[layer].dims == ("group", f"{layer}_channel", f"{layer}_y", f"{layer}_x")
@@ -198,8 +201,11 @@ def test_profile_errors():
         profile(model, x, layers=["feat"], groups=labels[:3], group_names=["a", "b"])
     with pytest.raises(InvalidParameterError, match="unknown transform 'gelu'"):
         profile(model, x, layers={"f": ("feat", "gelu")}, groups=labels, group_names=["a", "b"])
-    with pytest.raises(InvalidParameterError, match="study_layers knows torchvision ResNets and DenseNets"):
-        study_layers(model)
+    with (
+        pytest.raises(InvalidParameterError, match="study_layers knows torchvision ResNets and DenseNets"),
+        pytest.deprecated_call(),
+    ):
+        xai_bench.study_layers(model)
     from xai_bench import UnknownMethodError
 
     with pytest.raises(UnknownMethodError, match="Did you mean 'naps'"):

@@ -15,6 +15,7 @@ from torch import nn
 from xai_bench import (
     InvalidInputError,
     InvalidParameterError,
+    Passes,
     StoreExistsError,
     StoreMismatchError,
     XaiBenchWarning,
@@ -81,7 +82,7 @@ def test_weights_changed_in_place_change_the_fingerprint():
 
 def test_run_refuses_to_resume_a_store_made_with_other_weights(tmp_path):
     model = tiny_cnn()
-    args = {"methods": ["saliency"], "targets": "all", "batch_size": 4, "progress": False}
+    args = {"methods": ["saliency"], "targets": "all", "passes": Passes(batch_size=4, progress=False)}
     run(model, SyntheticImages(4), store=tmp_path / "s.zarr", **args)
     model.fc.weight.data.mul_(-3)
     with pytest.raises(StoreMismatchError, match="holds a different run"):
@@ -117,7 +118,12 @@ def test_a_cached_rewrite_is_traced_again_when_the_forward_changed(gen):
 
 
 def test_run_recomputes_samples_whose_pixels_changed(tmp_path):
-    args = {"methods": ["saliency"], "targets": "all", "batch_size": 4, "samples_per_block": 2, "progress": False}
+    args = {
+        "methods": ["saliency"],
+        "targets": "all",
+        "samples_per_block": 2,
+        "passes": Passes(batch_size=4, progress=False),
+    }
     run(tiny_cnn(), SyntheticImages(6), store=tmp_path / "s.zarr", **args)
 
     class Brighter(SyntheticImages):
@@ -146,7 +152,7 @@ def test_ids_that_collide_as_text_are_refused(gen, tmp_path):
             return super().__getitem__(index)["image"]
 
     with pytest.raises(InvalidInputError, match="unique"):
-        run(tiny_cnn(), Colliding(3), methods=["saliency"], store=tmp_path / "c.zarr", progress=False)
+        run(tiny_cnn(), Colliding(3), methods=["saliency"], store=tmp_path / "c.zarr", passes=Passes(progress=False))
     with pytest.raises(InvalidParameterError, match=r"group_names must be unique.*\['a'\]"):
         profile(tiny_cnn(), x, layers=["conv1"], groups=torch.tensor([0, 1, 1]), group_names=["a", "a"])
 
@@ -173,7 +179,7 @@ def test_profile_leaves_out_samples_with_nan_activations_and_names_them(gen):
     x[[2, 5], 0, 0, 0] = 0.95
     groups = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
     with pytest.warns(XaiBenchWarning, match=r"layer 'feat' produced NaN or Inf activations for samples \[2, 5\]"):
-        ds = profile(model, x, layers=["feat"], groups=groups, group_names=["a", "b"], batch_size=3)
+        ds = profile(model, x, layers=["feat"], groups=groups, group_names=["a", "b"], passes=3)
     keep = torch.tensor([i not in (2, 5) for i in range(8)])
     clean = profile(model, x[keep], layers=["feat"], groups=groups[keep], group_names=["a", "b"])
     np.testing.assert_allclose(ds["feat"].values, clean["feat"].values, rtol=1e-6)
@@ -256,16 +262,16 @@ def test_bfloat16_models_are_explained_and_stored_as_float32(gen, tmp_path):
 def test_one_memory_budget_rule_for_every_method(gen):
     x = torch.rand(2, 3, 12, 12, generator=gen, dtype=torch.float64)
     with pytest.raises(InvalidParameterError, match="at least one byte"):
-        explain(tiny_cnn(), x, methods=["saliency"], targets=[0], memory_budget=0.5)
+        explain(tiny_cnn(), x, methods=["saliency"], targets=[0], passes=Passes(memory_budget=0.5))
     with pytest.warns(XaiBenchWarning, match=r"saliency: its smallest pass \(1 image,"):
-        explain(tiny_cnn(), x, methods=["saliency"], targets=[0], memory_budget=100)
+        explain(tiny_cnn(), x, methods=["saliency"], targets=[0], passes=Passes(memory_budget=100))
 
 
 def test_no_warning_when_the_budget_fits(gen):
     x = torch.rand(2, 3, 12, 12, generator=gen, dtype=torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        explain(tiny_cnn(), x, methods=["saliency", "deeplift"], targets=[0], memory_budget="1GiB")
+        explain(tiny_cnn(), x, methods=["saliency", "deeplift"], targets=[0], passes=Passes(memory_budget="1GiB"))
 
 
 def test_profile_takes_batches_of_changing_sizes(gen):

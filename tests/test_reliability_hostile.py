@@ -20,6 +20,7 @@ from xai_bench import (
     Attribution,
     Attributor,
     InvalidTargetError,
+    Passes,
     PluginError,
     StoreDamagedError,
     StoreMismatchError,
@@ -35,8 +36,8 @@ from xai_bench.testing import tiny_cnn
 from xai_bench.testing.conformance import check_cleanup_after_error
 from xai_bench.testing.data import SyntheticImages
 
-ARGS = {"methods": ["saliency", "deeplift"], "targets": "all", "batch_size": 2, "memory_budget": "1GiB",
-        "samples_per_block": 2, "progress": False}  # fmt: skip
+ARGS = {"methods": ["saliency", "deeplift"], "targets": "all", "samples_per_block": 2,
+        "passes": Passes(batch_size=2, memory_budget="1GiB", progress=False)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_a_lost_coordinate_folder_is_rebuilt_not_dropped(reference, tmp_path, co
 def test_a_damaged_slot_target_is_the_stores_error_not_zarrs(tmp_path):
     store = tmp_path / "slots.zarr"
     run(tiny_cnn(), SyntheticImages(4), store=store, methods=["saliency"], targets=torch.tensor([0, 3, 1, 2]),
-        samples_per_block=2, progress=False)  # fmt: skip
+        samples_per_block=2, passes=Passes(progress=False))  # fmt: skip
     chunks = sorted((store / "target_index" / "c").rglob("*"))
     last = [p for p in chunks if p.is_file()][-1]
     data = bytearray(last.read_bytes())
@@ -90,7 +91,7 @@ def test_a_damaged_slot_target_is_the_stores_error_not_zarrs(tmp_path):
 def test_a_damaged_explain_store_says_to_explain_again(tmp_path):
     store = tmp_path / "explained.zarr"
     explain(tiny_cnn(), torch.rand(2, 3, 12, 12, dtype=torch.float64), methods=["saliency"], targets=[0],
-            store=store, progress=False)  # fmt: skip
+            store=store, passes=Passes(progress=False))  # fmt: skip
     chunk = next(p for p in (store / "saliency").rglob("*") if p.is_file() and p.name != "zarr.json"
                  and not p.name.startswith("."))  # fmt: skip
     data = bytearray(chunk.read_bytes())
@@ -182,6 +183,6 @@ def test_an_error_after_the_bar_started_is_a_line_of_its_own(tmp_path, capsys):
     # A bar that was drawn (progress=True) clears its line when the call fails.
     with pytest.raises(InvalidTargetError):
         run(tiny_cnn(), SyntheticImages(2), store=tmp_path / "t.zarr", methods=["saliency"], targets=[9],
-            progress=True)  # fmt: skip
+            passes=Passes(progress=True))  # fmt: skip
     err = capsys.readouterr().err
     assert err.startswith("\r") and err.endswith("\r") and not err.split("\r")[-2].strip(), repr(err)

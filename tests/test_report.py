@@ -12,7 +12,7 @@ import torch
 import xarray as xr
 from PIL import Image
 
-from xai_bench import InvalidParameterError, evaluate, explain, open_maps, profile, report, run
+from xai_bench import InvalidParameterError, Passes, Targets, evaluate, explain, open_maps, profile, report, run
 from xai_bench.app.cli import main
 from xai_bench.testing import tiny_cnn
 
@@ -25,9 +25,16 @@ def stores(tmp_path_factory):
     model = tiny_cnn().float()
     maps = folder / "maps" / "net.zarr"
     methods = {"saliency": {}, "occlusion": {"window": 4, "stride": 4}}
-    run(model, images, methods=methods, store=maps, targets=[[0], [1], [0, 1], [1], [0]], max_targets=2,
-        store_inputs=True, progress=False)  # fmt: skip
-    evaluate(model, images, open_maps(maps), metrics=["deletion"], store=maps)
+    run(
+        model,
+        images,
+        methods=methods,
+        store=maps,
+        store_inputs=True,
+        targets=Targets([[0], [1], [0, 1], [1], [0]], max_targets=2),
+        passes=Passes(progress=False),
+    )
+    evaluate(open_maps(maps), model=model, inputs=images, metrics=["deletion"], into=maps)
     prof = folder / "profiles" / "net.zarr"
     profile(model, images, layers=["input"], groups=torch.tensor([0, 1, 0, 1, 0]), group_names=["a", "b"], store=prof)
     return maps, prof, images, model
@@ -122,7 +129,7 @@ def test_layers_are_shown_in_network_order_whatever_order_they_were_named_in(sto
     _, _, images, model = stores
     named = {"late": "conv3", "early": "conv1", "input": "input"}  # neither network nor alphabetical order
     ds = profile(model, images, layers=named, groups=torch.tensor([0, 1, 0, 1, 0]), group_names=["a", "b"],
-                 profilers=["naps", "dead_feature_maps"], progress=False)  # fmt: skip
+                 profilers=["naps", "dead_feature_maps"], passes=Passes(progress=False))  # fmt: skip
     page = report({"net": ds}, tmp_path / "r").read_text()
     assert re.findall(r"alt='NAPs of (\w+)'", page) == ["input", "early", "late"]
     from xai_bench.app.viz import plot_dead_feature_maps
@@ -145,8 +152,13 @@ def test_a_dead_feature_map_chart_without_dead_maps_says_none():
 def test_each_target_is_marked_true_predicted_or_both(tmp_path):
     model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 3, bias=False))
     model[2].weight.data = torch.diag(torch.tensor([5.0, 5.0, -5.0]))  # classes 0 and 1 predicted, 2 not
-    ds = explain(model.eval(), torch.ones(1, 3, 4, 4), methods="saliency", targets=[[0, 1, 2]], labels=["x", "y", "z"],
-                 sample_ids=["img"])  # fmt: skip
+    ds = explain(
+        model.eval(),
+        torch.ones(1, 3, 4, 4),
+        methods="saliency",
+        sample_ids=["img"],
+        targets=Targets([[0, 1, 2]], class_names=["x", "y", "z"]),
+    )
     ds.attrs["task"] = "multilabel"
     page = report({"net": ds}, tmp_path / "r", truth={"img": ["y", "z"]}).read_text()
     marks = re.findall(r"<div class='label'>(\w)(?:<br><b class='mark'>([^<]*)</b>)?", page)

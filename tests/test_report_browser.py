@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from xai_bench import profile, report, run
+from xai_bench import Passes, profile, report, run
 from xai_bench.testing import tiny_cnn
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,7 +32,7 @@ def page(tmp_path_factory):
         model = tiny_cnn().float()
         stores[name] = folder / f"{name}.zarr"
         run(model, images, methods=["saliency", "integrated_gradients"], store=stores[name], targets=[0, 1],
-            store_inputs=True, progress=False)  # fmt: skip
+            store_inputs=True, passes=Passes(progress=False))  # fmt: skip
     profile(model, images, layers=["input"], groups=torch.tensor([0, 1, 0, 1, 0, 1, 1]), group_names=["x", "y"],
             store=folder / "profile.zarr")  # fmt: skip
     return report({**stores, "profile": folder / "profile.zarr"}, folder / "report", per_page=3)

@@ -12,13 +12,13 @@ import torch
 import xarray as xr
 import zarr
 
-from xai_bench import InvalidParameterError, StoreMismatchError, explain, open_maps, run
+from xai_bench import InvalidParameterError, Passes, StoreMismatchError, explain, open_maps, run
 from xai_bench.testing import tiny_cnn
 from xai_bench.testing.data import SyntheticImages
 
 METHODS = {"saliency": {}, "deeplift": {}, "occlusion": {"window": 4, "stride": 4}}
 # A fixed pass size: resumed and uninterrupted stores are compared bit for bit.
-ARGS = {"methods": METHODS, "targets": "all", "batch_size": 4, "memory_budget": "1GiB", "progress": False}
+ARGS = {"methods": METHODS, "targets": "all", "passes": Passes(batch_size=4, memory_budget="1GiB", progress=False)}
 
 
 def test_run_writes_what_explain_computes(tmp_path):
@@ -71,10 +71,11 @@ def test_dataloader_and_factory_string(tmp_path):
 
 KILLED_RUN = """
 import sys
-from xai_bench import run
+from xai_bench import Passes, run
 from xai_bench.testing.data import SyntheticImages
 run("xai_bench.testing.data:slow_tiny_cnn", SyntheticImages(24), store=sys.argv[1], samples_per_block=2,
-    methods={"saliency": {}, "deeplift": {}}, targets="all", batch_size=4, memory_budget="1GiB", progress=False)
+    methods={"saliency": {}, "deeplift": {}}, targets="all",
+    passes=Passes(batch_size=4, memory_budget="1GiB", progress=False))
 """
 
 
@@ -104,9 +105,7 @@ def test_killed_run_resumes_to_the_uninterrupted_store(tmp_path):
     args = {
         "methods": {"saliency": {}, "deeplift": {}},
         "targets": "all",
-        "batch_size": 4,
-        "memory_budget": "1GiB",
-        "progress": False,
+        "passes": Passes(batch_size=4, memory_budget="1GiB", progress=False),
     }
     resumed = run("xai_bench.testing.data:slow_tiny_cnn", SyntheticImages(24), store=store, samples_per_block=2, **args)
     # Every block with a sample not done is computed again, whole (blocks of 2 samples).

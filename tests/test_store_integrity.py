@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xai_bench import (
+    Passes,
     StoreDamagedError,
     XaiBenchWarning,
     explain,
@@ -33,17 +34,15 @@ N = 8
 ARGS = {
     "methods": ["saliency", "deeplift"],
     "targets": "all",
-    "batch_size": 4,
-    "memory_budget": "1GiB",
     "samples_per_block": 2,
-    "progress": False,
+    "passes": Passes(batch_size=4, memory_budget="1GiB", progress=False),
 }
 SCRIPT = """
 import sys
-from xai_bench import run
+from xai_bench import Passes, run
 from xai_bench.testing.data import SyntheticImages
 run("xai_bench.testing.models:tiny_cnn", SyntheticImages({n}), store=sys.argv[1], methods=["saliency", "deeplift"],
-    targets="all", batch_size=4, memory_budget="1GiB", samples_per_block=2, progress=False)
+    targets="all", passes=Passes(batch_size=4, memory_budget="1GiB", progress=False), samples_per_block=2)
 """
 
 

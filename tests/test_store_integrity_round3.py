@@ -18,6 +18,7 @@ import torch
 import xarray as xr
 
 from xai_bench import (
+    Passes,
     StoreDamagedError,
     StoreExistsError,
     StoreMismatchError,
@@ -36,10 +37,8 @@ N = 4
 ARGS = {
     "methods": ["saliency", "deeplift"],
     "targets": "all",
-    "batch_size": 2,
-    "memory_budget": "1GiB",
     "samples_per_block": 2,
-    "progress": False,
+    "passes": Passes(batch_size=2, memory_budget="1GiB", progress=False),
 }
 METRICS = ["deeplift_completeness"]  # what evaluate(metrics="completeness") adds
 
@@ -89,7 +88,7 @@ def resumed(store: Path, dataset=None, **match: str) -> object:
 
 
 def evaluated(store: Path) -> None:
-    evaluate(None, None, open_maps(store), metrics="completeness", store=store)
+    evaluate(open_maps(store), metrics="completeness", into=store)
     assert set(METRICS) <= set(open_maps(store).data_vars)
 
 
@@ -298,7 +297,7 @@ def test_stale_partial_folders_are_removed_by_the_next_writer(tmp_path):
 
 def test_the_partial_folder_of_a_killed_run_is_removed_by_the_next_run(tmp_path):
     script = (
-        "import sys\nfrom xai_bench import run\nfrom xai_bench.testing import tiny_cnn\n"
+        "import sys\nfrom xai_bench import Passes, run\nfrom xai_bench.testing import tiny_cnn\n"
         "from xai_bench.testing.data import SyntheticImages\n"
         f"run(tiny_cnn(), SyntheticImages({N}), store=sys.argv[1], **{ARGS!r})\n"
     )

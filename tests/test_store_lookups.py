@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from xai_bench import evaluate, explain, open_maps, save_maps, select_map
+from xai_bench import Passes, Targets, evaluate, explain, open_maps, save_maps, select_map
 from xai_bench.app.cli import main as cli
 from xai_bench.core.errors import StoreExistsError
 from xai_bench.testing import tiny_cnn
@@ -22,7 +22,7 @@ def model():
 def maps_store(model, tmp_path):
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     store = tmp_path / "maps.zarr"
-    explain(model, x, methods=["saliency", "deeplift"], targets=[0, 1], store=store, progress=False)
+    explain(model, x, methods=["saliency", "deeplift"], targets=[0, 1], store=store, passes=Passes(progress=False))
     return store
 
 
@@ -31,8 +31,8 @@ def _deletion(steps: int) -> dict:
 
 
 def test_scores_are_made_again_with_other_parameters_into_the_same_store_with_overwrite(model, maps_store):
-    evaluate(model, None, open_maps(maps_store), metrics=_deletion(2), store=maps_store)
-    again = evaluate(model, None, open_maps(maps_store), metrics=_deletion(4), store=maps_store, overwrite=True)
+    evaluate(open_maps(maps_store), model=model, metrics=_deletion(2), into=maps_store)
+    again = evaluate(open_maps(maps_store), model=model, metrics=_deletion(4), into=maps_store, overwrite=True)
     stored = open_maps(maps_store)
     assert stored["deletion_fraction"].values.tolist() == [0, 0.25, 0.5, 0.75, 1]
     np.testing.assert_array_equal(stored["saliency_deletion_curve"].values, again["saliency_deletion_curve"].values)
@@ -40,15 +40,15 @@ def test_scores_are_made_again_with_other_parameters_into_the_same_store_with_ov
 
 
 def test_scores_go_into_another_store_created_for_them(model, maps_store, tmp_path):
-    evaluate(model, None, open_maps(maps_store), metrics=_deletion(2), store=maps_store)
+    evaluate(open_maps(maps_store), model=model, metrics=_deletion(2), into=maps_store)
     other = tmp_path / "scores.zarr"
-    evaluate(model, None, open_maps(maps_store), metrics=_deletion(4), store=other)
+    evaluate(open_maps(maps_store), model=model, metrics=_deletion(4), into=other)
     assert open_maps(other)["deletion_fraction"].size == 5
     assert open_maps(maps_store)["deletion_fraction"].size == 3  # the first scores are kept
 
 
 def test_a_store_that_cannot_take_the_scores_is_refused_before_any_scoring(model, maps_store, tmp_path, monkeypatch):
-    evaluate(model, None, open_maps(maps_store), metrics=_deletion(2), store=maps_store)
+    evaluate(open_maps(maps_store), model=model, metrics=_deletion(2), into=maps_store)
     from xai_bench.metrics.perturbation import Deletion
 
     def never(*args, **kwargs):
@@ -57,12 +57,12 @@ def test_a_store_that_cannot_take_the_scores_is_refused_before_any_scoring(model
     monkeypatch.setattr(Deletion, "score", never)
     # Only saliency again, with other steps: deeplift's curve keeps the axis.
     with pytest.raises(StoreExistsError, match="keeps deeplift_deletion_curve with other deletion parameters"):
-        evaluate(model, None, open_maps(maps_store), metrics=_deletion(4), methods=["saliency"], store=maps_store,
+        evaluate(open_maps(maps_store), model=model, metrics=_deletion(4), methods=["saliency"], into=maps_store,
                  overwrite=True)  # fmt: skip
     with pytest.raises(StoreExistsError, match="already holds"):
-        evaluate(model, None, open_maps(maps_store), metrics=_deletion(4), store=maps_store)
+        evaluate(open_maps(maps_store), model=model, metrics=_deletion(4), into=maps_store)
     with pytest.raises(StoreExistsError, match="other sample values"):
-        evaluate(model, None, open_maps(maps_store).isel(sample=[0, 1]), metrics=_deletion(2), store=maps_store,
+        evaluate(open_maps(maps_store).isel(sample=[0, 1]), model=model, metrics=_deletion(2), into=maps_store,
                  overwrite=True)  # fmt: skip
 
 
@@ -71,8 +71,15 @@ def labelled(model, tmp_path):
     x = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     store = tmp_path / "labelled.zarr"
     ids = [f"case{i:02d}" for i in range(12)]
-    explain(model, x, methods=["saliency", "deeplift", "input_x_gradient"], targets=["w", "z"], sample_ids=ids,
-            labels=["w", "x", "y", "z"], store=store, progress=False)  # fmt: skip
+    explain(
+        model,
+        x,
+        methods=["saliency", "deeplift", "input_x_gradient"],
+        sample_ids=ids,
+        store=store,
+        targets=Targets(["w", "z"], class_names=["w", "x", "y", "z"]),
+        passes=Passes(progress=False),
+    )
     return store
 
 
@@ -100,7 +107,7 @@ def test_show_lists_the_samples_on_a_miss_and_says_where_it_wrote_the_picture(la
 
 
 def test_open_maps_keeps_the_methods_in_the_order_they_were_asked_for(labelled, model):
-    evaluate(model, None, open_maps(labelled), metrics={"deletion": {"steps": 2, "patch": 4}}, store=labelled)
+    evaluate(open_maps(labelled), model=model, metrics={"deletion": {"steps": 2, "patch": 4}}, into=labelled)
     names = list(open_maps(labelled).data_vars)
     owner = [next(m for m in ("saliency", "deeplift", "input_x_gradient", "") if n.startswith(m)) for n in names]
     # The methods as asked for (not by name), each followed by its own delta and scores.
@@ -118,7 +125,7 @@ def test_string_coordinates_are_written_as_zarr_v3_strings_without_a_warning(lab
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # zarr's UnstableSpecificationWarning among them
         save_maps(ds.isel(sample=[0, 1]), tmp_path / "part.zarr")
-        evaluate(model, None, ds, metrics={"deletion": {"steps": 2, "patch": 4}}, store=tmp_path / "scores.zarr")
+        evaluate(ds, model=model, metrics={"deletion": {"steps": 2, "patch": 4}}, into=tmp_path / "scores.zarr")
     for store in ("part.zarr", "scores.zarr"):
         group = zarr.open_group(tmp_path / store, mode="r")
         assert str(group["sample"].metadata.data_type.to_json(zarr_format=3)) == "string"

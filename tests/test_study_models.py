@@ -112,7 +112,7 @@ def test_all_six_methods_run_and_leave_the_model_alone(study):
             "integrated_gradients": {"n_steps": 4},
             "deeplift": {},
         },
-        batch_size=8,
+        passes=8,
     )
     assert_model_unchanged(before, model)
     for method in BUILTIN_METHODS:

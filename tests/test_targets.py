@@ -12,7 +12,7 @@ import zarr
 from captum.attr import DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients, Occlusion, Saliency
 from torch import nn
 
-from xai_bench import InvalidTargetError, XaiBenchWarning, explain, open_maps, run, select_map
+from xai_bench import InvalidTargetError, Passes, Targets, XaiBenchWarning, explain, open_maps, run, select_map
 from xai_bench.testing import tiny_cnn
 from xai_bench.testing.data import SyntheticImages
 from xai_bench.testing.models import plain_cnn
@@ -45,7 +45,7 @@ def test_per_sample_targets_equal_captum_target_y(gen, method):
     x = torch.rand(5, 3, 12, 12, generator=gen, dtype=torch.float64)
     y = torch.tensor([2, 0, 3, 3, 1])
     cls, ours, theirs = CAPTUM[method]
-    ds = explain(model, x, targets=y, methods={method: ours}, batch_size=3)
+    ds = explain(model, x, targets=y, methods={method: ours}, passes=3)
     assert ds[method].dims == ("sample", "slot", "channel", "y", "x") and ds.sizes["slot"] == 1
     np.testing.assert_array_equal(ds["target_index"].values[:, 0], y.numpy())
     with warnings.catch_warnings():
@@ -58,10 +58,10 @@ def test_per_sample_targets_equal_captum_target_y(gen, method):
 
 def test_numpy_targets_work_like_tensors(case):
     model, x = case
-    as_tensor = explain(model, x, targets=torch.tensor([1, 0, 3, 2]), methods=["saliency"], batch_size=4)
-    as_array = explain(model, x, targets=np.array([1, 0, 3, 2]), methods=["saliency"], batch_size=4)
+    as_tensor = explain(model, x, targets=torch.tensor([1, 0, 3, 2]), methods=["saliency"], passes=4)
+    as_array = explain(model, x, targets=np.array([1, 0, 3, 2]), methods=["saliency"], passes=4)
     xr.testing.assert_identical(as_tensor.drop_attrs(), as_array.drop_attrs())
-    scalar = explain(model, x, targets=np.int64(2), methods=["saliency"], batch_size=4)
+    scalar = explain(model, x, targets=np.int64(2), methods=["saliency"], passes=4)
     assert scalar["saliency"].dims[1] == "target" and list(scalar["target"].values) == [2]
 
 
@@ -74,7 +74,7 @@ def test_a_plain_list_is_the_same_classes_for_every_sample(case):
 def test_lists_of_rows_and_masks_give_slots_as_wide_as_the_longest_row(case):
     model, x = case
     rows = [["covid"], ["viral", "normal"], [], [3, 0, 1]]
-    ds = explain(model, x, targets=rows, labels=LABELS, methods=["saliency"], batch_size=4)
+    ds = explain(model, x, methods=["saliency"], targets=Targets(rows, class_names=LABELS), passes=4)
     assert ds.sizes["slot"] == 3
     assert ds["target"].values.tolist() == [
         ["covid", "", ""], ["viral", "normal", ""], ["", "", ""], ["normal", "covid", "viral"],
@@ -82,7 +82,7 @@ def test_lists_of_rows_and_masks_give_slots_as_wide_as_the_longest_row(case):
     assert np.isnan(ds["saliency"].values[2]).all() and np.isnan(ds["score"].values[2]).all()
     mask = torch.zeros(4, 4, dtype=torch.bool)
     mask[0, 0] = mask[1, 1] = mask[1, 3] = mask[3, [0, 1, 3]] = True
-    from_mask = explain(model, x, targets=mask, labels=LABELS, methods=["saliency"], batch_size=4)
+    from_mask = explain(model, x, methods=["saliency"], targets=Targets(mask, class_names=LABELS), passes=4)
     # A mask lists each sample's classes in class order.
     assert from_mask["target_index"].values.tolist() == [[0, -1, -1], [1, 3, -1], [-1, -1, -1], [0, 1, 3]]
     for sample, target in [(1, "normal"), (3, "viral"), (0, "covid")]:
@@ -90,7 +90,7 @@ def test_lists_of_rows_and_masks_give_slots_as_wide_as_the_longest_row(case):
             select_map(ds, "saliency", sample=sample, target=target).values,
             select_map(from_mask, "saliency", sample=sample, target=target).values,
         )
-    wider = explain(model, x, targets=rows, labels=LABELS, methods=["saliency"], max_targets=5)
+    wider = explain(model, x, methods=["saliency"], targets=Targets(rows, class_names=LABELS, max_targets=5))
     assert wider.sizes["slot"] == 5
 
 
@@ -116,7 +116,7 @@ def test_targets_that_fit_no_form_are_refused_clearly(case, targets, message):
 def test_rows_longer_than_max_targets_are_refused(case):
     model, x = case
     with pytest.raises(InvalidTargetError, match="max_targets is 1"):
-        explain(model, x, targets=[[0, 1], [1], [2], [3]], methods=["saliency"], max_targets=1)
+        explain(model, x, methods=["saliency"], targets=Targets([[0, 1], [1], [2], [3]], max_targets=1))
 
 
 def test_predicted_multilabel_keeps_the_top_scoring_labels_within_max_targets(case):
@@ -125,14 +125,17 @@ def test_predicted_multilabel_keeps_the_top_scoring_labels_within_max_targets(ca
         logits = model(x)
     with pytest.warns(XaiBenchWarning, match="beyond max_targets=1"):
         ds = explain(
-            model, x, targets="predicted", task="multilabel", threshold=0.0, methods=["saliency"], max_targets=1
+            model,
+            x,
+            methods=["saliency"],
+            targets=Targets("predicted", task="multilabel", threshold=0.0, max_targets=1),
         )
     np.testing.assert_array_equal(ds["target_index"].values[:, 0], logits.argmax(1).numpy())
 
 
 def test_predicted_multiclass_has_one_slot_whatever_max_targets_says(case):
     model, x = case
-    ds = explain(model, x, targets="predicted", methods=["saliency"], max_targets=5)
+    ds = explain(model, x, methods=["saliency"], targets=Targets("predicted", max_targets=5))
     assert ds.sizes["slot"] == 1
 
 
@@ -152,12 +155,19 @@ def test_slot_store_round_trips_and_selects_the_map_of_a_class(case, tmp_path):
     model, x = case
     rows = [["covid", "normal"], ["viral"], ["bacterial", "covid"], ["normal"]]
     ids = ["p1", "p2", "p3", "p4"]
-    ds = explain(model, x, targets=rows, labels=LABELS, methods=["deeplift"], sample_ids=ids, store=tmp_path / "s.zarr")
+    ds = explain(
+        model,
+        x,
+        methods=["deeplift"],
+        sample_ids=ids,
+        store=tmp_path / "s.zarr",
+        targets=Targets(rows, class_names=LABELS),
+    )
     back = open_maps(tmp_path / "s.zarr")
     xr.testing.assert_identical(back.load(), ds)
     assert back["target"].dtype.kind == "U" and back["sample"].dtype.kind == "U"
     # The map of class c for sample s equals explaining that pair alone.
-    alone = explain(model, x[2:3], targets=["covid"], labels=LABELS, methods=["deeplift"])
+    alone = explain(model, x[2:3], methods=["deeplift"], targets=Targets(["covid"], class_names=LABELS))
     np.testing.assert_allclose(
         select_map(back, "deeplift", sample="p3", target="covid").values, alone["deeplift"].values[0, 0], rtol=1e-12
     )
@@ -176,7 +186,7 @@ def test_slot_store_round_trips_and_selects_the_map_of_a_class(case, tmp_path):
 
 def test_dense_string_coordinates_read_back_as_plain_strings(case, tmp_path):
     model, x = case
-    explain(model, x, targets="all", labels=LABELS, methods=["saliency"], store=tmp_path / "d.zarr")
+    explain(model, x, methods=["saliency"], store=tmp_path / "d.zarr", targets=Targets("all", class_names=LABELS))
     back = open_maps(tmp_path / "d.zarr")
     assert back["target"].dtype.kind == "U"
     best = back["score"].sel(sample=1).idxmax("target").values.item()
@@ -188,8 +198,8 @@ def test_dense_string_coordinates_read_back_as_plain_strings(case, tmp_path):
 def test_a_slot_store_resumes_to_the_uninterrupted_one(tmp_path):
     data = SyntheticImages(6)
     targets = [[0], [1, 2], [3], [], [2, 0], [1]]
-    args = {"methods": ["saliency", "deeplift"], "targets": targets, "batch_size": 4, "memory_budget": "1GiB",
-            "samples_per_block": 2, "progress": False}  # fmt: skip
+    args = {"methods": ["saliency", "deeplift"], "targets": targets, "samples_per_block": 2,
+            "passes": Passes(batch_size=4, memory_budget="1GiB", progress=False)}  # fmt: skip
     whole = run(tiny_cnn(), data, store=tmp_path / "whole.zarr", **args)
     assert whole.computed == 6
     # Losing the done flags of two blocks is what a kill leaves behind; a rerun redoes only those.

@@ -17,12 +17,20 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
 from .api.evaluating import evaluate, list_metrics
-from .api.explaining import explain, methods
+from .api.explaining import explain, list_methods, methods
 from .api.layers import study_layers
-from .api.profiling import profile
+from .api.passes import Passes
+from .api.profiling import list_profilers, profile
+from .api.targets import Targets
 from .app.report import report
 from .app.viz import overlay
 from .attributors.base import Attribution, Attributor, Batch, Cost, OneTarget, Prepared
+from .attributors.deeplift import DeepLift
+from .attributors.gradients import InputXGradient, Saliency
+from .attributors.guided_backprop import GuidedBackprop
+from .attributors.integrated_gradients import IntegratedGradients
+from .attributors.occlusion import Occlusion
+from .core.cache import forget
 from .core.errors import (
     DeviceMismatchError,
     DuplicateMethodError,
@@ -42,13 +50,42 @@ from .core.errors import (
 )
 from .core.hookspecs import hookimpl
 from .metrics.base import Metric
+from .metrics.completeness import Completeness
+from .metrics.localisation import (
+    EnergyPointingGame,
+    PointingGame,
+    RelevanceMass,
+    RelevanceRank,
+    TopKIntersection,
+    TopKIoU,
+)
+from .metrics.perturbation import Deletion, Insertion
+from .metrics.randomisation import DataRandomisation, ParameterRandomisation
 from .plugins.manager import get_plugin_manager, list_plugins
 from .profilers.base import GlobalProfiler
 from .scale.dataset_run import RunSummary, run
+from .storage import accessor as _accessor  # noqa: F401  (registers ds.xai)
 from .storage.datasets import select_map
 from .storage.zarr_io import StoreReport, open_maps, save_maps, verify_store
 
 __all__ = [
+    "DeepLift",
+    "InputXGradient",
+    "Saliency",
+    "GuidedBackprop",
+    "IntegratedGradients",
+    "Occlusion",
+    "Completeness",
+    "EnergyPointingGame",
+    "PointingGame",
+    "RelevanceMass",
+    "RelevanceRank",
+    "TopKIntersection",
+    "TopKIoU",
+    "Deletion",
+    "Insertion",
+    "DataRandomisation",
+    "ParameterRandomisation",
     "Attribution",
     "Attributor",
     "Batch",
@@ -62,6 +99,7 @@ __all__ = [
     "InvalidTargetError",
     "ModelOutputError",
     "OneTarget",
+    "Passes",
     "PluginError",
     "RunSummary",
     "StoreDamagedError",
@@ -69,6 +107,7 @@ __all__ = [
     "StoreMismatchError",
     "Prepared",
     "SurgeryError",
+    "Targets",
     "UnknownMethodError",
     "UnknownParameterError",
     "XaiBenchError",
@@ -76,10 +115,13 @@ __all__ = [
     "__version__",
     "evaluate",
     "explain",
+    "forget",
     "get_plugin_manager",
     "hookimpl",
+    "list_methods",
     "list_metrics",
     "list_plugins",
+    "list_profilers",
     "methods",
     "open_maps",
     "overlay",

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from xai_bench import explain
+from xai_bench import Passes, explain
 from xai_bench.testing import AdditiveModel, FunctionalReluMLP, LinearModel, tiny_cnn
 
 seeds = st.integers(0, 2**16)
@@ -114,7 +114,7 @@ def test_results_do_not_depend_on_batch_size(seed, batch_size, method):
     model = tiny_cnn(seed=seed % 7)
     x = _rand(seed, 3, 3, 8, 8)
     whole = explain(model, x, targets="all", methods={method: params})
-    split = explain(model, x, targets="all", methods={method: params}, batch_size=batch_size)
+    split = explain(model, x, targets="all", methods={method: params}, passes=batch_size)
     np.testing.assert_allclose(split[method].values, whole[method].values, rtol=1e-9, atol=1e-12)
 
 
@@ -124,8 +124,8 @@ def test_explain_is_deterministic(seed, targets):
     x = _rand(seed, 2, 3, 8, 8)
     methods = {"saliency": {}, "deeplift": {}, "guided_backprop": {}, "integrated_gradients": {"n_steps": 4}}
     # A fixed budget: the default follows free memory, and the plan is recorded in attrs.
-    a = explain(model, x, targets=targets, methods=methods, memory_budget="1GiB")
-    b = explain(model, x, targets=targets, methods=methods, memory_budget="1GiB")
+    a = explain(model, x, targets=targets, methods=methods, passes=Passes(memory_budget="1GiB"))
+    b = explain(model, x, targets=targets, methods=methods, passes=Passes(memory_budget="1GiB"))
     import xarray as xr
 
     xr.testing.assert_identical(a, b)

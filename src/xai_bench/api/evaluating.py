@@ -12,22 +12,22 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from ..core.checks import batch_size_arg, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError
+from ..core.checks import to_json
+from ..core.errors import InvalidInputError, InvalidParameterError, deprecated
 from ..core.provenance import result_attrs, versions
-from ..engine.memory import parse_budget
-from ..engine.runner import plan_forward, run_passes
+from ..engine.entry import Budget, forward_passes
+from ..engine.progress import progress_bar
 from ..metrics.base import Context, Curve, Metric, Pairs, Score
 from ..plugins import registry
 from ..plugins.manager import plugin_info
 from ..storage.datasets import INPUT, UNUSED, layout_of, method_ids
 from ..storage.zarr_io import add_to_store, check_can_score, save_maps
-from .explaining import method_maps
+from .method_runs import method_maps
 from .outputs import scored as scored_model
 from .outputs import stored_output
-from .preflight import check_device, check_outputs, eval_mode, on_device
+from .passes import Passes, passes_from, refuse_unknown
+from .preflight import check_outputs, eval_mode, on_device
 
 MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 
@@ -38,47 +38,78 @@ def list_metrics() -> dict[str, dict[str, Any]]:
     return {metric_id: entry.describe(flags) for metric_id, entry in sorted(registry.metrics.entries().items())}
 
 
+#: evaluate's parameters besides the maps
+EVALUATE_PARAMETERS = [
+    "metrics", "model", "inputs", "masks", "methods", "method_params", "passes", "into", "overwrite",
+]  # fmt: skip
+
+
 def evaluate(
-    model: nn.Module | None,
-    inputs: Any,
     maps: xr.Dataset,
-    *,
+    *legacy: Any,
     metrics: MetricsArg,
+    model: nn.Module | None = None,
+    inputs: Any = None,
     masks: Any = None,
     methods: Sequence[str] | None = None,
     method_params: Mapping[str, Mapping[str, Any]] | None = None,
-    batch_size: int | str = "auto",
-    memory_budget: int | str | None = None,
-    device: str | torch.device | None = None,
-    store: str | os.PathLike[str] | None = None,
+    passes: Passes | int | str | dict | None = None,
+    into: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    progress: bool = False,
+    **deprecated_keywords: Any,
 ) -> xr.Dataset:
     """Score ``maps`` (a Dataset from ``explain`` or ``open_maps``, either target layout) with ``metrics``.
 
-    ``metrics`` is an id, a list of ids or ``{id: params}`` (see :func:`list_metrics`). ``inputs``
-    (N, C, H, W), a map-style data set of images, or None to use the inputs the Dataset keeps,
-    and ``model`` are needed by metrics that call the model (deletion, insertion, randomisation);
-    ``masks`` by localisation metrics: (N, 1, H, W) shared by every target, (N, T, H, W) one per
-    target column or slot, or a DataArray with the maps' ``sample`` (and ``target``) coordinates.
-    ``methods`` limits the methods scored (default: all in ``maps``). Metrics that make maps again
-    take each method's parameters from the maps' provenance; ``method_params`` replaces them (needed
-    where they were tensors, such as baseline sets). Every model call goes through the engine's
-    passes (``batch_size``, ``memory_budget``: as :func:`explain`), on ``device`` when given.
+    ``metrics`` is an id, an instance (``Deletion(steps=20)``), a list of them or ``{id: params}``
+    (see :func:`list_metrics`). ``model`` and ``inputs`` ((N, C, H, W), a map-style data set of
+    images, or None to use the inputs the Dataset keeps) are needed by metrics that call the model
+    (deletion, insertion, randomisation); ``masks`` by localisation metrics: (N, 1, H, W) shared by
+    every target, (N, T, H, W) one per target column or slot, or a DataArray with the maps'
+    ``sample`` (and ``target``) coordinates. ``methods`` limits the methods scored (default: all in
+    ``maps``). Metrics that make maps again take each method's parameters from the maps'
+    provenance; ``method_params`` replaces them (needed where they were tensors, such as baseline
+    sets). Every model call goes through the engine's passes (``passes``: as :func:`explain`).
 
-    Returns a Dataset with a variable ``<method>_<metric>`` per method and metric, dims as the
-    maps' pairs ``(sample, target|slot)`` (NaN where a pair has no map), plus a curve dimension
-    where a metric has one, and further values as ``<method>_<metric>_<suffix>``. With ``store``
-    (the maps' own, or one of scores of the same samples), the variables are added to it, each
-    array whole and checksummed; a path with no store gets a new store of the scores alone. To
-    score again with other parameters, pass ``overwrite=True`` (the variables, and a curve axis
-    only they use, are replaced) or another ``store``. What the store cannot take (variables it
-    holds without ``overwrite``, other samples, a curve axis other variables keep) is refused
-    before any scoring.
+    Returns a Dataset with a variable ``<method>_<metric>`` per method and metric (read them with
+    ``scores.xai.metric(metric, method)``), dims as the maps' pairs ``(sample, target|slot)`` (NaN
+    where a pair has no map), plus a curve dimension where a metric has one, and further values as
+    ``<method>_<metric>_<part>``. With ``into`` (the maps' own store, or one of scores of the same
+    samples), the variables are added to it, each array whole and checksummed; a path with no store
+    gets a new store of the scores alone. To score again with other parameters, pass
+    ``overwrite=True`` (the variables, and a curve axis only they use, are replaced) or another
+    store. What the store cannot take (variables it holds without ``overwrite``, other samples, a
+    curve axis other variables keep) is refused before any scoring.
+
+    0.2's ``evaluate(model, inputs, maps, ...)``, ``store=`` (now ``into=``) and the pass keywords
+    (``batch_size``, ``memory_budget``, ``device``, ``progress``) still work in 0.3, with a
+    ``DeprecationWarning``.
     """
+    if legacy:
+        if len(legacy) != 2 or model is not None or inputs is not None:
+            raise TypeError("evaluate() takes the maps as its one positional argument: evaluate(maps, metrics=...).")
+        deprecated("evaluate(model, inputs, maps, ...)", "evaluate(maps, model=model, inputs=inputs, ...)")
+        model, inputs, maps = maps, legacy[0], legacy[1]
+    if "store" in deprecated_keywords:
+        deprecated("evaluate(store=...)", "evaluate(into=...)")
+        into = deprecated_keywords.pop("store") if into is None else into
+    passes = passes_from(passes, deprecated_keywords, "evaluate")
+    refuse_unknown(deprecated_keywords, "evaluate", EVALUATE_PARAMETERS)
+    if not isinstance(maps, xr.Dataset):
+        raise InvalidInputError(
+            f"evaluate() scores a Dataset of maps (explain's, or open_maps'), got {type(maps).__name__}."
+        )
     specs = registry.resolve(registry.metrics, metrics)
-    fixed = batch_size_arg(batch_size)
-    chosen = check_device(device)
+    scored = _methods_scored(maps, methods)
+    _check_can_score(maps, specs, scored, model, into, overwrite)
+    result = _score(maps, specs, scored, model, inputs, masks, method_params, passes)
+    if into is not None and os.path.exists(into):
+        add_to_store(result, into, overwrite=overwrite)
+    elif into is not None:
+        save_maps(result, into)
+    return result
+
+
+def _methods_scored(maps: xr.Dataset, methods: Sequence[str] | None) -> list[str]:
     available = method_ids(maps)
     scored = list(methods) if methods is not None else available
     unknown = [m for m in scored if m not in available]
@@ -86,16 +117,25 @@ def evaluate(
         raise InvalidParameterError(
             f"the maps have no method {unknown[0] if unknown else None!r}; they have {available}."
         )
-    needs_model = any(metric.needs_model for _, metric in specs)
-    if needs_model and model is None:
+    return scored
+
+
+def _check_can_score(maps, specs, scored, model, into, overwrite) -> None:
+    """Refuse before any scoring what cannot be scored or written."""
+    if model is None and any(metric.needs_model for _, metric in specs):
         names = [entry.id for entry, metric in specs if metric.needs_model]
-        raise InvalidParameterError(f"{', '.join(names)} call the model: pass it as evaluate(model, ...).")
-    if store is not None and os.path.exists(store):
+        raise InvalidParameterError(f"{', '.join(names)} call the model: pass it as evaluate(maps, model=...).")
+    if into is not None and os.path.exists(into):
         coords = {n: maps[n].values.tolist() for n in ("sample", "target", "slot") if n in maps.coords}
         names = [f"{m}_{entry.id}" for m in scored for entry, _ in specs]
         params = {entry.id: to_json(metric.params()) for entry, metric in specs}
-        check_can_score(store, coords, names, params, overwrite=overwrite)
-    x = _inputs(inputs, maps, required=needs_model)
+        check_can_score(into, coords, names, params, overwrite=overwrite)
+
+
+def _score(maps, specs, scored, model, inputs, masks, method_params, passes: Passes) -> xr.Dataset:
+    """Each metric's scores of each method's maps, as one Dataset on the maps' pairs."""
+    chosen = passes.chosen_device()
+    x = _inputs(inputs, maps, required=any(metric.needs_model for _, metric in specs))
     table = _pairs_table(maps)
     mask_rows = _masks(masks, maps, table) if any(m.needs_masks for _, m in specs) else None
     task = str(maps.attrs.get("task", "multiclass"))
@@ -113,12 +153,12 @@ def evaluate(
                 x = x.clone()  # made under torch.inference_mode(): it could not take part in autograd
             if model is not None:
                 x = x.to(next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype))
-        budget = parse_budget(memory_budget, x.device if x is not None else torch.device("cpu"))
+        budget = Budget(passes.fixed_images, passes.budget(x.device if x is not None else torch.device("cpu")))
         if model is not None:
             model_attrs = result_attrs(model)
         for method in scored:
             pairs, column = _pairs(maps, method, table, mask_rows, method_params)
-            context = _context(model, x, maps, method, pairs, fixed, budget, task, progress)
+            context = _context(model, x, maps, method, pairs, budget, passes, task)
             for entry, metric in specs:
                 why = _why_not(metric, pairs)
                 if why:
@@ -131,12 +171,7 @@ def evaluate(
              "skipped": to_json(skipped)}  # fmt: skip
     coords = {name: maps[name].variable for name in ("sample", "target", "target_index", "slot") if name in maps.coords}
     coords.update({dim: np.asarray(values) for dim, values in curve_coords.items()})
-    result = xr.Dataset(results, coords=coords, attrs=attrs)
-    if store is not None and os.path.exists(store):
-        add_to_store(result, store, overwrite=overwrite)
-    elif store is not None:
-        save_maps(result, store)
-    return result
+    return xr.Dataset(results, coords=coords, attrs=attrs)
 
 
 class _Table:
@@ -261,27 +296,25 @@ def _context(
     maps: xr.Dataset,
     method: str,
     pairs: Pairs,
-    fixed: int | None,
-    budget: int,
+    budget: Budget,
+    passes: Passes,
     task: str,
-    progress: bool,
 ) -> Context:
     ids = [str(i) for i in np.asarray(maps["sample"].values).tolist()]
     explained = stored_output(maps.attrs)  # maps made again explain what the stored ones explain
 
     def forward(total: int, images, name: str) -> Tensor:
         assert model is not None and x is not None
-        sizer = plan_forward(owner=model, name=f"metric:{name}", model=model, example=x[:1], fixed_images=fixed,
-                             budget=budget, total=total)  # fmt: skip
         out: list[Tensor] = []
-        bar = tqdm(total=total, desc=f"{name} ({method})", unit="image", disable=not progress)
+        bar = progress_bar(passes.progress, planned_images=total, total=total, desc=f"{name} ({method})",
+                           unit="image")  # fmt: skip
 
-        def do_pass(start: int, size: int) -> None:
-            with torch.no_grad():
-                out.append(check_outputs(model(images(start, size)), size))
-            bar.update(size)
+        def consume(logits: Tensor, start: int, count: int) -> None:
+            out.append(check_outputs(logits, count))
+            bar.update(count)
 
-        run_passes(total, sizer, do_pass, x.device)
+        forward_passes(model, total, images, owner=model, name=f"metric:{name}", example=x[:1], budget=budget,
+                       consume=consume)  # fmt: skip
         bar.close()
         return torch.cat(out)
 
@@ -302,11 +335,11 @@ def _context(
         private.to(x.device)
         maps = method_maps(
             scored_model(private, explained), method, pairs.params, x[rows.to(x.device)], index, mask,
-            [ids[int(r)] for r in rows], batch_size=fixed or "auto", memory_budget=budget,
+            [ids[int(r)] for r in rows], passes=passes,
         )  # fmt: skip
         return maps[row_of.to(maps.device), column_of.to(maps.device)].detach().cpu()
 
-    return Context(inputs=x, model=model, forward=forward, explain=remake, task=task, progress=progress)
+    return Context(inputs=x, model=model, forward=forward, explain=remake, task=task, progress=passes.progress)
 
 
 def _collect(

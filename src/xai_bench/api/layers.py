@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import InvalidParameterError, did_you_mean
+from ..core.errors import InvalidParameterError, deprecated, did_you_mean
 from ..profilers.base import INPUT
 
 Transform = Callable[[Tensor], Tensor]
@@ -73,9 +73,15 @@ def resolve_layers(model: nn.Module, layers: LayersArg) -> list[Layer]:
 
 
 def study_layers(model: nn.Module, *, include_input: bool = True) -> dict[str, str | tuple[str, str]]:
-    """The study's picks: ResNet, after its first and last residual blocks; DenseNet, the ReLU-activated
-    outputs of its first and last dense blocks; plus the input itself (the "average input" profile).
+    """Deprecated: the COVID-19 study's picks (ResNet, after its first and last residual blocks; DenseNet,
+    the ReLU-activated outputs of its first and last dense blocks; plus the input itself) belong to the
+    study: ``covid_cxr.layers.study_layers``, which also knows the Inception models, or ``layers=``
+    with the module names.
     """
+    deprecated(
+        "xai_bench.study_layers()",
+        "covid_cxr.layers.study_layers() (examples/covid_cxr), or name the modules in profile(layers=...)",
+    )
     names = dict(model.named_modules())
     picks: dict[str, str | tuple[str, str]] = {INPUT: INPUT} if include_input else {}
     if all(f"layer{i}" in names for i in (1, 4)):  # torchvision ResNet

@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from ..core.checks import batch_size_arg, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError, warn
+from ..core.checks import repeated_as_text, to_json
+from ..core.errors import InvalidInputError, InvalidParameterError, deprecated, warn
 from ..core.provenance import result_attrs
-from ..engine.memory import is_out_of_memory, parse_budget
-from ..engine.runner import plan_forward, run_passes
+from ..engine.entry import Budget, forward_passes
+from ..engine.memory import is_out_of_memory
+from ..engine.progress import progress_bar
 from ..plugins import registry
 from ..profilers.base import INPUT, GlobalProfiler
 from ..storage.zarr_io import check_writable, save_maps
+from .items import read_item
 from .layers import Layer, LayersArg, resolve_layers
-from .preflight import check_device, check_inputs, eval_mode, on_device
+from .passes import Passes, passes_from, refuse_unknown
+from .preflight import check_inputs, eval_mode, on_device
 
 GroupsArg = Tensor | np.ndarray | Sequence[int] | Callable[[Tensor, Any], Tensor] | None
+
+
+def list_profilers() -> dict[str, dict[str, Any]]:
+    """List available profiler ids with their provider and parameters."""
+    return {profiler_id: entry.describe(()) for profiler_id, entry in sorted(registry.profilers.entries().items())}
 
 
 def resolve_profilers(
@@ -57,147 +65,75 @@ def _membership(labels: Any, num_groups: int | None, where: str) -> Tensor:
 
 def _batches(data: Any, groups: GroupsArg) -> Iterable[tuple[Tensor, Any]]:
     """Yield (images, labels-or-None) from a tensor (one batch: the engine splits it into passes),
-    or from an iterable of tensors, pairs or dicts."""
+    or from an iterable of batches, each an item as :mod:`xai_bench.api.items` reads them."""
     if isinstance(data, Tensor):
         labels = groups if groups is not None and not callable(groups) else None
         if labels is not None and len(labels) != len(data):
             raise InvalidInputError(f"groups has {len(labels)} entries for {len(data)} samples.")
         yield data, labels
         return
-    for batch in data:
-        if isinstance(batch, Tensor):
-            yield batch, None
-        elif isinstance(batch, Mapping):
-            image = batch.get("image", batch.get("images"))
-            yield image, batch.get("groups", batch.get("label", batch.get("labels")))
-        elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            yield batch[0], batch[1]
-        else:
-            raise InvalidInputError(
-                "each batch must be a tensor, (images, labels) or a dict with 'image' and 'label'/'groups'; "
-                f"got {type(batch).__name__}."
-            )
+    for k, batch in enumerate(data):
+        item = read_item(batch, f"batch {k}")
+        yield item.image, item.label
 
 
-def _size(data: Any) -> int | None:
+def _size(data: Any) -> int:
+    """Samples in ``data`` where it says (a tensor, a loader of a sized data set), else 0."""
+    if isinstance(data, Tensor):
+        return len(data)
+    inner = getattr(data, "dataset", None)
     try:
-        return len(data) if not isinstance(data, Tensor) else None
+        return len(inner) if inner is not None else 0
     except TypeError:
-        return None
+        return 0
+
+
+#: profile's parameters besides the model and the data
+PROFILE_PARAMETERS = ["layers", "groups", "group_names", "profilers", "passes", "store", "overwrite"]
 
 
 def profile(
     model: nn.Module,
-    data: Any,
+    inputs: Any = None,
     *,
     layers: LayersArg,
     groups: GroupsArg = None,
     group_names: Sequence[str] | None = None,
     profilers: str | Sequence[str] | Mapping[str, Mapping[str, Any] | None] = ("naps", "dead_feature_maps"),
-    batch_size: int | str = "auto",
-    memory_budget: int | str | None = None,
+    passes: Passes | int | str | dict | None = None,
     store: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    device: str | torch.device | None = None,
-    progress: bool = False,
+    **deprecated_keywords: Any,
 ) -> xr.Dataset:
-    """Stream ``data`` through ``model`` and return global profiles of ``layers``.
+    """Stream ``inputs`` through ``model`` and return global profiles of ``layers``.
 
-    ``data`` is an (N, C, H, W) tensor or an iterable of batches (tensors, ``(images, labels)``
-    pairs, or dicts with ``image`` and ``label``/``groups``). ``groups`` gives each sample's groups:
-    class indices (N,) for exclusive classes, a bool membership matrix (N, G) for multilabel groups
-    (a sample may belong to several), or a callable ``(images, labels) -> (n, G)``; by default the
-    labels in the batches are used. ``layers`` are module names, ``{label: name or (name,
-    transform)}`` or a predicate; ``"input"`` profiles the input itself. ``batch_size`` and
-    ``memory_budget`` mean what they mean for :func:`explain`: the engine splits the data (and
-    any batch a loader yields) into passes. Memory does not grow with the data set: profilers keep
-    running sums per group. ``device`` runs the model there for the call (batches are moved to it)
-    and puts it back where it was afterwards, as in :func:`explain`.
+    ``inputs`` is an (N, C, H, W) tensor or an iterable of batches, each a tensor, an ``(images,
+    labels)`` pair or a dict with ``image`` and ``groups`` (or ``label``). ``groups`` gives each
+    sample's groups: class indices (N,) for exclusive classes, a bool membership matrix (N, G) for
+    multilabel groups (a sample may belong to several), or a callable ``(images, labels) -> (n,
+    G)``; by default the labels in the batches are used. ``layers`` are module names, ``{label: name
+    or (name, transform)}`` or a predicate; ``"input"`` profiles the input itself. ``passes`` means
+    what it means for :func:`explain`: the engine splits the data (and any batch a loader yields)
+    into forward-only passes, and ``device`` runs the model there for the call. Memory does not grow
+    with the data set: profilers keep running sums per group.
+
+    0.2's ``data=`` and pass keywords (``batch_size``, ``memory_budget``, ``device``, ``progress``)
+    still work in 0.3, with a ``DeprecationWarning``.
     """
-    fixed = batch_size_arg(batch_size)
+    if "data" in deprecated_keywords and inputs is None:
+        deprecated("profile(data=...)", "profile(model, inputs, ...)")
+        inputs = deprecated_keywords.pop("data")
+    passes = passes_from(passes, deprecated_keywords, "profile")
+    refuse_unknown(deprecated_keywords, "profile", PROFILE_PARAMETERS)
+    if inputs is None:
+        raise InvalidInputError("profile() needs the data to stream: profile(model, inputs, layers=...).")
     if store is not None:
         check_writable(store, overwrite=overwrite)
-    chosen = check_device(device)
     taps = resolve_layers(model, layers)
-    names = list(group_names) if group_names is not None else None
-    if isinstance(data, Tensor) and names is None and groups is not None and not callable(groups):
-        g = torch.as_tensor(np.asarray(groups) if not isinstance(groups, Tensor) else groups)
-        names = [str(i) for i in range(g.shape[1] if g.dim() == 2 else int(g.max()) + 1)]
-    if names is None:
-        raise InvalidParameterError("pass group_names=[...] so profiles can be labelled by group.")
-    as_text = [str(name) for name in names]
-    if len(set(as_text)) != len(as_text):
-        twice = sorted({t for t in as_text if as_text.count(t) > 1})
-        raise InvalidParameterError(f"group_names must be unique (also as text); these repeat: {twice}.")
+    names = _group_names(inputs, groups, group_names)
     instances = resolve_profilers(profilers, layers={t.label: t.module for t in taps}, groups=names)
-    captured: dict[str, Tensor] = {}
-    armed = [True]  # the taps record only the passes of the data, not the memory probe
-    left_out: dict[str, list[int]] = {}
-    n_samples = 0
-    with eval_mode(model), on_device(model, chosen), torch.no_grad():
-        handles = [_tap(model, tap, captured, armed) for tap in taps if tap.module != INPUT]
-        try:
-            bar = tqdm(total=len(data) if isinstance(data, Tensor) else None, desc="profile", unit="sample",
-                       disable=not progress)  # fmt: skip
-            budget = None
-            for images, labels in _batches(data, groups):
-                if chosen is not None and isinstance(images, Tensor):
-                    images = images.to(chosen)
-                images = check_inputs(model, images)
-                membership = groups(images, labels) if callable(groups) else labels
-                if membership is None:
-                    raise InvalidInputError("no groups for this batch: pass groups=... or batches with labels.")
-                membership = _membership(membership, len(names), "groups")
-                if len(membership) != len(images):
-                    raise InvalidInputError(f"groups cover {len(membership)} samples of a batch of {len(images)}.")
-                budget = parse_budget(memory_budget, images.device) if budget is None else budget
-                # Measuring the pass size runs the model once: the taps must not record that pass.
-                armed[0] = False
-                sizer = plan_forward(
-                    owner=model, name="profile", model=model, example=images, fixed_images=fixed, budget=budget,
-                    total=len(images),
-                )  # fmt: skip
-                armed[0] = True
-
-                def do_pass(start: int, size: int, images=images, membership=membership, seen=n_samples) -> None:
-                    chunk = images[start : start + size]
-                    captured.clear()
-                    model(chunk)
-                    for tap in taps:
-                        if tap.module == INPUT:
-                            captured[tap.label] = tap.transform(chunk) if tap.transform else chunk
-                        elif tap.label not in captured:
-                            raise InvalidParameterError(f"module {tap.module!r} was not called in the forward pass.")
-                    members = membership[start : start + size]
-                    finite = _finite_samples(captured, seen + start, left_out)
-                    if finite is not None:  # profiles of the finite samples stay exact
-                        chosen = {k: v[finite.to(v.device)] for k, v in captured.items()}
-                        captured.clear()
-                        captured.update(chosen)
-                        members = members[finite.to(members.device)]
-                    if len(members):
-                        try:
-                            for p in instances:
-                                p.update(captured, members)
-                        except Exception as exc:
-                            if not is_out_of_memory(exc):
-                                raise
-                            # Some profilers may hold this pass already: a retry would count it twice.
-                            raise RuntimeError(
-                                "profile(): out of memory while adding a pass to the profiles; pass a smaller "
-                                "batch_size or memory_budget."
-                            ) from exc
-                    bar.update(len(chunk))
-
-                run_passes(len(images), sizer, do_pass, images.device)
-                n_samples += len(images)
-            bar.close()
-        finally:
-            for h in handles:
-                h.remove()
-    _warn_left_out(left_out)
-    if n_samples == 0:
-        raise InvalidInputError("data held no samples.")
+    with eval_mode(model), on_device(model, passes.chosen_device()), torch.no_grad():
+        n_samples, budget = _stream(model, inputs, groups, names, taps, instances, passes)
     ds = xr.merge([p.result() for p in instances], compat="no_conflicts", combine_attrs="drop_conflicts")
     ds.attrs.update(
         result_attrs(
@@ -207,13 +143,116 @@ def profile(
             # JSON attrs sort their keys; pictures and reports show layers in the order data flows through them.
             layer_order=json.dumps(_network_order(model, taps)),
             profilers=to_json({p.id: p.params() for p in instances}),
-            batch_size=fixed if fixed is not None else "auto",
+            batch_size=passes.fixed_images if passes.fixed_images is not None else "auto",
             memory_budget=budget,
         )
     )
     if store is not None:
         save_maps(ds, store, overwrite=overwrite)
     return ds
+
+
+def _group_names(data: Any, groups: GroupsArg, group_names: Sequence[str] | None) -> list[str]:
+    names = list(group_names) if group_names is not None else None
+    if isinstance(data, Tensor) and names is None and groups is not None and not callable(groups):
+        g = torch.as_tensor(np.asarray(groups) if not isinstance(groups, Tensor) else groups)
+        names = [str(i) for i in range(g.shape[1] if g.dim() == 2 else int(g.max()) + 1)]
+    if names is None:
+        raise InvalidParameterError("pass group_names=[...] so profiles can be labelled by group.")
+    twice = repeated_as_text(names)
+    if twice:
+        raise InvalidParameterError(f"group_names must be unique (also as text); these repeat: {twice}.")
+    return names
+
+
+def _stream(
+    model: nn.Module,
+    data: Any,
+    groups: GroupsArg,
+    names: list[str],
+    taps: list[Layer],
+    instances: list[GlobalProfiler],
+    passes: Passes,
+) -> tuple[int, int | None]:
+    """Feed every batch through the taps into the profilers; return the samples seen and the budget used."""
+    captured: dict[str, Tensor] = {}
+    armed = [True]  # the taps record only the passes of the data, not the memory probe
+    left_out: dict[str, list[int]] = {}
+    n_samples, budget = 0, None
+    chosen = passes.chosen_device()
+
+    @contextlib.contextmanager
+    def disarmed() -> Iterator[None]:
+        armed[0] = False
+        try:
+            yield
+        finally:
+            armed[0] = True
+
+    handles = [_tap(model, tap, captured, armed) for tap in taps if tap.module != INPUT]
+    bar = progress_bar(passes.progress, planned_images=_size(data), total=_size(data) or None, desc="profile",
+                       unit="sample")  # fmt: skip
+    try:
+        for images, labels in _batches(data, groups):
+            if chosen is not None and isinstance(images, Tensor):
+                images = images.to(chosen)
+            images = check_inputs(model, images)
+            membership = groups(images, labels) if callable(groups) else labels
+            if membership is None:
+                raise InvalidInputError("no groups for this batch: pass groups=... or batches with labels.")
+            membership = _membership(membership, len(names), "groups")
+            if len(membership) != len(images):
+                raise InvalidInputError(f"groups cover {len(membership)} samples of a batch of {len(images)}.")
+            budget = Budget(passes.fixed_images, passes.budget(images.device)) if budget is None else budget
+
+            def chunk_of(start: int, count: int, images=images) -> Tensor:
+                captured.clear()  # a pass retried smaller starts from nothing
+                return images[start : start + count]
+
+            def consume(_: Tensor, start: int, count: int, images=images, membership=membership, seen=n_samples):
+                chunk = images[start : start + count]
+                for tap in taps:
+                    if tap.module == INPUT:
+                        captured[tap.label] = tap.transform(chunk) if tap.transform else chunk
+                    elif tap.label not in captured:
+                        raise InvalidParameterError(f"module {tap.module!r} was not called in the forward pass.")
+                _update(instances, captured, membership[start : start + count], seen + start, left_out)
+                bar.update(count)
+
+            forward_passes(model, len(images), chunk_of, owner=model, name="profile", example=images, budget=budget,
+                           consume=consume, probing=disarmed)  # fmt: skip
+            n_samples += len(images)
+        bar.close()
+    finally:
+        for h in handles:
+            h.remove()
+    _warn_left_out(left_out)
+    if n_samples == 0:
+        raise InvalidInputError("data held no samples.")
+    return n_samples, budget.bytes if budget is not None else None
+
+
+def _update(instances, captured: dict[str, Tensor], members: Tensor, offset: int, left_out) -> None:
+    """Add one pass's activations to every profiler, leaving out samples with non-finite activations."""
+    finite = _finite_samples(captured, offset, left_out)
+    if finite is not None:  # profiles of the finite samples stay exact
+        chosen = {k: v[finite.to(v.device)] for k, v in captured.items()}
+        captured.clear()
+        captured.update(chosen)
+        members = members[finite.to(members.device)]
+    if not len(members):
+        return
+    try:
+        for p in instances:
+            p.update(captured, members)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        # Some profilers may hold this pass already: a retry would count it twice.
+        raise RuntimeError(
+            "profile(): out of memory while adding a pass to the profiles; pass a smaller "
+            "batch_size or memory_budget in passes=Passes(...)."
+        ) from exc
 
 
 def _finite_samples(captured: dict[str, Tensor], offset: int, left_out: dict[str, list[int]]) -> Tensor | None:

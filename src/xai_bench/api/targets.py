@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.checks import json_safe, to_json
 from ..core.errors import InvalidTargetError, did_you_mean, warn
 from ..storage.datasets import UNUSED, TargetTable
+from .outputs import check_output
 
 Task = Literal["multiclass", "multilabel"]
 #: a multilabel ``"predicted"`` with more slots than this (and no ``max_targets``) gets a warning
@@ -296,3 +298,116 @@ def warn_wide(targets: object, task: Task, width: int, max_targets: int | None) 
             f"targets='predicted' with task='multilabel' keeps a slot for each of the {width} classes per "
             "sample; pass max_targets=... to store fewer.",
         )
+
+
+@dataclass(frozen=True, eq=False)
+class Targets:
+    """Which outputs of the model a call explains, and how "predicted" is read.
+
+    ``classes`` is any form of the rule in this module's docstring: the same classes for every
+    sample (an int, a label name, a list of them, ``"all"``) or classes per sample (a 1-D integer
+    tensor as captum's ``target=y``, a list of per-sample lists, an (N, classes) boolean mask, or
+    ``"predicted"``). ``class_names`` names the model's outputs (labels in stores, names in
+    ``classes``). ``"predicted"`` is the arg-max for ``task="multiclass"`` and every label whose
+    sigmoid exceeds ``threshold`` for ``"multilabel"``, ``max_targets`` slots at most. ``output``
+    is what the maps explain: the logits, or their ``"sigmoid"`` or ``"softmax"``, as if the model
+    ended in that module (the model is not changed); ``"predicted"`` picks the same classes either
+    way. Every field is checked when the object is made. Where a call takes ``targets=``, any
+    plain form of ``classes`` stands for ``Targets(classes)``.
+    """
+
+    classes: object = "predicted"
+    class_names: Sequence[str] | None = None
+    task: Task = "multiclass"
+    threshold: float = 0.5
+    max_targets: int | None = None
+    output: str = "logit"
+
+    def __post_init__(self) -> None:
+        form(self.classes)
+        check_task(self.task)
+        object.__setattr__(self, "threshold", check_threshold(self.threshold))
+        object.__setattr__(self, "max_targets", check_max_targets(self.max_targets))
+        object.__setattr__(self, "output", check_output(self.output, self.task))
+        if self.class_names is not None:
+            names = list(self.class_names)
+            if len(set(names)) != len(names) or not all(isinstance(name, str) for name in names):
+                raise InvalidTargetError("class_names must be unique strings, one per model output.")
+            object.__setattr__(self, "class_names", tuple(names))
+
+    @classmethod
+    def of(cls, value: object) -> Targets:
+        """``value`` itself if it is :class:`Targets`, else ``Targets(value)``."""
+        return value if isinstance(value, Targets) else cls(value)
+
+    @property
+    def per_sample(self) -> bool:
+        """True when the classes differ per sample (stored in slots)."""
+        return per_sample(self.classes)
+
+    @property
+    def names(self) -> list[str] | None:
+        """``class_names`` as a list, or None."""
+        return list(self.class_names) if self.class_names is not None else None
+
+    def replace(self, **changes: Any) -> Targets:
+        """A copy with ``changes`` (checked again)."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return Targets(**{**fields, **changes})
+
+    def for_samples(self, n: int) -> Targets:
+        """These targets for a data set of ``n`` samples explained in parts: explicit per-sample classes must
+        cover it, and fix the slot width, so that every part has the same one."""
+        if not self.per_sample or isinstance(self.classes, str):
+            return self
+        if len(self.classes) != n:  # type: ignore[arg-type]
+            raise InvalidTargetError(f"per-sample targets hold {len(self.classes)} entries for {n} samples.")  # type: ignore[arg-type]
+        return self.replace(max_targets=self.max_targets or max(1, row_width(self.classes) or 0))
+
+    def take(self, indices: Sequence[int]) -> Targets:
+        """The targets of the samples at ``indices`` (per-sample classes cut to them)."""
+        return self.replace(classes=take_samples(self.classes, indices))
+
+    def slot_width(self, num_classes: int) -> int:
+        """Slots per sample of per-sample classes on a model of ``num_classes`` outputs (from the arguments only)."""
+        return slot_width(self.classes, self.task, num_classes, self.max_targets)
+
+    def resolve(self, scores: Tensor | None, *, n: int, num_classes: int) -> Resolved:
+        """The classes of ``n`` samples; ``scores`` (N, K) of the explained output for ``"predicted"``."""
+        return resolve_targets(
+            self.classes, scores, n=n, num_classes=num_classes, labels=check_labels(self.names, num_classes),
+            task=self.task, threshold=self.threshold, max_targets=self.max_targets, output=self.output,
+        )  # fmt: skip
+
+    def options(self) -> dict[str, Any]:
+        """What makes two runs' targets the same, as JSON-safe values (a run's store is keyed on them).
+
+        The names of the keys are those stores were first keyed on (``labels`` for the class names),
+        and ``output`` is left out for logits: stores written before it existed resume as they were.
+        """
+        options = {
+            "targets": json_safe(_listed(self.classes)),
+            "labels": self.names,
+            "task": self.task,
+            "threshold": self.threshold,
+            "max_targets": self.max_targets,
+        }
+        if self.output != "logit":
+            options["output"] = self.output
+        return options
+
+    def describe(self, resolved: Resolved) -> str:
+        """``classes`` for provenance: the keyword, the shared classes, or where the per-sample ones are."""
+        if isinstance(self.classes, str):
+            return self.classes
+        if resolved.table.layout == "dense":
+            return to_json(resolved.table.index[0].tolist())
+        return "per-sample: see the target_index coordinate"
+
+
+def _listed(targets: object) -> object:
+    if isinstance(targets, (Tensor, np.ndarray)):
+        return targets.tolist()
+    if isinstance(targets, (list, tuple)):
+        return [_listed(t) for t in targets]
+    return targets

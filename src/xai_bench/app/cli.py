@@ -9,17 +9,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidInputError, InvalidParameterError, StoreDamagedError, XaiBenchError
+
+if TYPE_CHECKING:
+    from ..api.passes import Passes
 
 #: The seconds ``run --scheduler`` waits for the scheduler to answer (dask's own default is 30).
 CONNECT_TIMEOUT = 10.0
 
 
 def _methods(args: argparse.Namespace) -> int:
-    from ..api.explaining import methods
+    from ..api.explaining import list_methods
 
-    for method_id, info in methods().items():
+    for method_id, info in list_methods().items():
         flags = [k for k in ("needs_baseline", "needs_surgery", "multiplies_by_inputs", "has_delta") if info[k]]
         _print_entry(method_id, info, " ".join(flags) or "-")
     return 0
@@ -70,9 +74,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if calling and model is None:
         raise InvalidParameterError(f"{', '.join(calling)} call the model: give it with --model module:function.")
     result = evaluate(
-        model, None, open_maps(args.store), metrics=chosen, masks=masks, methods=methods,
-        batch_size=args.batch_size, memory_budget=args.budget, device=args.device, store=args.out or args.store,
-        overwrite=args.overwrite, progress=_bars(),
+        open_maps(args.store), metrics=chosen, model=model, masks=masks, methods=methods, passes=_passes(args),
+        into=args.out or args.store, overwrite=args.overwrite,
     )  # fmt: skip
     names = sorted(result.data_vars)
     listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
@@ -172,6 +175,25 @@ def _targets(text: str):
     return [int(p) if p.lstrip("-").isdigit() else p for p in parts]
 
 
+def _passes(args: argparse.Namespace) -> Passes:
+    """The passes the command line asks for: --batch-size, --memory-budget, --device; a bar on a terminal."""
+    from ..api.passes import Passes
+
+    return Passes(batch_size=args.batch_size, memory_budget=args.memory_budget, device=args.device, progress=_bars())
+
+
+class _OldSpelling(argparse.Action):
+    """An option's spelling of 0.2: it still works, with a note on stderr that names the new one."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"xai-bench: note: {option_string} is deprecated; use {self.new}.", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _batch_size(text: str) -> int | str:
     if text == "auto":
         return text
@@ -190,6 +212,7 @@ def _methods_arg(items: list[str]):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..api.targets import Targets
     from ..scale.dataset_run import run
     from ..scale.factories import FactoryWithCheckpoint, load_factory
     from ..scale.image_folder import ImageFolder
@@ -221,16 +244,15 @@ def _run(args: argparse.Namespace) -> int:
             dataset,
             methods=_methods_arg(args.methods),
             store=args.store,
-            targets=_targets(args.targets),
-            labels=args.labels.split(",") if args.labels else None,
-            task=args.task,
-            output=args.output,
-            batch_size=args.batch_size,
-            memory_budget=args.budget,
-            device=args.device,
+            targets=Targets(
+                _targets(args.targets),
+                class_names=args.class_names.split(",") if args.class_names else None,
+                task=args.task,
+                output=args.output,
+            ),
+            passes=_passes(args),
             client=client,
             verify=not args.no_verify,
-            progress=_bars(),
             store_inputs=args.store_inputs,
         )
     finally:
@@ -391,7 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="predicted",
         help="'predicted', 'all' or a comma list of indices/labels (default: predicted)",
     )
-    runp.add_argument("--labels", help="comma-separated label names, one per model output (default: the indices)")
+    runp.add_argument(
+        "--class-names", help="comma-separated names of the classes, one per model output (default: the indices)"
+    )
+    runp.add_argument("--labels", dest="class_names", action=_OldSpelling, new="--class-names", help=argparse.SUPPRESS)
     runp.add_argument(
         "--task",
         default="multiclass",
@@ -405,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the maps explain: the model's logits, or their sigmoid or softmax (default: logit)",
     )
     runp.add_argument("--store", required=True, help="zarr store to write or resume (required)")
-    runp.add_argument("--budget", help="memory budget, e.g. 4GiB (default: half the free memory)")
+    _memory_budget(runp)
     runp.add_argument(
         "--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto' (default: auto)"
     )
@@ -461,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--masks", help="ground-truth masks, a .npy array (N, 1, H, W) or (N, T, H, W) (default: none)"
     )
     scoring.add_argument("--methods", nargs="+", help="method ids to score, comma-separated (default: all)")
-    scoring.add_argument("--budget", help="memory budget, e.g. 4GiB (default: half the free memory)")
+    _memory_budget(scoring)
     scoring.add_argument(
         "--batch-size", default="auto", type=_batch_size, help="images per pass, or 'auto' (default: auto)"
     )
@@ -491,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _bars() -> bool:
     """Progress bars on a terminal only: in a log, a bar's line would share the line of a later error."""
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _memory_budget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory-budget", help="memory budget, e.g. 4GiB (default: half the free memory)")
+    parser.add_argument("--budget", dest="memory_budget", action=_OldSpelling, new="--memory-budget",
+                        help=argparse.SUPPRESS)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

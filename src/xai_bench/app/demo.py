@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..api.explaining import explain
+from ..api.passes import Passes
+from ..api.targets import Targets
 from ..attributors.builtin import BUILTIN_METHODS
-from ..testing.models import ReluNet
-
-CLASSES = ("disc", "bar")
+from ..testing.shapes import CLASSES, make_shapes, train_shapes
 
 
 @dataclass(frozen=True)
@@ -24,39 +23,6 @@ class DemoResult:
     accuracy: float
     inside_share: dict[str, float]
     max_delta: dict[str, float]
-
-
-def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return noisy images (N, 3, size, size) of a disc or a bar, labels (N,) and object masks (N, size, size)."""
-    gen = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    images = 0.15 * torch.rand(n, 3, size, size, generator=gen)
-    labels = torch.randint(0, 2, (n,), generator=gen)
-    masks = torch.zeros(n, size, size, dtype=torch.bool)
-    for i in range(n):
-        cy, cx = torch.randint(8, size - 8, (2,), generator=gen).tolist()
-        if labels[i] == 0:
-            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= 16
-        else:
-            mask = ((yy - cy).abs() <= 1) & ((xx - cx).abs() <= 6)
-        masks[i] = mask
-        images[i, :, mask] += 0.8
-    return images.clamp(0, 1), labels, masks
-
-
-def train(images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int = 0) -> ReluNet:
-    torch.manual_seed(seed)
-    model = ReluNet(in_channels=3, num_classes=len(CLASSES), width=8)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, images.shape[0], (32,), generator=gen)
-        loss = F.cross_entropy(model(images[idx]), labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
 
 
 def run_demo(
@@ -72,7 +38,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     x_train, y_train, _ = make_shapes(512, seed=seed)
     x_test, y_test, masks = make_shapes(64, seed=seed + 1)
-    model = train(x_train, y_train, steps, seed)
+    model = train_shapes(x_train, y_train, steps, seed)
     with torch.no_grad():
         accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
     store = out / "maps.zarr"
@@ -87,12 +53,11 @@ def run_demo(
             "integrated_gradients": {"n_steps": 32},
             "deeplift": {},
         },
-        targets="predicted",
-        labels=list(CLASSES),
+        targets=Targets("predicted", class_names=list(CLASSES)),
         sample_ids=[f"shape-{i}" for i in range(n_explain)],
         store=store,
         overwrite=True,  # each demo run replaces the last one's maps
-        progress=True,
+        passes=Passes(progress=True),
     )
     inside: dict[str, float] = {}
     for method in BUILTIN_METHODS:

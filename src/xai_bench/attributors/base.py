@@ -80,6 +80,9 @@ class Prepared:
 
     model: nn.Module
     surgery: tuple[str, ...] = ()
+    #: the rewrite computes a composite (layer norm, softmax, attention) step by step, which rounds
+    #: differently from its fused kernel: the check of the view against the model allows for that
+    decomposed: bool = False
 
 
 class Attributor(abc.ABC):

@@ -108,7 +108,7 @@ class DeepLift(Attributor):
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         rewritten, report = rewrite(model, deeplift_rules(self.eps), example)
-        return Prepared(rewritten, tuple(report.summary()))
+        return Prepared(rewritten, tuple(report.summary()), decomposed=report.decomposed)
 
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
         inputs, targets = batch.inputs, batch.targets

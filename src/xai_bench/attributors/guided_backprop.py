@@ -30,7 +30,7 @@ class GuidedBackprop(Attributor):
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         rewritten, report = rewrite(model, GUIDED_RULES, example)
-        return Prepared(rewritten, tuple(report.summary()))
+        return Prepared(rewritten, tuple(report.summary()), decomposed=report.decomposed)
 
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
         grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)

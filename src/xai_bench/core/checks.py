@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -54,3 +55,9 @@ def json_safe(value: Any) -> Any:
 def to_json(value: Any) -> str:
     """Canonical JSON (sorted keys) for attrs and fingerprints."""
     return json.dumps(value, sort_keys=True)
+
+
+def repeated_as_text(values: Sequence[Any]) -> list[str]:
+    """The values that repeat once written as text (as stores keep ids and names), sorted; [] when none do."""
+    counts = Counter(str(v) for v in values)
+    return sorted(text for text, n in counts.items() if n > 1)

@@ -15,8 +15,8 @@ class XaiBenchWarning(UserWarning):
     """Base class of every warning issued by xai_bench."""
 
 
-def warn(message: str) -> None:
-    """Issue an :class:`XaiBenchWarning` attributed to the caller's code, outside xai_bench.
+def warn(message: str, category: type[Warning] = XaiBenchWarning) -> None:
+    """Issue an :class:`XaiBenchWarning` (or ``category``) attributed to the caller's code, outside xai_bench.
 
     The stack level is found by walking out of this package (and contextlib, whose context
     managers sit between a ``with`` statement and the code in them), so the warning points at
@@ -31,7 +31,12 @@ def warn(message: str) -> None:
         if not (module == package or module.startswith(package + ".") or module == "contextlib"):
             break
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, XaiBenchWarning, stacklevel=level + 1)
+    warnings.warn(message, category, stacklevel=level + 1)
+
+
+def deprecated(old: str, new: str) -> None:
+    """Warn that ``old`` is deprecated: it still works in this release and goes in the next; use ``new``."""
+    warn(f"{old} is deprecated and will be removed in xai_bench 0.4; use {new}.", DeprecationWarning)
 
 
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:

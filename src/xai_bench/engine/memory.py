@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import weakref
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
+from ..core.cache import cache_of
 from ..core.errors import InvalidParameterError
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -73,9 +73,6 @@ class ImageCost:
     output: object = None  # what the model returned for the image measured by this call, else None
 
 
-_costs: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], ImageCost]] = weakref.WeakKeyDictionary()
-
-
 def image_cost(model: nn.Module, example: Tensor, images: int = 1) -> ImageCost:
     """Measure what one image costs ``model`` (cached per module tree, input shape, dtype and device).
 
@@ -90,7 +87,7 @@ def image_cost(model: nn.Module, example: Tensor, images: int = 1) -> ImageCost:
     tensors = tuple((t.shape, t.dtype) for t in [*model.parameters(), *model.buffers()])
     key = (tuple(id(m) for m in model.modules()), tensors, tuple(example.shape[1:]), example.dtype, example.device,
            images)  # fmt: skip
-    known = _costs.setdefault(model, {})
+    known = cache_of(model, "costs")
     if key in known:
         # The output belongs to the call that measured it: the model may compute another thing since.
         return replace(known[key], output=None)

@@ -12,11 +12,12 @@ Results agree across pass sizes to rounding; a fixed ``batch_size`` gives bit-id
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from torch import nn
+
+from ..core.cache import cache_of
 
 #: a candidate must be this much faster per pair than the best so far to count as better
 TOLERANCE = 0.03
@@ -40,12 +41,9 @@ class Measurements:
         return min(times) if len(times) >= REPEATS else None
 
 
-_cache: weakref.WeakKeyDictionary[nn.Module, dict[Hashable, Measurements]] = weakref.WeakKeyDictionary()
-
-
 def measurements(model: nn.Module, key: Hashable) -> Measurements:
     """The remembered measurements of ``key`` for ``model`` (new ones on first use)."""
-    return _cache.setdefault(model, {}).setdefault(key, Measurements())
+    return cache_of(model, "measurements").setdefault(key, Measurements())
 
 
 def candidates(cap: int) -> list[int]:

@@ -52,7 +52,7 @@ class Context:
     forward: Callable[[int, Callable[[int, int], Tensor], str], Tensor]
     explain: Callable[[nn.Module, Tensor, Tensor], Tensor]
     task: str = "multiclass"
-    progress: bool = False
+    progress: bool | str = False  # as Passes.progress: True, False or "auto"
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,17 @@ class _Table:
                     self._generation = current
         return self._entries
 
+    def entry_of(self, instance: Any) -> Entry:
+        """The entry whose class made ``instance`` (a smoothed method: its inner method's)."""
+        inner = instance._method if isinstance(instance, NoiseTunnel) else instance
+        for entry in self.entries().values():
+            if type(inner) is entry.cls:
+                return entry
+        raise UnknownMethodError(
+            f"{type(inner).__module__}.{type(inner).__qualname__}", (), kind=self.kind,
+            note=f" Its class is not registered as a {self.kind}: register it with a plugin's hook first.",
+        )  # fmt: skip
+
     def get(self, method_id: str) -> Entry:
         entries = self.entries()
         if not isinstance(method_id, str) or method_id not in entries:
@@ -200,12 +211,15 @@ SelectionArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 
 
 def resolve(table: _Table, selection: SelectionArg, **context: Any) -> list[tuple[Entry, Any]]:
-    """Turn an id, a list of ids or ``{id: params}`` into (entry, instance) pairs, checking every part.
+    """Turn an id, an instance, a list of ids and instances, or ``{id: params}`` into (entry, instance)
+    pairs, checking every part.
 
-    ``context`` goes to every constructor (e.g. a profiler's layers and groups).
+    An instance (``IntegratedGradients(n_steps=32)``) is used as it is, if its class is registered.
+    ``context`` goes to every constructor (e.g. a profiler's layers and groups): a table that needs
+    one takes ids only.
     """
     what = f"{table.kind}s"
-    if isinstance(selection, str):
+    if isinstance(selection, (str, table.base)):
         selection = [selection]
     if isinstance(selection, Mapping):
         pairs = list(selection.items())
@@ -216,14 +230,23 @@ def resolve(table: _Table, selection: SelectionArg, **context: Any) -> list[tupl
             f"{what} must be an id, a list of ids or a dict {{id: params}}, got {type(selection).__name__}."
         )
     if not pairs:
-        listing = "xai_bench.methods()" if table is attributors else "xai-bench plugins"
+        listing = "xai_bench.list_methods()" if table is attributors else "xai-bench plugins"
         raise InvalidParameterError(f"{what} is empty; name at least one (see {listing}).")
     seen: set[str] = set()
     resolved = []
-    for item_id, params in pairs:
-        entry = table.get(item_id)
-        if item_id in seen:
-            raise InvalidParameterError(f"{table.kind} {item_id!r} is listed twice.")
-        seen.add(item_id)
-        resolved.append((entry, entry.create(params, **context)))
+    for item, params in pairs:
+        if isinstance(item, table.base):
+            if context:
+                raise InvalidParameterError(
+                    f"{table.kind}s are named by id here ({type(item).__name__} instance given): this call gives "
+                    f"them {', '.join(sorted(context))} itself."
+                )
+            entry, instance = table.entry_of(item), item
+        else:
+            entry = table.get(item)
+            instance = None
+        if entry.id in seen:
+            raise InvalidParameterError(f"{table.kind} {entry.id!r} is listed twice.")
+        seen.add(entry.id)
+        resolved.append((entry, instance if instance is not None else entry.create(params, **context)))
     return resolved

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,8 +10,9 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from ..api.explaining import explain
-from ..api.targets import take_samples
+from ..api.explaining import explain_job
+from ..api.items import read_item
+from ..api.job import ExplainJob
 from ..core.errors import InvalidInputError
 from ..core.provenance import image_checksum
 from ..storage.sample_store import INPUTS
@@ -19,18 +20,8 @@ from ..storage.sample_store import INPUTS
 
 def item_of(dataset: Any, index: int) -> tuple[Tensor, Any]:
     """Return (image (C, H, W), sample id or None) for one dataset item."""
-    item = dataset[index]
-    if isinstance(item, Tensor):
-        return item, None
-    if isinstance(item, Mapping):
-        return item["image"], item.get("id")
-    if isinstance(item, (tuple, list)) and item and isinstance(item[0], Tensor):
-        found = item[1] if len(item) > 1 and isinstance(item[1], (str, int, np.integer)) else None
-        return item[0], found
-    raise InvalidInputError(
-        f"dataset item {index} is a {type(item).__name__}; expected an image tensor, (image, id, ...) "
-        "or a dict with 'image' and 'id'."
-    )
+    item = read_item(dataset[index], f"dataset item {index}")
+    return item.image, item.id
 
 
 def sample_ids_of(dataset: Any) -> list[Any]:
@@ -73,15 +64,12 @@ def checksums(dataset: Any, indices: Sequence[int], ids: Sequence[Any]) -> list[
 
 
 def explain_block(
-    net: nn.Module, dataset: Any, block: Sequence[int], ids: Sequence[Any], explain_args: dict, device: Any
+    net: nn.Module, dataset: Any, block: Sequence[int], ids: Sequence[Any], job: ExplainJob, device: Any
 ) -> xr.Dataset:
     """Explain the samples at ``block`` (per-sample targets are cut to the block), with their input checksums."""
-    args = dict(explain_args)
-    x = load(dataset, block, ids, args.pop("image_shape", None))
+    x = load(dataset, block, ids, job.image_shape)
     sums = [image_checksum(image) for image in x]
     if device is not None:
         x = x.to(device)
-    args["targets"] = take_samples(explain_args["targets"], block)
-    # The run's own bar counts samples; a block draws none.
-    ds = explain(net, x, sample_ids=[ids[i] for i in block], progress=False, **args)
+    ds = explain_job(net, x, job.for_block(block), [ids[i] for i in block])
     return ds.assign({INPUTS: ("sample", np.asarray(sums, dtype=np.int64))})

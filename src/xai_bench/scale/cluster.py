@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..api.job import ExplainJob
+
 # A worker runs tasks in several threads: each model is built once per (factory, device) and used by
 # one task at a time (explaining sets the model's modes and caches on it). The one kept is replaced
 # when the driver's fingerprint changes (a new checkpoint behind the same factory), and checked
@@ -47,7 +49,7 @@ def explain_shard(
     dataset: Any,
     block: Sequence[int],
     ids: Sequence[Any],
-    explain_args: dict,
+    job: ExplainJob,
     store: str,
     device: Any,
     fingerprint: str,
@@ -68,12 +70,12 @@ def explain_shard(
     # Checked per block, not per build: the kept model may have changed since (weights written in place).
     with lock:
         kept = model_fingerprint(net) == fingerprint
-        block_maps = explain_block(net, dataset, block, ids, explain_args, device) if kept else None
+        block_maps = explain_block(net, dataset, block, ids, job, device) if kept else None
     if block_maps is None:  # build it again from the factory; refused if that gives other weights too
         net, lock = _worker_model(factory, device, fingerprint, fresh=True)
         with lock:
             _check_fingerprint(net, factory, fingerprint)
-            block_maps = explain_block(net, dataset, block, ids, explain_args, device)
+            block_maps = explain_block(net, dataset, block, ids, job, device)
     target.write(block_maps, block)
     return missing
 
@@ -84,7 +86,7 @@ def run_on_cluster(
     dataset: Any,
     blocks: list[list[int]],
     ids: Sequence[Any],
-    explain_args: dict,
+    job: ExplainJob,
     store: Any,
     device: Any,
     fingerprint: str,
@@ -102,7 +104,7 @@ def run_on_cluster(
             dataset,
             block,
             ids,
-            explain_args,
+            job,
             str(store),
             device,
             fingerprint,

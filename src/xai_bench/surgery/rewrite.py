@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import traceback
-import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ..core.cache import cache_of
+from ..core.cache import forget as forget_cached
 from ..core.errors import SurgeryError
 from ..core.locks import tracing
 from . import sites as S
@@ -52,6 +53,9 @@ class SurgeryReport:
 
     rules: str
     counts: dict[str, int] = field(default_factory=dict)
+    #: a composite (layer norm, softmax, attention, a quotient) was replaced by its exact steps, which
+    #: round differently from the fused kernel
+    decomposed: bool = False
 
     def summary(self) -> list[str]:
         """One line per kind of rewrite with its count, for a map's ``surgery`` attribute."""
@@ -78,16 +82,11 @@ class _Called(nn.Module):
 
 
 _Signature = tuple[tuple[int, ...], ...]
-_traces: weakref.WeakKeyDictionary[nn.Module, tuple[_Signature, fx.GraphModule]] = weakref.WeakKeyDictionary()
-_rewrites: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[_Signature, fx.GraphModule, SurgeryReport]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def forget(model: nn.Module) -> None:
     """Drop the traced graph and rewritten views of ``model``, so the next use traces it again."""
-    _traces.pop(model, None)
-    _rewrites.pop(model, None)
+    forget_cached(model, "trace", "rewrites")
 
 
 def _untraceable(model: nn.Module, exc: Exception, example: torch.Tensor | None) -> SurgeryError:
@@ -106,7 +105,7 @@ def _untraceable(model: nn.Module, exc: Exception, example: torch.Tensor | None)
 def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModule:
     """Trace ``model`` (which must be in eval mode) with torch.fx, once per module tree and forward hooks."""
     sig = _signature(model)
-    cached = _traces.get(model)
+    cached = cache_of(model, "trace").get("graph")
     if cached is not None and cached[0] == sig:
         return cached[1]
     if model.training:
@@ -118,7 +117,7 @@ def trace(model: nn.Module, example: torch.Tensor | None = None) -> fx.GraphModu
             gm = fx.symbolic_trace(_Called(model) if hooked else model)
     except Exception as exc:  # fx raises many kinds (TraceError, TypeError, RuntimeError...)
         raise _untraceable(model, exc, example) from exc
-    _traces[model] = (sig, gm)
+    cache_of(model, "trace")["graph"] = (sig, gm)
     return gm
 
 
@@ -127,7 +126,7 @@ def rewrite(
 ) -> tuple[fx.GraphModule, SurgeryReport]:
     """Return a graph of ``model`` with every non-linearity replaced per ``rules``, and a report."""
     sig = _signature(model)
-    per_model = _rewrites.setdefault(model, {})
+    per_model = cache_of(model, "rewrites")
     cached = per_model.get(rules.name)
     if cached is not None and cached[0] == sig:
         return cached[1], cached[2]
@@ -145,7 +144,7 @@ def _apply(gm: fx.GraphModule, rules: RuleSet, model_name: str) -> SurgeryReport
     counts: Counter[str] = Counter()
     unknown: list[S.Site] = []
     module_calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
-    serial = 0
+    serial, decomposed = 0, False
     for node in list(graph.nodes):
         _make_out_of_place(node, counts)
         site = S.classify(node, gm, tensors)
@@ -162,6 +161,7 @@ def _apply(gm: fx.GraphModule, rules: RuleSet, model_name: str) -> SurgeryReport
                 counts[f"{site.composite or site.kind} calls with their plain gradient"] += 1
             continue
         _count(node, gm, site, module_calls, counts)
+        decomposed = decomposed or bool(site.composite)
         serial += 1
         name = f"xai_bench_{site.composite or site.kind}_{serial}"
         gm.add_submodule(name, replacement)
@@ -183,7 +183,7 @@ def _apply(gm: fx.GraphModule, rules: RuleSet, model_name: str) -> SurgeryReport
         )
     graph.lint()
     gm.recompile()
-    return SurgeryReport(rules.name, dict(counts))
+    return SurgeryReport(rules.name, dict(counts), decomposed)
 
 
 def _make_out_of_place(node: fx.Node, counts: Counter[str]) -> None:

@@ -111,8 +111,8 @@ def check_determinism(method_id: str, params=None, model=None, inputs=None) -> N
     :func:`check_batch_invariance` bounds that.)
     """
     model, inputs = (model, inputs) if model is not None else default_case()
-    a = _run(method_id, params, model, inputs, batch_size=2)[method_id].values
-    b = _run(method_id, params, model, inputs, batch_size=2)[method_id].values
+    a = _run(method_id, params, model, inputs, passes=2)[method_id].values
+    b = _run(method_id, params, model, inputs, passes=2)[method_id].values
     if not np.array_equal(a, b):
         raise AssertionError(f"{method_id}: two runs differ by up to {np.abs(a - b).max()}")
 
@@ -124,7 +124,7 @@ def check_batch_invariance(
     model, inputs = (model, inputs) if model is not None else default_case()
     whole = _run(method_id, params, model, inputs)[method_id].values
     for batch_size in (1, 3):
-        part = _run(method_id, params, model, inputs, batch_size=batch_size)[method_id].values
+        part = _run(method_id, params, model, inputs, passes=batch_size)[method_id].values
         if not np.allclose(whole, part, rtol=rtol, atol=atol):
             raise AssertionError(
                 f"{method_id}: batch_size={batch_size} changes maps by up to {np.abs(whole - part).max()}"
@@ -150,8 +150,8 @@ def check_per_sample_targets(method_id: str, params=None, model=None, inputs=Non
     model, inputs = (model, inputs) if model is not None else default_case()
     n = inputs.shape[0]
     classes = torch.arange(n) % 3
-    slots = explain(model, inputs, methods={method_id: dict(params or {})}, targets=classes, batch_size=2)
-    dense = explain(model, inputs, methods={method_id: dict(params or {})}, targets=[0, 1, 2], batch_size=2)
+    slots = explain(model, inputs, methods={method_id: dict(params or {})}, targets=classes, passes=2)
+    dense = explain(model, inputs, methods={method_id: dict(params or {})}, targets=[0, 1, 2], passes=2)
     var = slots[method_id]
     if var.dims != ("sample", "slot", "channel", "y", "x") or var.shape[1] != 1:
         raise AssertionError(f"{method_id}: per-sample targets gave dims {var.dims} and shape {var.shape}")
@@ -167,17 +167,17 @@ def check_noise_tunnel(method_id: str, params=None, model=None, inputs=None) -> 
     """``smooth=`` works on the method: one noise-free copy gives the method's own maps, and smoothed
     maps do not depend on the pass size (a copy's items may be split between passes)."""
     model, inputs = (model, inputs) if model is not None else default_case()
-    plain = _run(method_id, params, model, inputs, batch_size=64)[method_id].values
+    plain = _run(method_id, params, model, inputs, passes=64)[method_id].values
     still = {**dict(params or {}), "smooth": {"samples": 1, "stdev": 0.0}}
-    once = _run(method_id, still, model, inputs, batch_size=64)[method_id].values
+    once = _run(method_id, still, model, inputs, passes=64)[method_id].values
     if not np.allclose(once, plain, rtol=1e-7, atol=1e-9):
         raise AssertionError(
             f"{method_id}: smooth with one noise-free copy differs from the plain maps by up to "
             f"{np.abs(once - plain).max()}; attribute() and finish() must treat each sample's rows on their own."
         )
     noisy = {**dict(params or {}), "smooth": {"samples": 3, "stdev": 0.1}}
-    whole = _run(method_id, noisy, model, inputs, batch_size=64)[method_id].values
-    part = _run(method_id, noisy, model, inputs, batch_size=1)[method_id].values
+    whole = _run(method_id, noisy, model, inputs, passes=64)[method_id].values
+    part = _run(method_id, noisy, model, inputs, passes=1)[method_id].values
     if not np.allclose(whole, part, rtol=1e-7, atol=1e-9):
         raise AssertionError(
             f"{method_id}: smoothed maps change with the pass size by up to {np.abs(whole - part).max()}"
@@ -278,10 +278,10 @@ def check_metric(metric_id: str, params: Mapping[str, Any] | None = None) -> Non
     slots = explain(model, inputs, methods=["saliency", "deeplift"], targets=[[1], [0, 3], []])
     for layout, maps in (("dense", dense), ("slot", slots)):
         before = model_state(model)
-        first = evaluate(model, None, maps, metrics=chosen, masks=masks, batch_size=2)
+        first = evaluate(maps, model=model, metrics=chosen, masks=masks, passes=2)
         assert_model_unchanged(before, model)
-        again = evaluate(model, None, maps, metrics=chosen, masks=masks, batch_size=2)
-        whole = evaluate(model, None, maps, metrics=chosen, masks=masks, batch_size=64)
+        again = evaluate(maps, model=model, metrics=chosen, masks=masks, passes=2)
+        whole = evaluate(maps, model=model, metrics=chosen, masks=masks, passes=64)
         names = [n for n in first.data_vars if first[n].attrs.get("metric") == metric_id]
         if not names:
             raise AssertionError(

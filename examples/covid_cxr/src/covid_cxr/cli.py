@@ -282,12 +282,8 @@ def _device(text: str) -> str:
 
 
 def _budget(text: str) -> str:
-    import torch
-
-    from xai_bench.engine.memory import parse_budget
-
     try:
-        parse_budget(text, torch.device("cpu"))
+        xai_bench.Passes(memory_budget=text)
     except xai_bench.InvalidParameterError as exc:
         raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
     return text

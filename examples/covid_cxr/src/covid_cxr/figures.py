@@ -14,9 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from xai_bench import overlay, select_map
-from xai_bench.app.viz import colour_limit, display_image, plot_naps
-from xai_bench.storage.datasets import method_ids, targets_of
+from xai_bench.viz import colour_limit, display_image, overlay, plot_naps
 
 from .interpret import GROUPS
 from .models import NAMES
@@ -139,7 +137,7 @@ def hierarchy_figure(parents: Mapping[str, str | None], outputs: Sequence[str]):
 def method_grid(maps: Mapping[str, xr.Dataset], sample: str, target: str, path: Path) -> Path:
     """Figs. 4-6: one image, a row per model and a column per method, each map over the image."""
     models = list(maps)
-    methods = method_ids(next(iter(maps.values())))
+    methods = next(iter(maps.values())).xai.methods
     fig, axes = plt.subplots(len(models), len(methods) + 1, figsize=(1.6 * (len(methods) + 1), 1.7 * len(models)),
                              squeeze=False)  # fmt: skip
     for row, model in enumerate(models):
@@ -149,7 +147,7 @@ def method_grid(maps: Mapping[str, xr.Dataset], sample: str, target: str, path: 
         axes[row, 0].set_ylabel(NAMES.get(model, model), fontsize=7)
         for col, method in enumerate(methods, start=1):
             try:
-                axes[row, col].imshow(overlay(image, select_map(ds, method, sample=sample, target=target), alpha=0.6))
+                axes[row, col].imshow(overlay(image, ds.xai.select(method, sample, target), alpha=0.6))
             except KeyError:
                 axes[row, col].text(0.5, 0.5, "no map", ha="center", va="center", fontsize=7)
             if row == 0:
@@ -177,13 +175,13 @@ def occlusion_figure(maps: xr.Dataset | Mapping[str, xr.Dataset], sample: str, t
     from matplotlib.colors import Normalize
 
     stores = {"": maps} if isinstance(maps, xr.Dataset) else dict(maps)
-    targets = list(targets or targets_of(next(iter(stores.values())), sample))
+    targets = list(targets or next(iter(stores.values())).xai.targets(sample))
     fig, axes = plt.subplots(len(stores), len(targets) + 1, figsize=(2.2 * (len(targets) + 1) + 0.8,
                              0.3 + 2.3 * len(stores)), squeeze=False, layout="constrained")  # fmt: skip
     for row, (model, ds) in enumerate(stores.items()):
         image = display_image(ds, sample)
-        present = set(targets_of(ds, sample))
-        values = {t: select_map(ds, "occlusion", sample=sample, target=t).values.sum(0)
+        present = set(ds.xai.targets(sample))
+        values = {t: ds.xai.select("occlusion", sample, t).values.sum(0)
                   for t in targets if t in present}  # fmt: skip
         limit = colour_limit(list(values.values())) if values else 1.0
         axes[row, 0].imshow(image.transpose(1, 2, 0), cmap="gray")
@@ -223,7 +221,7 @@ def case_figure(maps: Mapping[str, xr.Dataset], sample: str, output: str, wrong:
     axes[0, 0].set_title("input", fontsize=7)
     for ax, (model, ds) in zip(axes[0, 1:], maps.items(), strict=True):
         try:
-            values = select_map(ds, "occlusion", sample=sample, target=output).values.sum(0)
+            values = ds.xai.select("occlusion", sample, output).values.sum(0)
             ax.imshow(overlay(image, values, alpha=0.6, signed=True))
         except KeyError:
             ax.text(0.5, 0.5, "not explained", ha="center", va="center", fontsize=7, transform=ax.transAxes)
@@ -255,7 +253,7 @@ def followup_figure(maps: Mapping[str, xr.Dataset], samples: Sequence[str], days
         values = {}
         for sample in samples:
             try:
-                values[sample] = select_map(ds, "occlusion", sample=sample, target=target).values.sum(0)
+                values[sample] = ds.xai.select("occlusion", sample, target).values.sum(0)
             except KeyError:
                 continue
         limit = colour_limit(list(values.values())) if values else 1.0

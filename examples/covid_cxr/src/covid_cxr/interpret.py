@@ -16,7 +16,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from xai_bench import evaluate, open_maps, profile, run
+from xai_bench import Passes, Targets, evaluate, open_maps, profile, run
 
 from .layers import study_layers
 from .prepared import ForRun, PreparedSet
@@ -94,10 +94,16 @@ def explain_models(
         if not stamp.exists() or stamp.read_text() != key:
             stamp.parent.mkdir(parents=True, exist_ok=True)
             stamp.write_text(key)  # before the run: a run stopped half-way resumes
-        run(model, ForRun(prepared, rows), methods=dict(methods), store=store,
-            targets=targets_of(prepared, rows, probabilities[name], threshold), labels=list(prepared.outputs),
-            task="multilabel", max_targets=len(prepared.outputs), memory_budget=memory_budget,
-            batch_size=batch_size, store_inputs=True, device=device, progress=progress, output=output)  # fmt: skip
+        targets = Targets(
+            targets_of(prepared, rows, probabilities[name], threshold),
+            task="multilabel",
+            class_names=list(prepared.outputs),
+            max_targets=len(prepared.outputs),
+            output=output,
+        )
+        passes = Passes(batch_size=batch_size, memory_budget=memory_budget, device=device, progress=progress)
+        run(model, ForRun(prepared, rows), methods=dict(methods), store=store, targets=targets, passes=passes,
+            store_inputs=True)  # fmt: skip
         stores[name] = store
     return stores
 
@@ -105,7 +111,7 @@ def explain_models(
 def relevance_in(maps: xr.Dataset, masks: torch.Tensor, *, metrics: Mapping[str, Any] | None = None) -> xr.Dataset:
     """Scores of the maps against ``masks`` (n, S, S) of their images (padding bands or lesions)."""
     chosen = metrics or {"relevance_mass": {"positive": False, "abs": True}}
-    return evaluate(None, None, maps, metrics=dict(chosen), masks=masks[:, None])
+    return evaluate(maps, metrics=dict(chosen), masks=masks[:, None])
 
 
 def table_by_group(
@@ -151,9 +157,9 @@ def profile_models(
         key = (keys or {}).get(name, "")
         stamp = store.with_suffix(".made-from")
         if not store.exists() or not stamp.exists() or stamp.read_text() != key:
-            profile(model, x, layers=layers, groups=groups, group_names=list(GROUPS), batch_size=batch_size,
-                    memory_budget=memory_budget, store=store, overwrite=True, device=device,
-                    progress=progress)  # fmt: skip
+            passes = Passes(batch_size=batch_size, memory_budget=memory_budget, device=device, progress=progress)
+            profile(model, x, layers=layers, groups=groups, group_names=list(GROUPS), store=store, overwrite=True,
+                    passes=passes)  # fmt: skip
             stamp.write_text(key)
         done[name] = store
     return done

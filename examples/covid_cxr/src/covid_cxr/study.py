@@ -437,13 +437,13 @@ class Study:
         first = explained.maps[self.config.models[0]]
         covid = next((prepared.sample_ids[r] for r in explained.rows if "COVID-19" in prepared.labels[r]), None)
         if covid is not None:  # Figs. 4-6: one COVID-19 image, the maps of three of its targets
-            covid_targets = [t for t in ("COVID-19", "pneumonia", "viral") if t in figures.targets_of(first, covid)]
+            covid_targets = [t for t in ("COVID-19", "pneumonia", "viral") if t in first.xai.targets(covid)]
             for number, target in enumerate(covid_targets, start=4):
                 drawn.append(figures.method_grid(explained.maps, covid, target, fig / f"fig{number}_{target}.png"))
         for kind in ("bacterial", "viral", "healthy"):  # the same grid for an image of each other kind
             sample = next((prepared.sample_ids[r] for r in explained.rows
                            if kind in prepared.labels[r] and "COVID-19" not in prepared.labels[r]), None)  # fmt: skip
-            target = next((t for t in (kind, "pneumonia") if sample and t in figures.targets_of(first, sample)), None)
+            target = next((t for t in (kind, "pneumonia") if sample and t in first.xai.targets(sample)), None)
             if target is not None:
                 drawn.append(figures.method_grid(explained.maps, sample, target, fig / f"grid_{kind}.png"))
         drawn += self._case(explained, fig)

@@ -12,7 +12,7 @@ from covid_cxr.models import MIN_SIZE, Normalized, build
 from covid_cxr.prepared import PreparedSet
 from torch import nn
 
-from xai_bench import profile
+from xai_bench import Passes, profile
 
 #: Channels at first_block, stage2, stage3 and last_block.
 CHANNELS = {
@@ -38,7 +38,14 @@ def test_the_layers_are_found_inside_the_normalising_wrapper_and_profiled(name):
     modules = [spec[0] if isinstance(spec, tuple) else spec for label, spec in layers.items() if label != "input"]
     assert all(m.startswith("model.") for m in modules), modules
     x = torch.rand(4, 3, MIN_SIZE[name], MIN_SIZE[name], generator=torch.Generator().manual_seed(1))
-    ds = profile(model, x, layers=layers, groups=torch.tensor([0, 1, 0, 1]), group_names=["a", "b"], progress=False)
+    ds = profile(
+        model,
+        x,
+        layers=layers,
+        groups=torch.tensor([0, 1, 0, 1]),
+        group_names=["a", "b"],
+        passes=Passes(progress=False),
+    )
     assert list(ds["layer"].values) == list(LABELS[1:])  # dead feature maps: every layer but the input
     assert ds["input_group_mean"].shape == (2, 3, MIN_SIZE[name], MIN_SIZE[name])
     for label, channels in zip(LABELS[1:], CHANNELS[name], strict=True):

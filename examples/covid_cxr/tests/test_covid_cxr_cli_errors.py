@@ -17,7 +17,7 @@ from covid_cxr.datasets import csv_folder
 from covid_cxr.labels import Hierarchy, UnknownFindingError
 from PIL import Image
 
-from cli_helpers import fails_in_one_line
+from xai_bench.testing import fails_in_one_line
 
 _fails = functools.partial(fails_in_one_line, main)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from covid_cxr.study import StudyConfig, data_stage, evaluate_stage, train_stage
 
-MINI = Path(__file__).resolve().parents[2] / "shared" / "cxr_mini"
+MINI = Path(__file__).resolve().parents[4] / "shared" / "cxr_mini"
 
 
 @pytest.mark.skipif(not MINI.is_dir(), reason="the real subset ../shared/cxr_mini is not on this machine")
@@ -98,7 +98,7 @@ def test_the_gpu_script_passes_only_options_the_command_has():
 
     from covid_cxr.cli import build_parser
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "covid_cxr" / "scripts" / "full_study_gpu.sh"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "full_study_gpu.sh"
     flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", script.read_text()))
     study = build_parser()._subparsers._group_actions[0].choices["study"]
     known = {flag for action in study._actions for flag in action.option_strings}

@@ -1,4 +1,7 @@
-"""What every bad command line must give, checked alike for ``xai-bench`` and ``covid-cxr``."""
+"""What every bad command line must give: exit code 2 and one line on stderr, no traceback.
+
+For the tests of any command built on xai_bench (``xai-bench``, ``covid-cxr``, a plugin's own).
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from covid_cxr.preprocess import prepare
 from covid_cxr.splits import load_split, subject_splits
 from PIL import Image
 
-MINI = Path(__file__).resolve().parents[2] / "shared" / "cxr_mini"
+MINI = Path(__file__).resolve().parents[4] / "shared" / "cxr_mini"
 needs_mini = pytest.mark.skipif(not MINI.is_dir(), reason="the real subset ../shared/cxr_mini is not on this machine")
 
 

@@ -20,9 +20,9 @@ from covid_cxr.labels import Hierarchy, UnknownFindingError
 from covid_cxr.splits import leakage, load_split, named_twice, overlap_line
 from PIL import Image
 
-from cli_helpers import fails_in_one_line
+from xai_bench.testing import fails_in_one_line
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[4] / "shared"
 AUTHORS = SHARED / "diagnopp_data"
 MINI = SHARED / "cxr_mini"
 DEV = SHARED / "cxr_dev"

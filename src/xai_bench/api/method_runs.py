@@ -1,0 +1,224 @@
+"""One method's run over a call's (sample, target) pairs: its model prepared and checked, its passes, its maps.
+
+``explain`` runs each of its methods through :func:`run_method`; metrics that make maps again (a sanity
+check on each randomised copy of a model) call :func:`method_maps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..attributors.base import Attributor, Prepared
+from ..core.cache import cache_of
+from ..core.checks import to_json
+from ..core.errors import ModelOutputError, PluginError, SurgeryError, XaiBenchError, warn
+from ..core.provenance import model_fingerprint, module_state, sample_key
+from ..engine.attribution import MethodResult
+from ..engine.entry import Budget, attribute
+from ..engine.memory import is_out_of_memory
+from ..engine.tuning import PassSizer
+from ..plugins import registry
+from ..plugins.manager import plugin_info
+from ..surgery import forget as forget_rewrites
+from .passes import Passes
+from .preflight import batch_statistics, check_outputs
+
+
+@dataclass(frozen=True)
+class Work:
+    """The pairs one method computes in a call and how: classes ``index`` and ``mask`` (N, T) on the inputs'
+    device, the passes' budget, the samples' keys, a bar counting finished maps, and the user's model's
+    fingerprint (read when a rewritten view needs checking)."""
+
+    index: Tensor
+    mask: Tensor
+    budget: Budget
+    keys: Tensor
+    fingerprint: Callable[[], str]
+    bar: tqdm | None = None
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    prepared: Prepared
+    sizer: PassSizer
+    result: MethodResult
+
+
+def run_method(
+    entry: registry.Entry, attributor: Attributor, model: nn.Module, inputs: Tensor, work: Work
+) -> MethodRun:
+    """Prepare ``attributor``'s model (checked against the model), size its passes and run them.
+
+    An error that is not the library's own is first checked against the model's outputs for a
+    batch of two: a model that returns another batch size breaks a method far from the cause.
+    """
+    try:
+        prepared = _prepared_and_checked(entry, attributor, model, inputs, work.fingerprint)
+        key = (entry.id, to_json(attributor.params()), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device),
+               work.index.shape[1])  # fmt: skip
+        result, sizer = attribute(
+            attributor, prepared.model, inputs, work.index, work.mask, owner=model, key=key, budget=work.budget,
+            keys=work.keys, on_pairs=work.bar.update if work.bar is not None else None, who=who(entry),
+        )  # fmt: skip
+        return MethodRun(prepared, sizer, result)
+    except Exception as exc:
+        if isinstance(exc, XaiBenchError) or is_out_of_memory(exc) or len(inputs) < 2:
+            raise
+        with torch.no_grad():
+            try:
+                outputs = model(inputs[:2])
+            except Exception:
+                raise exc from None
+        try:
+            check_outputs(outputs, 2)
+        except ModelOutputError as wrong:
+            raise wrong from exc
+        raise
+
+
+def who(entry: registry.Entry) -> str:
+    """The method, and the plugin that provides it unless it is built in, for messages."""
+    if plugin_info(entry.provider).builtin:
+        return f"method {entry.id!r}"
+    return f"method {entry.id!r} of plugin {entry.provider!r}"
+
+
+def warn_not_finite(entry: registry.Entry, maps: Tensor, mask: Tensor, ids: Sequence[Any]) -> None:
+    """Warn, naming the samples, when computed maps hold NaN or Inf (stored as they are)."""
+    bad = (~torch.isfinite(maps)).flatten(2).any(2) & mask
+    if not bool(bad.any()):
+        return
+    rows = bad.any(1).nonzero().flatten().tolist()
+    named = [ids[i] for i in rows[:10]]
+    warn(
+        f"{who(entry)}: {int(bad.sum())} maps of samples {named}{' ...' if len(rows) > 10 else ''} hold NaN or Inf "
+        "values, stored as they are: the gradient is not finite there (sqrt or log at 0, a division by zero) or "
+        "the method overflowed. Move the inputs off such points (e.g. clamp_min(1e-6) before a sqrt) to get "
+        "finite maps."
+    )
+
+
+def check_reported(
+    entry: registry.Entry, outputs: Tensor, logits: Tensor, ids: Sequence[Any], model: nn.Module
+) -> None:
+    """A plugin's reported outputs must be the model's logits (``logits`` (N, K), from its own forward)."""
+    if tuple(outputs.shape) != tuple(logits.shape):
+        raise PluginError(
+            f"{who(entry)} reported outputs of shape {tuple(outputs.shape)}; expected the model's logits, "
+            f"{tuple(logits.shape)}."
+        )
+    if batch_statistics(model):
+        return  # the logits depend on which images share a pass (warned about already)
+    rows = ~torch.isnan(outputs).any(1)
+    reported, own = outputs[rows].to(logits.dtype), logits[rows.to(logits.device)]
+    eps = torch.finfo(logits.dtype).eps
+    # Another pass size reorders sums (and a rewritten view rounds layer norms differently): rounding only.
+    scale = own.abs().amax(1, keepdim=True) + torch.finfo(logits.dtype).tiny
+    off = ((reported.to(own.device) - own).abs() > min(1000 * eps, 1e-2) * scale).any(1)
+    if bool(off.any()):
+        bad = rows.cpu().nonzero().flatten()[off.cpu()].tolist()
+        raise PluginError(
+            f"{who(entry)} declares reports_outputs, but its outputs are not the model's logits for samples "
+            f"{[ids[i] for i in bad[:10]]} (up to {float((reported.to(own.device) - own).abs().max()):.3g} off). "
+            "Return the logits of the pass's inputs as outputs=, or do not declare reports_outputs."
+        )
+
+
+def _tolerance(prepared: Prepared, dtype: torch.dtype) -> float:
+    """How far a rewritten view's logits may be from the model's, relative to their largest."""
+    eps = torch.finfo(dtype).eps
+    return min(1000 * eps, 1e-2) if prepared.decomposed else 2 * eps
+
+
+def _prepared_and_checked(
+    entry: registry.Entry, attributor: Attributor, model: nn.Module, inputs: Tensor, fingerprint: Callable[[], str]
+) -> Prepared:
+    """The attributor's model; a rewritten view must compute what the model computes, checked on one sample.
+
+    Both run the same batch (the first sample, once per image of an item), so batch statistics,
+    precision and kernels match and the logits agree to rounding; a view cached from an earlier
+    call that no longer does (a Python flag torch.fx had specialised on changed) is traced again.
+    The check runs again whenever the weights, the module tree, a module's attributes (lists,
+    dicts and unregistered tensors by value) or its hooks changed since it last passed, or the
+    input shape, dtype or device did: a key costs a fraction of a forward pass, which checking
+    on every call would cost twice (``benchmarks/bench_fingerprint.py``).
+    """
+    prepared = attributor.prepare(model, inputs[:1])
+    if prepared.model is model:
+        return prepared
+    key = (fingerprint(), module_state(model), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device))
+    known = cache_of(model, "checked views")  # per method: the state a rewritten view last passed with
+    if known.get(entry.id) == key:
+        return prepared
+    batch = inputs[:1].expand(attributor.cost(tuple(inputs.shape[1:])).images, *inputs.shape[1:])
+    for attempt in range(2):
+        with torch.no_grad():
+            expected, got = model(batch), prepared.model(batch)
+        # The same ops on the same batch: equal but for the rounding of a reordered sum. Layer norm,
+        # softmax and attention computed step by step round differently from their fused kernels,
+        # which a deep network adds up over its layers: up to 1000 ulps, or 1% in half precision.
+        # What the check is for (a branch fx took the other way, a flag that changed) differs by more.
+        scale = float(expected.abs().max()) + torch.finfo(expected.dtype).tiny
+        difference = float((got.to(expected.dtype) - expected).abs().max())
+        if difference <= _tolerance(prepared, expected.dtype) * scale:
+            known[entry.id] = key
+            return prepared
+        if attempt == 0:
+            forget_rewrites(model)
+            prepared = attributor.prepare(model, inputs[:1])
+    # A hook on a module that a rule replaces does not run in the view: name the hooked modules.
+    hooked = [repr(n) for n, m in model.named_modules() if n and (m._forward_hooks or m._forward_pre_hooks)]
+    hint = f" Modules with forward hooks, which a rule may have replaced: {', '.join(hooked[:5])}." if hooked else ""
+    raise SurgeryError(
+        f"{entry.id}: the rewritten model's logits differ from the model's own by up to {difference:.3g} on the "
+        "same input; its forward depends on something torch.fx cannot follow (Python control flow on tensor "
+        "values or on state that changes between calls). Make the forward traceable, or use a gradient "
+        f"method or occlusion.{hint}"
+    )
+
+
+def method_maps(
+    model: nn.Module,
+    method: str,
+    params: Mapping[str, Any],
+    inputs: Tensor,
+    index: Tensor,
+    mask: Tensor,
+    sample_ids: Sequence[Any],
+    *,
+    passes: Passes,
+) -> Tensor:
+    """Maps (N, T, C, H, W) of one method for the pairs ``mask`` of classes ``index`` (N, T), NaN elsewhere.
+
+    The engine's passes without ``explain``'s checks of the model and inputs, scores and labels:
+    for callers that made those checks already and run a method many times (a sanity check on
+    each randomised copy of a model). The model must be in eval mode, on the inputs' device.
+    """
+    ((entry, attributor),) = registry.resolve(registry.attributors, {method: dict(params)})
+    attributor.check_inputs(inputs)
+    keys = torch.tensor([sample_key(i) for i in sample_ids], dtype=torch.int64)
+    budget = Budget(passes.fixed_images, passes.budget(inputs.device))
+    work = Work(index.to(inputs.device), mask.to(inputs.device), budget, keys, lambda: model_fingerprint(model))
+    return run_method(entry, attributor, model, inputs, work).result.maps
+
+
+def method_attrs(entry: registry.Entry, attributor: Attributor, surgery: tuple[str, ...]) -> dict[str, Any]:
+    info = plugin_info(entry.provider)
+    cls = attributor  # the instance's flags: smooth= changes some
+    return {
+        "method": entry.id,
+        "provider": entry.provider,
+        "provider_distribution": info.distribution or "unknown",
+        "provider_version": info.version or "unknown",
+        "params": to_json(attributor.params()),
+        "surgery": to_json(list(surgery)),
+        "multiplies_by_inputs": int(cls.multiplies_by_inputs),
+        "has_delta": int(cls.has_delta),
+    }
