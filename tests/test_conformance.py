@@ -17,6 +17,36 @@ def test_builtin_methods_conform(method, check):
     CHECKS[check](method, SMALL.get(method))
 
 
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_typed_methods_of_a_plugin_conform(add_plugin, check):
+    """A plugin's typed method goes through the same suite as an id with params."""
+    import torch
+
+    from xai_bench import Attribution, OneTarget
+
+    class Scaled(OneTarget):
+        """The gradient times a factor."""
+
+        id = "scaled_gradient"
+
+        def __init__(self, *, factor: float = 1.0) -> None:
+            self.factor = factor
+
+        def attribute_target(self, model, inputs, target):
+            x = inputs.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(model(x)[torch.arange(len(x)), target].sum(), x)
+            return Attribution(self.factor * grad)
+
+    add_plugin(Scaled)
+    CHECKS[check](Scaled(factor=2.0))
+    with pytest.raises(AssertionError, match="give a typed method its parameters when you make it"):
+        check_attributor(Scaled(factor=2.0), {"factor": 3.0})
+
+
+def test_typed_builtin_metrics_conform():
+    check_metric(xai_bench.Deletion(patch=4, steps=3))
+
+
 def test_conformance_catches_a_method_that_modifies_the_model(add_plugin):
     import torch
 

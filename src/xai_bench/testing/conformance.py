@@ -16,6 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from ..api.explaining import explain
+from ..attributors.base import Attributor
+from ..attributors.noise_tunnel import NoiseTunnel, check_smoothing
+from ..metrics.base import Metric
+from ..plugins import registry
 from .models import tiny_cnn
 
 _HOOK_DICTS = (
@@ -87,21 +91,39 @@ def default_case(seed: int = 0) -> tuple[nn.Module, Tensor]:
     return model, torch.rand(3, 3, 12, 12, generator=gen, dtype=torch.float64)
 
 
-def _run(method_id: str, params: Mapping[str, Any] | None, model: nn.Module, inputs: Tensor, **kw: Any):
-    return explain(model, inputs, methods={method_id: dict(params or {})}, targets=[0, 2], **kw)
+MethodArg = str | Attributor  # an id, or an instance of a registered class (a typed method)
+
+
+def _id(method: MethodArg) -> str:
+    """The method's id: itself, or the id its instance's class is registered under."""
+    return method if isinstance(method, str) else registry.attributors.entry_of(method).id
+
+
+def _methods(method: MethodArg, params: Mapping[str, Any] | None, smooth: Mapping[str, Any] | None = None):
+    """``methods=`` for one call: ``{id: params}``, or the instance (wrapped in a noise tunnel for ``smooth``)."""
+    if isinstance(method, str):
+        return {method: {**dict(params or {}), **({"smooth": dict(smooth)} if smooth is not None else {})}}
+    if params:
+        raise AssertionError(f"{_id(method)}: give a typed method its parameters when you make it, not as params")
+    return [method if smooth is None else NoiseTunnel(method, check_smoothing(_id(method), dict(smooth)))]
+
+
+def _run(method: MethodArg, params: Mapping[str, Any] | None, model: nn.Module, inputs: Tensor, *,
+         smooth: Mapping[str, Any] | None = None, **kw: Any):  # fmt: skip
+    return explain(model, inputs, methods=_methods(method, params, smooth), targets=[0, 2], **kw)
 
 
 def check_shape(method_id: str, params=None, model=None, inputs=None) -> None:
     """Maps have dims (sample, target, channel, y, x), the inputs' sizes, and finite values."""
     model, inputs = (model, inputs) if model is not None else default_case()
     ds = _run(method_id, params, model, inputs)
-    var = ds[method_id]
+    var = ds[_id(method_id)]
     if var.dims != ("sample", "target", "channel", "y", "x"):
-        raise AssertionError(f"{method_id}: dims {var.dims}")
+        raise AssertionError(f"{_id(method_id)}: dims {var.dims}")
     if var.shape != (inputs.shape[0], 2, *inputs.shape[1:]):
-        raise AssertionError(f"{method_id}: shape {var.shape} for inputs {tuple(inputs.shape)}")
+        raise AssertionError(f"{_id(method_id)}: shape {var.shape} for inputs {tuple(inputs.shape)}")
     if not np.isfinite(var.values).all():
-        raise AssertionError(f"{method_id}: maps hold NaN or Inf")
+        raise AssertionError(f"{_id(method_id)}: maps hold NaN or Inf")
 
 
 def check_determinism(method_id: str, params=None, model=None, inputs=None) -> None:
@@ -111,10 +133,10 @@ def check_determinism(method_id: str, params=None, model=None, inputs=None) -> N
     :func:`check_batch_invariance` bounds that.)
     """
     model, inputs = (model, inputs) if model is not None else default_case()
-    a = _run(method_id, params, model, inputs, passes=2)[method_id].values
-    b = _run(method_id, params, model, inputs, passes=2)[method_id].values
+    a = _run(method_id, params, model, inputs, passes=2)[_id(method_id)].values
+    b = _run(method_id, params, model, inputs, passes=2)[_id(method_id)].values
     if not np.array_equal(a, b):
-        raise AssertionError(f"{method_id}: two runs differ by up to {np.abs(a - b).max()}")
+        raise AssertionError(f"{_id(method_id)}: two runs differ by up to {np.abs(a - b).max()}")
 
 
 def check_batch_invariance(
@@ -122,12 +144,12 @@ def check_batch_invariance(
 ) -> None:
     """Maps do not depend on the batch size."""
     model, inputs = (model, inputs) if model is not None else default_case()
-    whole = _run(method_id, params, model, inputs)[method_id].values
+    whole = _run(method_id, params, model, inputs)[_id(method_id)].values
     for batch_size in (1, 3):
-        part = _run(method_id, params, model, inputs, passes=batch_size)[method_id].values
+        part = _run(method_id, params, model, inputs, passes=batch_size)[_id(method_id)].values
         if not np.allclose(whole, part, rtol=rtol, atol=atol):
             raise AssertionError(
-                f"{method_id}: batch_size={batch_size} changes maps by up to {np.abs(whole - part).max()}"
+                f"{_id(method_id)}: batch_size={batch_size} changes maps by up to {np.abs(whole - part).max()}"
             )
 
 
@@ -150,15 +172,15 @@ def check_per_sample_targets(method_id: str, params=None, model=None, inputs=Non
     model, inputs = (model, inputs) if model is not None else default_case()
     n = inputs.shape[0]
     classes = torch.arange(n) % 3
-    slots = explain(model, inputs, methods={method_id: dict(params or {})}, targets=classes, passes=2)
-    dense = explain(model, inputs, methods={method_id: dict(params or {})}, targets=[0, 1, 2], passes=2)
-    var = slots[method_id]
+    slots = explain(model, inputs, methods=_methods(method_id, params), targets=classes, passes=2)
+    dense = explain(model, inputs, methods=_methods(method_id, params), targets=[0, 1, 2], passes=2)
+    var = slots[_id(method_id)]
     if var.dims != ("sample", "slot", "channel", "y", "x") or var.shape[1] != 1:
-        raise AssertionError(f"{method_id}: per-sample targets gave dims {var.dims} and shape {var.shape}")
-    expected = dense[method_id].values[np.arange(n), classes.numpy()]
+        raise AssertionError(f"{_id(method_id)}: per-sample targets gave dims {var.dims} and shape {var.shape}")
+    expected = dense[_id(method_id)].values[np.arange(n), classes.numpy()]
     if not np.allclose(var.values[:, 0], expected, rtol=1e-7, atol=1e-9, equal_nan=True):
         raise AssertionError(
-            f"{method_id}: per-sample targets differ from the same classes explained for every sample "
+            f"{_id(method_id)}: per-sample targets differ from the same classes explained for every sample "
             f"by up to {np.nanmax(np.abs(var.values[:, 0] - expected))}"
         )
 
@@ -167,20 +189,20 @@ def check_noise_tunnel(method_id: str, params=None, model=None, inputs=None) -> 
     """``smooth=`` works on the method: one noise-free copy gives the method's own maps, and smoothed
     maps do not depend on the pass size (a copy's items may be split between passes)."""
     model, inputs = (model, inputs) if model is not None else default_case()
-    plain = _run(method_id, params, model, inputs, passes=64)[method_id].values
-    still = {**dict(params or {}), "smooth": {"samples": 1, "stdev": 0.0}}
-    once = _run(method_id, still, model, inputs, passes=64)[method_id].values
+    plain = _run(method_id, params, model, inputs, passes=64)[_id(method_id)].values
+    still = {"samples": 1, "stdev": 0.0}
+    once = _run(method_id, params, model, inputs, passes=64, smooth=still)[_id(method_id)].values
     if not np.allclose(once, plain, rtol=1e-7, atol=1e-9):
         raise AssertionError(
-            f"{method_id}: smooth with one noise-free copy differs from the plain maps by up to "
+            f"{_id(method_id)}: smooth with one noise-free copy differs from the plain maps by up to "
             f"{np.abs(once - plain).max()}; attribute() and finish() must treat each sample's rows on their own."
         )
-    noisy = {**dict(params or {}), "smooth": {"samples": 3, "stdev": 0.1}}
-    whole = _run(method_id, noisy, model, inputs, passes=64)[method_id].values
-    part = _run(method_id, noisy, model, inputs, passes=1)[method_id].values
+    noisy = {"samples": 3, "stdev": 0.1}
+    whole = _run(method_id, params, model, inputs, passes=64, smooth=noisy)[_id(method_id)].values
+    part = _run(method_id, params, model, inputs, passes=1, smooth=noisy)[_id(method_id)].values
     if not np.allclose(whole, part, rtol=1e-7, atol=1e-9):
         raise AssertionError(
-            f"{method_id}: smoothed maps change with the pass size by up to {np.abs(whole - part).max()}"
+            f"{_id(method_id)}: smoothed maps change with the pass size by up to {np.abs(whole - part).max()}"
         )
 
 
@@ -193,10 +215,10 @@ def check_rng_untouched(method_id: str, params=None, model=None, inputs=None) ->
     gpus = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     _run(method_id, params, model, inputs)
     if not torch.equal(before, torch.get_rng_state()):
-        raise AssertionError(f"{method_id}: changed torch's global random state (torch.get_rng_state())")
+        raise AssertionError(f"{_id(method_id)}: changed torch's global random state (torch.get_rng_state())")
     after = torch.cuda.get_rng_state_all() if gpus is not None else []
     if gpus is not None and any(not torch.equal(a, b) for a, b in zip(gpus, after, strict=True)):
-        raise AssertionError(f"{method_id}: changed torch's global CUDA random state")
+        raise AssertionError(f"{_id(method_id)}: changed torch's global CUDA random state")
 
 
 class _Boom(RuntimeError):
@@ -223,13 +245,13 @@ def check_cleanup_after_error(method_id: str, params=None, model=None, inputs=No
             raise
     else:
         if state["calls"] > 1:
-            raise AssertionError(f"{method_id}: the forced failure did not propagate") from None
+            raise AssertionError(f"{_id(method_id)}: the forced failure did not propagate") from None
         # A method that runs the model no more than once (an edge filter, say) cannot fail in the middle.
     finally:
         after_hooks = hook_counts(model)
         handle.remove()
     if before["hooks"] != after_hooks:
-        raise AssertionError(f"{method_id}: hooks left after an error: {_diff(before['hooks'], after_hooks)}")
+        raise AssertionError(f"{_id(method_id)}: hooks left after an error: {_diff(before['hooks'], after_hooks)}")
     assert_model_unchanged({**before, "hooks": hook_counts(model)}, model)
 
 
@@ -254,26 +276,31 @@ CHECKS: dict[str, Callable[..., None]] = {
 
 
 def check_attributor(
-    method_id: str,
+    method_id: MethodArg,
     params: Mapping[str, Any] | None = None,
     *,
     model: nn.Module | None = None,
     inputs: Tensor | None = None,
 ) -> None:
-    """Run every conformance check on ``method_id``; raise ``AssertionError`` on the first failure."""
+    """Run every conformance check on ``method_id`` (an id with its ``params``, or a typed method such as
+    ``MyMethod(k=2)`` of a registered class); raise ``AssertionError`` on the first failure."""
     for check in CHECKS.values():
         check(method_id, params, model, inputs)
 
 
-def check_metric(metric_id: str, params: Mapping[str, Any] | None = None) -> None:
-    """Run the conformance checks on a metric: labelled results in both target layouts, values only
-    where maps exist, determinism, independence of the pass size, and the model left unchanged."""
+def check_metric(metric_id: str | Metric, params: Mapping[str, Any] | None = None) -> None:
+    """Run the conformance checks on a metric (an id with its ``params``, or a typed metric of a registered
+    class): labelled results in both target layouts, values only where maps exist, determinism,
+    independence of the pass size, and the model left unchanged."""
     from ..api.evaluating import evaluate
 
     model, inputs = default_case()
     masks = torch.zeros(inputs.shape[0], 1, *inputs.shape[2:], dtype=torch.bool)
     masks[:, :, 2:7, 3:9] = True
-    chosen = {metric_id: dict(params or {})}
+    if isinstance(metric_id, str):
+        chosen: Any = {metric_id: dict(params or {})}
+    else:
+        chosen, metric_id = [metric_id], registry.metrics.entry_of(metric_id).id
     dense = explain(model, inputs, methods=["saliency", "deeplift"], targets=[0, 2])
     slots = explain(model, inputs, methods=["saliency", "deeplift"], targets=[[1], [0, 3], []])
     for layout, maps in (("dense", dense), ("slot", slots)):
