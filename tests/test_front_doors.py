@@ -256,3 +256,31 @@ def test_the_command_lines_old_flags_still_work_with_a_note(tmp_path, capsys):
     assert "--budget is deprecated; use --memory-budget" in err and "--labels is deprecated; use --class-names" in err
     stored = xai_bench.open_maps(tmp_path / "s.zarr")
     assert stored.xai.targets(stored.xai.samples[0]) == ["a"] and stored.attrs["memory_budget"] == 256 * 2**20
+
+
+# One reading of data-set items ----------------------------------------------------------------------------------
+
+
+def test_run_evaluate_and_profile_read_items_alike(tmp_path):
+    """(image, label) pairs as torchvision's data sets and TensorDataset yield them, and dicts: the label is
+    never taken for a sample id (a class index 0 would collide with sample 0's position)."""
+    model, x = tiny_cnn(), _x(4)
+    labels = torch.tensor([1, 0, 1, 1])
+    pairs = torch.utils.data.TensorDataset(x, labels)
+    dicts = [{"image": image, "label": int(label)} for image, label in zip(x, labels, strict=True)]
+    summary = xai_bench.run(model, pairs, methods="saliency", targets=[0], store=tmp_path / "p.zarr", passes=4)
+    stored = summary.open()
+    assert stored.xai.samples == [0, 1, 2, 3]
+    xr.testing.assert_allclose(
+        stored["saliency"], explain(model, x, methods="saliency", targets=[0], passes=4)["saliency"]
+    )
+    for data in (pairs, dicts):
+        scores = evaluate(stored, model=model, inputs=data, metrics={"deletion": {"steps": 2, "patch": 6}}, passes=4)
+        assert np.isfinite(scores.xai.metric("deletion", "saliency").values).all()
+    loader = torch.utils.data.DataLoader(pairs, batch_size=2)
+    by_pairs = xai_bench.profile(model, loader, layers=["conv1"], group_names=["a", "b"], passes=4)
+    by_dicts = xai_bench.profile(model, [{"image": x[:2], "label": labels[:2]}, {"image": x[2:], "label": labels[2:]}],
+                                 layers=["conv1"], group_names=["a", "b"], passes=4)  # fmt: skip
+    xr.testing.assert_allclose(by_pairs["conv1"], by_dicts["conv1"])
+    with pytest.raises(xai_bench.InvalidInputError, match="batch 0 is a str; expected an image tensor"):
+        xai_bench.profile(model, ["not an image"], layers=["conv1"], group_names=["a", "b"])

@@ -23,6 +23,7 @@ from ..plugins import registry
 from ..plugins.manager import plugin_info
 from ..storage.datasets import INPUT, UNUSED, layout_of, method_ids
 from ..storage.zarr_io import add_to_store, check_can_score, save_maps
+from .items import read_item
 from .method_runs import method_maps
 from .outputs import scored as scored_model
 from .outputs import stored_output
@@ -202,7 +203,7 @@ def _inputs(inputs: Any, maps: xr.Dataset, *, required: bool) -> Tensor | None:
     if isinstance(inputs, Tensor):
         x = inputs.detach()
     elif hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__"):
-        x = torch.stack([_image_of(inputs[i]) for i in range(len(inputs))])
+        x = torch.stack([torch.as_tensor(read_item(inputs[i], f"inputs item {i}").image) for i in range(len(inputs))])
     else:
         raise InvalidInputError(
             f"inputs must be a tensor (N, C, H, W), a map-style data set or None, got {type(inputs).__name__}."
@@ -211,14 +212,6 @@ def _inputs(inputs: Any, maps: xr.Dataset, *, required: bool) -> Tensor | None:
     if x.dim() != 4 or x.shape[0] != n:
         raise InvalidInputError(f"inputs of shape {tuple(x.shape)} do not match the maps' {n} samples (N, C, H, W).")
     return x
-
-
-def _image_of(item: Any) -> Tensor:
-    if isinstance(item, Mapping):
-        item = item["image"]
-    elif isinstance(item, (tuple, list)):
-        item = item[0]
-    return torch.as_tensor(item)
 
 
 def _masks(masks: Any, maps: xr.Dataset, table: _Table) -> Tensor:
