@@ -74,7 +74,7 @@ def test_metrics_go_into_the_maps_store_each_array_whole(tmp_path):
     explain(model, _images(), methods=["saliency", "deeplift"], targets=[0, 2], store=store)
     chosen = {"deletion": {"patch": 4, "steps": 3}, "completeness": {}}
     out = evaluate(open_maps(store), model=model, metrics=chosen, into=store, passes=4)
-    back = open_maps(store, verify=True)
+    back = open_maps(store, checksums=True)
     np.testing.assert_array_equal(back["saliency_deletion_curve"].values, out["saliency_deletion_curve"].values)
     assert list(back["deletion_fraction"].values) == [0, 1 / 3, 2 / 3, 1]
     assert verify_store(store).ok
@@ -91,7 +91,7 @@ def test_metrics_go_into_a_run_store_too(tmp_path):
     run(model, x, methods=["saliency"], targets=[1], store=store, store_inputs=True,
         samples_per_block=2, passes=Passes(progress=False))  # fmt: skip
     evaluate(open_maps(store), model=model, metrics={"insertion": {"patch": 6, "steps": 2}}, into=store)
-    back = open_maps(store, verify=True)
+    back = open_maps(store, checksums=True)
     assert back["saliency_insertion"].shape == (5, 1) and np.isfinite(back["saliency_insertion"].values).all()
 
 
@@ -134,7 +134,7 @@ def test_the_evaluate_command_writes_metrics_into_the_store(tmp_path, capsys):
     assert main([*argv, '{"deletion": {"patch": 8, "steps": 4}, "pointing_game": {}, "completeness": {}}']) == 0
     out = capsys.readouterr().out
     assert "metric variables written to" in out and "skipped saliency_completeness" in out
-    back = open_maps(store, verify=True)
+    back = open_maps(store, checksums=True)
     assert back["deeplift_deletion_curve"].shape == (2, 1, 5) and "saliency_pointing_game" in back
     assert main([*argv, "pointing_game"]) == 2
     err = capsys.readouterr().err.strip()

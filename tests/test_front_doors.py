@@ -284,3 +284,20 @@ def test_run_evaluate_and_profile_read_items_alike(tmp_path):
     xr.testing.assert_allclose(by_pairs["conv1"], by_dicts["conv1"])
     with pytest.raises(xai_bench.InvalidInputError, match="batch 0 is a str; expected an image tensor"):
         xai_bench.profile(model, ["not an image"], layers=["conv1"], group_names=["a", "b"])
+
+
+def test_one_name_for_reading_every_checksum(tmp_path):
+    model, x = tiny_cnn(), _x()
+    store = tmp_path / "s.zarr"
+    xai_bench.run(model, x, methods="saliency", targets=[0], store=store, passes=4)
+    assert xai_bench.verify_store(store, checksums=True).ok and xai_bench.open_maps(store, checksums=True).xai.methods
+    with pytest.deprecated_call(match=r"verify_store\(read=\.\.\.\) is deprecated.*verify_store\(checksums=\.\.\.\)"):
+        assert xai_bench.verify_store(store, read=False).ok
+    with pytest.deprecated_call(match=r"open_maps\(verify=\.\.\.\) is deprecated.*open_maps\(checksums=\.\.\.\)"):
+        xai_bench.open_maps(store, verify=True)
+    with pytest.deprecated_call(match=r"run\(verify=\.\.\.\) is deprecated.*run\(checksums=\.\.\.\)"):
+        assert (
+            xai_bench.run(model, x, methods="saliency", targets=[0], store=store, passes=4, verify=False).skipped == 3
+        )
+    with pytest.raises(TypeError, match=r"open_maps\(\) got an unexpected keyword argument 'checksum'.*'checksums'"):
+        xai_bench.open_maps(store, checksum=True)

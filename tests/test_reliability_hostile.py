@@ -72,7 +72,7 @@ def test_a_lost_coordinate_folder_is_rebuilt_not_dropped(reference, tmp_path, co
     with pytest.warns(XaiBenchWarning, match=f"{coordinate} had missing or damaged chunks; rebuilt them"):
         assert run(tiny_cnn(), SyntheticImages(4), store=store, **ARGS).computed == 0
     assert verify_store(store).ok
-    xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
+    xr.testing.assert_identical(open_maps(store, checksums=True).load(), open_maps(reference).load())
 
 
 def test_a_damaged_slot_target_is_the_stores_error_not_zarrs(tmp_path):
@@ -98,7 +98,7 @@ def test_a_damaged_explain_store_says_to_explain_again(tmp_path):
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     with pytest.raises(StoreDamagedError, match="written by explain\\(\\) cannot be repaired") as raised:
-        open_maps(store, verify=True)
+        open_maps(store, checksums=True)
     assert "xai_bench.run" not in str(raised.value)
 
 

@@ -94,7 +94,7 @@ def test_damaged_chunks_are_found_never_read_silently_and_repaired(reference, tm
     assert not report.ok and report.done == N - len(expected | undone)
     if expected:
         with pytest.raises(StoreDamagedError, match=f"{len(expected)} damaged samples"):
-            open_maps(store, verify=True)
+            open_maps(store, checksums=True)
     maps_lost = any(kind == "delete" and name != "done" for (name, _, _), kind in zip(chosen, kinds, strict=True))
     if maps_lost:  # a lost chunk is caught from the listing, before any data is read
         with pytest.raises(StoreDamagedError):
@@ -112,7 +112,7 @@ def test_damaged_chunks_are_found_never_read_silently_and_repaired(reference, tm
     # Whole blocks are recomputed, so that passes hold the same images as the first time.
     blocks = {position // ARGS["samples_per_block"] for _, position, _ in chosen}
     assert summary.computed == ARGS["samples_per_block"] * len(blocks)
-    xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
+    xr.testing.assert_identical(open_maps(store, checksums=True).load(), open_maps(reference).load())
 
 
 def _killed_run(store: Path, kill_at: str | None, n: int = N) -> int:

@@ -105,7 +105,7 @@ def test_metrics_of_recomputed_samples_are_dropped_with_a_warning_not_kept_stale
 
     summary = resumed(store, Brighter(N), changed="changed since", dropped=r"dropping deeplift_completeness")
     assert summary.computed == 2
-    ds = open_maps(store, verify=True)
+    ds = open_maps(store, checksums=True)
     assert not set(METRICS) & set(ds.data_vars)
     assert verify_store(store).ok
     evaluated(store)  # and evaluate writes them again, from the new maps
@@ -116,7 +116,7 @@ def test_a_damaged_map_chunk_after_evaluate_leaves_a_readable_store(store, refer
     flip(chunk(store, "saliency", 1))
     resumed(store, damaged="have missing or damaged chunks", dropped="dropping deeplift_completeness")
     assert verify_store(store).ok
-    xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
+    xr.testing.assert_identical(open_maps(store, checksums=True).load(), open_maps(reference).load())
     # and a second run has nothing to do, and says so truthfully
     assert run(tiny_cnn(), SyntheticImages(N), store=store, **ARGS).computed == 0
 
@@ -127,7 +127,7 @@ def test_a_damaged_metric_chunk_drops_the_metrics_and_recomputes_no_map(store, r
     assert set(verify_store(store).damaged) == {"img-001"}
     summary = resumed(store, dropped="dropping deeplift_completeness, which have missing or damaged chunks")
     assert summary.computed == 0
-    xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
+    xr.testing.assert_identical(open_maps(store, checksums=True).load(), open_maps(reference).load())
 
 
 def test_metrics_half_dropped_by_a_killed_run_are_dropped_by_the_next(store, reference):
@@ -136,7 +136,7 @@ def test_metrics_half_dropped_by_a_killed_run_are_dropped_by_the_next(store, ref
     assert "deeplift_completeness" in verify_store(store).damaged["img-000"]
     summary = resumed(store, dropped="dropping deeplift_completeness")
     assert summary.computed == 0
-    xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
+    xr.testing.assert_identical(open_maps(store, checksums=True).load(), open_maps(reference).load())
 
 
 def test_a_run_never_reports_success_on_a_store_it_leaves_unreadable(store, monkeypatch):
@@ -175,10 +175,10 @@ def test_damaged_coordinates_are_reported_and_rebuilt_by_the_run(store, referenc
     assert name in report.summary()
     with pytest.raises(StoreDamagedError, match=f"damaged arrays .*: {name}"):
         open_maps(store)
-    assert verify_store(store, read=False).damaged_arrays == [name]  # coordinates are read even then
+    assert verify_store(store, checksums=False).damaged_arrays == [name]  # coordinates are read even then
     resumed(store, rebuilt=f"{name} had missing or damaged chunks; rebuilt them")
     assert verify_store(store).ok
-    xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
+    xr.testing.assert_identical(open_maps(store, checksums=True).load(), open_maps(reference).load())
 
 
 def test_deleted_target_index_no_longer_gives_another_class_map(store, reference):
@@ -211,10 +211,10 @@ def test_swapped_chunks_of_two_samples_are_found_and_repaired(store, reference, 
     report = verify_store(store)
     assert report.damaged == {"img-000": [name], "img-003": [name]}
     with pytest.raises(StoreDamagedError, match="2 damaged samples"):
-        open_maps(store, verify=True)
+        open_maps(store, checksums=True)
     summary = resumed(store, damaged=r"2 samples .* have missing or damaged chunks.*img-000.*img-003")
     assert summary.computed == 4
-    xr.testing.assert_identical(open_maps(store, verify=True).load(), open_maps(reference).load())
+    xr.testing.assert_identical(open_maps(store, checksums=True).load(), open_maps(reference).load())
 
 
 def test_chunks_swapped_between_arrays_or_records_swapped_are_found(store):
@@ -231,7 +231,7 @@ def test_swapped_chunks_of_a_store_of_explain_are_found(tmp_path):
     swap(chunk(tmp_path / "m.zarr", "saliency", 0), chunk(tmp_path / "m.zarr", "saliency", 2))
     assert set(verify_store(tmp_path / "m.zarr").damaged) == {"0", "2"}
     with pytest.raises(StoreDamagedError, match="2 damaged samples"):
-        open_maps(tmp_path / "m.zarr", verify=True)
+        open_maps(tmp_path / "m.zarr", checksums=True)
 
 
 def test_a_store_of_an_older_version_is_read_but_not_resumed(store):
@@ -239,7 +239,7 @@ def test_a_store_of_an_older_version_is_read_but_not_resumed(store):
     for seals in store.glob(f"*/{zarr_io.SEALS}"):
         seals.unlink()
     assert verify_store(store).ok
-    assert open_maps(store, verify=True).sizes["sample"] == N
+    assert open_maps(store, checksums=True).sizes["sample"] == N
     with pytest.raises(StoreMismatchError, match="older xai_bench.*delete it and run again"):
         run(tiny_cnn(), SyntheticImages(N), store=store, **ARGS)
 

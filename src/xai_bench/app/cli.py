@@ -114,7 +114,7 @@ def _sound(store: str) -> None:
     """Refuse a store with damaged samples in one line that says how to find and mend them."""
     from ..storage.zarr_io import verify_store
 
-    damaged = list(verify_store(store, read=True).damaged)
+    damaged = list(verify_store(store, checksums=True).damaged)
     if damaged:
         shown = ", ".join(repr(s) for s in damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
         raise StoreDamagedError(
@@ -191,7 +191,7 @@ class _OldSpelling(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         print(f"xai-bench: note: {option_string} is deprecated; use {self.new}.", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 
 def _batch_size(text: str) -> int | str:
@@ -252,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
             ),
             passes=_passes(args),
             client=client,
-            verify=not args.no_verify,
+            checksums=not args.no_checksums,
             store_inputs=args.store_inputs,
         )
     finally:
@@ -352,7 +352,7 @@ def _report(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from ..storage.zarr_io import verify_store
 
-    report = verify_store(args.store, read=not args.quick)
+    report = verify_store(args.store, checksums=not args.quick)
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -445,11 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds to wait for the --scheduler to answer (default: {CONNECT_TIMEOUT:g})",
     )
     runp.add_argument(
-        "--no-verify",
+        "--no-checksums",
         action="store_true",
         help="on a resume, skip reading the store's checksums and the done samples' images (missing chunks "
         "are still found; default: read them)",
     )
+    runp.add_argument("--no-verify", dest="no_checksums", action=_OldSpelling, new="--no-checksums", nargs=0,
+                      const=True, help=argparse.SUPPRESS)  # fmt: skip
     runp.set_defaults(func=_run)
 
     show = sub.add_parser("show", help="draw the maps of one sample of a store to PNG")

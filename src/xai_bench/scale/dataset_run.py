@@ -36,7 +36,7 @@ from .blocks import checksums, explain_block, load, sample_ids_of
 from .factories import ModelArg, build_model
 
 #: run's parameters besides the model and the data
-RUN_PARAMETERS = [*JOB_PARAMETERS, "store", "samples_per_block", "client", "verify"]
+RUN_PARAMETERS = [*JOB_PARAMETERS, "store", "samples_per_block", "client", "checksums"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def run(
     input_normalization: Any = None,
     samples_per_block: int = 8,
     client: Any = None,
-    verify: bool = True,
+    checksums: bool = True,
     **deprecated_keywords: Any,
 ) -> RunSummary:
     """Explain every sample of the data set ``inputs`` into the zarr ``store``, resuming where a previous
@@ -98,17 +98,20 @@ def run(
     or sample ids is refused. On a resume, done samples whose chunks are missing or fail their
     checksums, and done samples whose input image changed since (each sample's checksum is stored),
     are recomputed with a warning that names them; this reads the store's bytes and the done samples'
-    images once. ``verify=False`` skips both and only looks for missing chunks. With a dask
+    images once. ``checksums=False`` skips both and only looks for missing chunks. With a dask
     ``client``, ``model`` must be a factory (a callable or ``"module:function"``) that each worker
     calls; workers write their samples' regions of the same store.
 
-    The keywords of 0.2 (``dataset=``; ``batch_size``, ``memory_budget``, ``device``, ``progress``;
+    The keywords of 0.2 (``dataset=``, ``verify=``; ``batch_size``, ``memory_budget``, ``device``, ``progress``;
     ``labels``, ``task``, ``threshold``, ``max_targets``) still work in 0.3, with a
     ``DeprecationWarning`` that names their new place.
     """
     if "dataset" in deprecated_keywords and inputs is None:
         deprecated("run(dataset=...)", "run(model, inputs, ...)")
         inputs = deprecated_keywords.pop("dataset")
+    if "verify" in deprecated_keywords:
+        deprecated("run(verify=...)", "run(checksums=...)")
+        checksums = deprecated_keywords.pop("verify")
     if inputs is None:
         raise InvalidInputError("run() needs the data set to explain: run(model, inputs, methods=..., store=...).")
     dataset = getattr(inputs, "dataset", inputs) if isinstance(inputs, torch.utils.data.DataLoader) else inputs
@@ -129,7 +132,7 @@ def run(
     chosen = job.passes.chosen_device()
     # A model object is the user's: it goes back where it was, bit for bit, when the run ends.
     with on_device(net, chosen):
-        work = _Run.begin(model, net, dataset, job, Path(store), chosen, samples_per_block, client, verify)
+        work = _Run.begin(model, net, dataset, job, Path(store), chosen, samples_per_block, client, checksums)
         computed = work.execute()
         work.check_finished()
         return RunSummary(work.store, computed, len(work.ids) - computed)
@@ -160,11 +163,11 @@ class _Run:
     chosen: Any
     samples_per_block: int
     client: Any
-    verify: bool
+    checksums: bool
     fingerprint: str
 
     @classmethod
-    def begin(cls, model, net, dataset, job, store, chosen, samples_per_block, client, verify) -> _Run:
+    def begin(cls, model, net, dataset, job, store, chosen, samples_per_block, client, checksums) -> _Run:
         ids = sample_ids_of(dataset)
         if not ids:
             raise InvalidInputError("the dataset is empty.")
@@ -177,7 +180,7 @@ class _Run:
         # One head for every block, so that what is measured and prepared on it serves them all.
         explained = scored(net, job.targets.output)
         return cls(model, net, explained, dataset, ids, job, store, SampleStore(store), chosen, samples_per_block,
-                   client, verify, fingerprint)  # fmt: skip
+                   client, checksums, fingerprint)  # fmt: skip
 
     def block(self, indices: list[int]):
         return explain_block(self.explained, self.dataset, indices, self.ids, self.job, self.chosen)
@@ -220,7 +223,7 @@ class _Run:
             except StoreExistsError:
                 pass  # another process created it meanwhile: resume it like any existing store
         self.target.check(self.fingerprint, len(self.ids))
-        _repair(self.target, self.dataset, self.ids, verify=self.verify, fresh=lambda: self.block(first_block))
+        _repair(self.target, self.dataset, self.ids, read=self.checksums, fresh=lambda: self.block(first_block))
         return 0
 
     def _explain(self, blocks: list[list[int]], missing: set[int], bar) -> None:
@@ -243,7 +246,7 @@ class _Run:
             raise RuntimeError(
                 f"{len(self.ids) - finished} samples of {os.fspath(self.store)!r} are not done; run again to finish."
             )
-        report = verify_store(self.store, read=False)  # chunks listed, coordinates checked
+        report = verify_store(self.store, checksums=False)  # chunks listed, coordinates checked
         if not report.ok:
             damaged = [*report.damaged_arrays, *(f"{i}: {', '.join(n)}" for i, n in report.damaged.items())]
             raise StoreDamagedError(
@@ -263,21 +266,22 @@ def _drop_added(target: SampleStore, why: str) -> None:
         target.drop(added)
 
 
-def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, verify: bool, fresh: Any) -> None:
+def _repair(target: SampleStore, dataset: Any, ids: Sequence[Any], *, read: bool, fresh: Any) -> None:
     """Rebuild damaged coordinates, drop damaged metrics, and mark undone the done samples whose chunks
     are damaged or whose input image changed since. ``fresh()`` explains the first block again, for
-    coordinates that only the run's arguments give."""
-    found = target.damaged(read=verify)
+    coordinates that only the run's arguments give. ``read`` reads every chunk's checksum and the done
+    samples' images (run's ``checksums``)."""
+    found = target.damaged(read=read)
     added = set(target.added())
     if any(name in added for name in found.arrays) or any(set(n) & added for n in found.samples.values()):
         _drop_added(target, "have missing or damaged chunks")
-        found = target.damaged(read=verify)
+        found = target.damaged(read=read)
     if found.arrays:
         _rebuild(target, found.arrays, ids, fresh)
     damaged = sorted(found.samples)
     target.mark_undone(damaged, discard=True)
     changed: list[int] = []
-    if verify:
+    if read:
         positions = np.flatnonzero(target.done())
         stored = target.input_checksums()[positions]
         changed = [

@@ -39,7 +39,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from ..core.errors import StoreDamagedError, StoreExistsError, warn
+from ..core.errors import StoreDamagedError, StoreExistsError, deprecated, did_you_mean, warn
 from .datasets import method_ids
 
 #: per-sample ``done`` flags of stores filled block by block
@@ -607,14 +607,16 @@ def _dims(array: zarr.Array) -> tuple[str, ...]:
     return tuple(array.metadata.dimension_names or ())
 
 
-def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreReport:
+def verify_store(store: str | os.PathLike[str], *, checksums: bool = True, **deprecated_keywords: Any) -> StoreReport:
     """Check a store: which samples are done, which done samples have missing, corrupt or misplaced
     chunks, and which other arrays (coordinates) do.
 
-    ``read=False`` only checks that every chunk exists (and reads the small coordinates);
-    ``read=True`` also reads every chunk of every done sample and tests its checksum, bound to the
-    array and the chunk's place (reading the store's bytes once, decompressing none).
+    ``checksums=False`` only checks that every chunk exists (and reads the small coordinates);
+    ``checksums=True`` also reads every chunk of every done sample and tests its checksum, bound to
+    the array and the chunk's place (reading the store's bytes once, decompressing none). 0.2's
+    ``read=`` still works, with a ``DeprecationWarning``.
     """
+    read = _renamed(deprecated_keywords, "verify_store", "read", "checksums", checksums)
     if not os.path.exists(store):
         raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
     try:
@@ -650,16 +652,18 @@ def verify_store(store: str | os.PathLike[str], *, read: bool = True) -> StoreRe
     )
 
 
-def open_maps(store: str | os.PathLike[str], *, verify: bool = False) -> xr.Dataset:
+def open_maps(store: str | os.PathLike[str], *, checksums: bool = False, **deprecated_keywords: Any) -> xr.Dataset:
     """Open a store written by xai_bench lazily, with coordinates and provenance.
 
     Every chunk of a done sample must exist (a missing one raises :class:`StoreDamagedError`);
-    ``verify=True`` also reads them all, testing their checksums (a damaged chunk read
+    ``checksums=True`` also reads them all, testing their checksums (a damaged chunk read
     later raises zarr's checksum error either way). A store that a run has not finished opens
     with a warning that says how many samples are done. String coordinates (sample ids,
-    target names) come back as ordinary numpy strings.
+    target names) come back as ordinary numpy strings. 0.2's ``verify=`` still works, with a
+    ``DeprecationWarning``.
     """
-    report = verify_store(store, read=verify)
+    checksums = _renamed(deprecated_keywords, "open_maps", "verify", "checksums", checksums)
+    report = verify_store(store, checksums=checksums)
     written_by_run = (Path(store) / DONE).is_dir()
     remedy = (
         "Run the same xai_bench.run(...) again to recompute them, or write a new store."
@@ -708,3 +712,14 @@ def _plain_strings(var: xr.DataArray) -> xr.Variable:
     # zarr returns variable-length strings as numpy's StringDType, which xarray cannot promote
     # (idxmax, where); fixed-width unicode behaves like any other numpy array.
     return xr.Variable(var.dims, np.asarray(np.asarray(var.values).tolist(), dtype=str), attrs=var.attrs)
+
+
+def _renamed(old: dict[str, Any], where: str, was: str, now: str, value: Any) -> Any:
+    """``value``, or the one given under the name of 0.2 (with a warning); anything else in ``old`` is refused."""
+    if was in old:
+        deprecated(f"{where}({was}=...)", f"{where}({now}=...)")
+        value = old.pop(was)
+    if old:
+        name = next(iter(old))
+        raise TypeError(f"{where}() got an unexpected keyword argument {name!r}.{did_you_mean(name, [now])}")
+    return value
