@@ -204,7 +204,7 @@ def test_bad_targets(case, targets, labels, message):
 
 def test_bad_labels_and_task(case):
     model, x = case
-    with pytest.raises(InvalidTargetError, match="labels has 2 names but the model has 4 outputs"):
+    with pytest.raises(InvalidTargetError, match="class_names has 2 names but the model has 4 outputs"):
         explain(model, x, methods=["saliency"], targets=Targets(0, class_names=["a", "b"]))
     with pytest.raises(InvalidTargetError, match="task must be"):
         explain(model, x, methods=["saliency"], targets=Targets("predicted", task="multi"))

@@ -301,3 +301,28 @@ def test_one_name_for_reading_every_checksum(tmp_path):
         )
     with pytest.raises(TypeError, match=r"open_maps\(\) got an unexpected keyword argument 'checksum'.*'checksums'"):
         xai_bench.open_maps(store, checksum=True)
+
+
+def test_what_the_review_found_stays_fixed(tmp_path):
+    model, x = tiny_cnn(), _x()
+    ds = explain(model, x, methods="saliency", targets=[0], store_inputs=False)
+    chosen = {"deletion": {"steps": 2, "patch": 6}}
+    # numpy inputs, as a whole array and as a list of arrays, score like the tensor
+    want = evaluate(ds, model=model, inputs=x, metrics=chosen, passes=4)
+    for inputs in (x.numpy(), list(x.numpy())):
+        xr.testing.assert_identical(evaluate(ds, model=model, inputs=inputs, metrics=chosen, passes=4), want)
+    # an instance given with parameters, and both spellings of one thing, are refused rather than one ignored
+    with pytest.raises(InvalidParameterError, match="IntegratedGradients is given as an instance and with parameters"):
+        explain(model, x, methods={IntegratedGradients(): {"n_steps": 5}}, targets=[0])
+    store = tmp_path / "s.zarr"
+    with pytest.raises(InvalidParameterError, match="got into= and store="), pytest.deprecated_call():
+        evaluate(ds, model=model, metrics=chosen, into=store, store=store)
+    with pytest.raises(InvalidParameterError, match="got inputs and dataset="), pytest.deprecated_call():
+        xai_bench.run(model, x, dataset=x, methods="saliency", targets=[0], store=store)
+    xai_bench.run(model, x, methods="saliency", targets=[0], store=store, passes=4)
+    with pytest.raises(InvalidParameterError, match="got checksums= and verify="), pytest.deprecated_call():
+        xai_bench.open_maps(store, checksums=True, verify=False)
+    with pytest.deprecated_call(
+        match=r"explain\(output=\.\.\.\) is deprecated.*targets=Targets\(\.\.\., output=\.\.\.\)"
+    ):
+        assert explain(model, x, methods="saliency", targets=[0], output="sigmoid").xai.output == "sigmoid"

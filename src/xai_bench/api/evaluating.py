@@ -92,7 +92,9 @@ def evaluate(
         model, inputs, maps = maps, legacy[0], legacy[1]
     if "store" in deprecated_keywords:
         deprecated("evaluate(store=...)", "evaluate(into=...)")
-        into = deprecated_keywords.pop("store") if into is None else into
+        if into is not None:
+            raise InvalidParameterError("evaluate() got into= and store=: give the store once, as into=.")
+        into = deprecated_keywords.pop("store")
     passes = passes_from(passes, deprecated_keywords, "evaluate")
     refuse_unknown(deprecated_keywords, "evaluate", EVALUATE_PARAMETERS)
     if not isinstance(maps, xr.Dataset):
@@ -200,8 +202,8 @@ def _inputs(inputs: Any, maps: xr.Dataset, *, required: bool) -> Tensor | None:
                 "these metrics call the model and need the inputs: pass them, or explain with store_inputs=True."
             )
         return None
-    if isinstance(inputs, Tensor):
-        x = inputs.detach()
+    if isinstance(inputs, (Tensor, np.ndarray)):
+        x = torch.as_tensor(inputs).detach()
     elif hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__"):
         x = torch.stack([torch.as_tensor(read_item(inputs[i], f"inputs item {i}").image) for i in range(len(inputs))])
     else:
@@ -328,7 +330,7 @@ def _context(
         private.to(x.device)
         maps = method_maps(
             scored_model(private, explained), method, pairs.params, x[rows.to(x.device)], index, mask,
-            [ids[int(r)] for r in rows], passes=passes,
+            [ids[int(r)] for r in rows], budget=budget,
         )  # fmt: skip
         return maps[row_of.to(maps.device), column_of.to(maps.device)].detach().cpu()
 

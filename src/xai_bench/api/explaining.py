@@ -218,7 +218,7 @@ class _Call:
             # What was asked, not what it came to: the default follows the free memory of the moment, and a
             # store resumed later must carry the attributes of an uninterrupted one.
             memory_budget=self.budget.bytes if passes.memory_budget is not None else "auto",
-            methods=_methods_json(self.specs),
+            methods=to_json([entry.id for entry, _ in self.specs]),
         )  # fmt: skip
         if job.input_normalization is not None:
             attrs["input_normalization"] = job.input_normalization.to_json()
@@ -228,10 +228,6 @@ class _Call:
             inputs=self.inputs.detach().to(stored).cpu().numpy() if job.store_inputs else None,
             score_description=score_description(job.targets.output),
         )  # fmt: skip
-
-
-def _methods_json(specs: list[tuple[registry.Entry, Attributor]]) -> str:
-    return to_json([entry.id for entry, _ in specs])
 
 
 def forward_logits(owner: nn.Module, model: nn.Module, inputs: Tensor, budget: Budget, rows: Tensor) -> Tensor:

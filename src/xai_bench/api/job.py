@@ -17,7 +17,9 @@ from .targets import Targets
 MethodsArg = Any  # an id, an instance, a list of ids and instances, or {id: params}
 
 #: ``explain`` and ``run`` took these as keywords of their own until 0.3; now they are Targets' fields
-OLD_TARGET_KEYWORDS = {"labels": "class_names", "task": "task", "threshold": "threshold", "max_targets": "max_targets"}
+OLD_TARGET_KEYWORDS = {
+    "labels": "class_names", "task": "task", "threshold": "threshold", "max_targets": "max_targets", "output": "output",
+}  # fmt: skip
 #: the parameters ``explain`` and ``run`` share, the job's fields
 JOB_PARAMETERS = ["methods", "targets", "passes", "store_inputs", "input_normalization"]
 

@@ -52,9 +52,9 @@ def check_labels(labels: Sequence[str] | None, num_classes: int) -> list[str] | 
         return None
     labels = list(labels)
     if len(labels) != num_classes:
-        raise InvalidTargetError(f"labels has {len(labels)} names but the model has {num_classes} outputs.")
+        raise InvalidTargetError(f"class_names has {len(labels)} names but the model has {num_classes} outputs.")
     if len(set(labels)) != len(labels) or not all(isinstance(name, str) for name in labels):
-        raise InvalidTargetError("labels must be unique strings, one per model output.")
+        raise InvalidTargetError("class_names must be unique strings, one per model output.")
     return labels
 
 
@@ -163,7 +163,9 @@ def _short(value: object) -> str:
 def _one(target: object, labels: list[str] | None, num_classes: int) -> int:
     if isinstance(target, str):
         if labels is None:
-            raise InvalidTargetError(f"target {target!r} is a label name but no labels=[...] were given.")
+            raise InvalidTargetError(
+                f"target {target!r} is a class name but no names were given: Targets(..., class_names=[...])."
+            )
         if target not in labels:
             shown = ", ".join(map(repr, labels[:10])) + (f", ... ({len(labels)} in all)" if len(labels) > 10 else "")
             raise InvalidTargetError(f"unknown label {target!r}.{did_you_mean(target, labels)} Labels: {shown}.")
@@ -296,7 +298,7 @@ def warn_wide(targets: object, task: Task, width: int, max_targets: int | None) 
     if wide and isinstance(targets, str) and targets == "predicted" and task == "multilabel":
         warn(
             f"targets='predicted' with task='multilabel' keeps a slot for each of the {width} classes per "
-            "sample; pass max_targets=... to store fewer.",
+            "sample; pass Targets(..., max_targets=...) to store fewer.",
         )
 
 

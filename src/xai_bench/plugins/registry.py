@@ -236,6 +236,11 @@ def resolve(table: _Table, selection: SelectionArg, **context: Any) -> list[tupl
     resolved = []
     for item, params in pairs:
         if isinstance(item, table.base):
+            if params:
+                raise InvalidParameterError(
+                    f"{type(item).__name__} is given as an instance and with parameters {dict(params)!r}: give the "
+                    f"parameters when you make it ({type(item).__name__}(...)), or name it by its id in {{id: params}}."
+                )
             if context:
                 raise InvalidParameterError(
                     f"{table.kind}s are named by id here ({type(item).__name__} instance given): this call gives "

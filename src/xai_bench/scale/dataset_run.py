@@ -106,11 +106,15 @@ def run(
     ``labels``, ``task``, ``threshold``, ``max_targets``) still work in 0.3, with a
     ``DeprecationWarning`` that names their new place.
     """
-    if "dataset" in deprecated_keywords and inputs is None:
+    if "dataset" in deprecated_keywords:
         deprecated("run(dataset=...)", "run(model, inputs, ...)")
+        if inputs is not None:
+            raise InvalidParameterError("run() got inputs and dataset=: give the data once, as run(model, inputs).")
         inputs = deprecated_keywords.pop("dataset")
     if "verify" in deprecated_keywords:
         deprecated("run(verify=...)", "run(checksums=...)")
+        if checksums is not True:
+            raise InvalidParameterError("run() got checksums= and verify=: give it once, as checksums=.")
         checksums = deprecated_keywords.pop("verify")
     if inputs is None:
         raise InvalidInputError("run() needs the data set to explain: run(model, inputs, methods=..., store=...).")
@@ -260,7 +264,7 @@ def _drop_added(target: SampleStore, why: str) -> None:
     added = target.added()
     if added:
         warn(
-            f"{os.fspath(target.path)!r}: dropping {', '.join(added)}, which {why}; run evaluate(..., store=) "
+            f"{os.fspath(target.path)!r}: dropping {', '.join(added)}, which {why}; run evaluate(..., into=) "
             "again for them."
         )
         target.drop(added)

@@ -145,7 +145,7 @@ class SampleStore:
         return found
 
     def added(self) -> list[str]:
-        """Arrays added to the store after the run wrote it (``evaluate(store=...)``): derived from the maps.
+        """Arrays added to the store after the run wrote it (``evaluate(into=...)``): derived from the maps.
 
         Arrays a :meth:`drop` killed half-way was deleting count too (its list of names is on disk until
         it ends), and metrics whose folder is gone; another array of the run's whose folder is gone
