@@ -190,7 +190,7 @@ def test_bad_inputs_are_refused_and_nothing_changes(case, make_input, error, mes
         (4, None, r"target 4 is out of range: the model has 4 outputs \(0..3\)"),
         (-1, None, "out of range"),
         ("covdi", LABELS, "unknown label 'covdi'. Did you mean 'covid'"),
-        ("covid", None, "no labels"),
+        ("covid", None, r"no names were given: Targets\(\.\.\., class_names=\[\.\.\.\]\)"),
         ([0, 0], None, "same class twice"),
         ([], None, "empty"),
         (1.5, None, "fits no accepted form"),

@@ -162,6 +162,12 @@ def method_grid(maps: Mapping[str, xr.Dataset], sample: str, target: str, path: 
     return path
 
 
+def _drop(ds: xr.Dataset, sample: str, target: str) -> np.ndarray:
+    """The occlusion map of ``target`` as the drop in its score: a window covers every channel, so each
+    channel holds the same drop, and their mean (not their sum) is it."""
+    return ds.xai.select("occlusion", sample, target).values.mean(0)
+
+
 def occlusion_targets(maps: xr.Dataset | Mapping[str, xr.Dataset], sample: str, path: Path,
                       targets: Sequence[str] | None = None) -> Path:  # fmt: skip
     """Fig. 10: occlusion for each of one image's targets (e.g. COVID-19, pneumonia and viral), a row per model."""
@@ -181,7 +187,7 @@ def occlusion_figure(maps: xr.Dataset | Mapping[str, xr.Dataset], sample: str, t
     for row, (model, ds) in enumerate(stores.items()):
         image = display_image(ds, sample)
         present = set(ds.xai.targets(sample))
-        values = {t: ds.xai.select("occlusion", sample, t).values.sum(0)
+        values = {t: _drop(ds, sample, t)
                   for t in targets if t in present}  # fmt: skip
         limit = colour_limit(list(values.values())) if values else 1.0
         axes[row, 0].imshow(image.transpose(1, 2, 0), cmap="gray")
@@ -221,7 +227,7 @@ def case_figure(maps: Mapping[str, xr.Dataset], sample: str, output: str, wrong:
     axes[0, 0].set_title("input", fontsize=7)
     for ax, (model, ds) in zip(axes[0, 1:], maps.items(), strict=True):
         try:
-            values = ds.xai.select("occlusion", sample, output).values.sum(0)
+            values = _drop(ds, sample, output)
             ax.imshow(overlay(image, values, alpha=0.6, signed=True))
         except KeyError:
             ax.text(0.5, 0.5, "not explained", ha="center", va="center", fontsize=7, transform=ax.transAxes)
@@ -253,7 +259,7 @@ def followup_figure(maps: Mapping[str, xr.Dataset], samples: Sequence[str], days
         values = {}
         for sample in samples:
             try:
-                values[sample] = ds.xai.select("occlusion", sample, target).values.sum(0)
+                values[sample] = _drop(ds, sample, target)
             except KeyError:
                 continue
         limit = colour_limit(list(values.values())) if values else 1.0
