@@ -309,8 +309,16 @@ def test_the_partial_folder_of_a_killed_run_is_removed_by_the_next_run(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
 
 
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C as in a terminal: a process started in the background (``cmd &``) ignores SIGINT from its start."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("kind", ["run", "explain"])
-def test_ctrl_c_while_zarr_writes_a_template_leaves_no_half_written_folder(tmp_path, monkeypatch, kind):
+def test_ctrl_c_while_zarr_writes_a_template_leaves_no_half_written_folder(tmp_path, monkeypatch, kind, ctrl_c):
     # SIGINT arrives while zarr's own thread is writing a chunk, as a user's Ctrl-C would.
     from zarr.storage import _local
 
@@ -342,7 +350,7 @@ def test_ctrl_c_while_zarr_writes_a_template_leaves_no_half_written_folder(tmp_p
         assert verify_store(store).done > 0 and not verify_store(store).damaged
 
 
-def test_ctrl_c_is_delivered_after_the_write_not_lost():
+def test_ctrl_c_is_delivered_after_the_write_not_lost(ctrl_c):
     with pytest.raises(KeyboardInterrupt), zarr_io.uninterrupted():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
