@@ -1,7 +1,7 @@
 """Time and peak memory of every method: xai_bench with a memory budget against captum.
 
 For each method, in a fresh process each (peak RSS is a per-process high-water mark):
-- ``xai_bench``: ``explain(..., memory_budget=BUDGET)`` with ``batch_size="auto"``;
+- ``xai_bench``: ``explain(..., passes=Passes(memory_budget=BUDGET))`` with ``batch_size="auto"``;
 - ``captum default``: captum with its default batching (IG: all steps at once; occlusion: one
   window per pass), skipped when the measured per-image cost says it cannot fit in this machine;
 - ``captum tuned``: captum at each batch size that fits, keeping the fastest.
