@@ -326,3 +326,25 @@ def test_what_the_review_found_stays_fixed(tmp_path):
         match=r"explain\(output=\.\.\.\) is deprecated.*targets=Targets\(\.\.\., output=\.\.\.\)"
     ):
         assert explain(model, x, methods="saliency", targets=[0], output="sigmoid").xai.output == "sigmoid"
+
+
+def test_the_class_count_is_probed_once_per_model_state_and_input_shape(monkeypatch):
+    from xai_bench.api import explaining
+
+    calls = []
+    real = explaining.probe
+    monkeypatch.setattr(explaining, "probe", lambda net, inputs: calls.append(1) or real(net, inputs))
+    model, x = tiny_cnn(), _x()
+    for _ in range(3):
+        explain(model, x, methods="saliency", targets=[0], passes=4)
+    assert len(calls) == 1  # the same weights, module tree and inputs: the one-image pass runs once
+    explain(model, _x(3, seed=1)[:, :, :8, :8], methods="saliency", targets=[0], passes=4)
+    assert len(calls) == 2  # another input shape
+    with torch.no_grad():
+        model.fc.weight.mul_(2.0)  # weights changed in place: the fingerprint changes
+    explain(model, x, methods="saliency", targets=[0], passes=4)
+    explain(model, x, methods="saliency", targets=Targets([0], output="sigmoid"), passes=4)  # another head
+    assert len(calls) == 4
+    xai_bench.forget(model)
+    explain(model, x, methods="saliency", targets=[0], passes=4)
+    assert len(calls) == 5

@@ -1,7 +1,7 @@
 """One cache per model object: what xai_bench measured or built for it, kept while the model lives.
 
-The memory probe's costs, the pass-size measurements, the traced graph, the rewritten views and
-the checks of those views against the model all live here, each under its own kind, and go with
+The memory probe's costs, the pass-size measurements, the traced graph, the rewritten views, the
+checks of those views against the model and the class counts probed all live here, each under its own kind, and go with
 the model when it is garbage collected. :func:`forget` drops them at once (``xai_bench.forget``):
 after a change the caches cannot see, or to free the memory they hold.
 """
@@ -18,7 +18,7 @@ _per_model: weakref.WeakKeyDictionary[nn.Module, dict[str, dict[Any, Any]]] = we
 _lock = threading.Lock()
 
 #: the kinds of what is cached, for forget()'s callers and the docs
-KINDS = ("costs", "measurements", "trace", "rewrites", "checked views")
+KINDS = ("costs", "measurements", "trace", "rewrites", "checked views", "probes")
 
 
 def cache_of(model: nn.Module, kind: str) -> dict[Any, Any]:
