@@ -198,7 +198,8 @@ def probe(model: nn.Module, inputs: Tensor) -> int:
 
     The same forward pass measures what an image costs in memory (:func:`xai_bench.engine.memory.image_cost`),
     which is remembered per module tree, input shape, dtype and device; the outputs are checked on
-    every call (a head replaced in place, or swapped for one whose ``id`` is reused, changes them).
+    every call of this function (a head replaced in place, or swapped for one whose ``id`` is reused,
+    changes them). ``explain`` calls it again whenever the model's fingerprint or module state changes.
     """
     from ..engine.memory import image_cost, is_out_of_memory
 
