@@ -317,7 +317,7 @@ def test_what_the_review_found_stays_fixed(tmp_path):
     store = tmp_path / "s.zarr"
     with pytest.raises(InvalidParameterError, match="got into= and store="), pytest.deprecated_call():
         evaluate(ds, model=model, metrics=chosen, into=store, store=store)
-    with pytest.raises(InvalidParameterError, match="got inputs and dataset="), pytest.deprecated_call():
+    with pytest.raises(InvalidParameterError, match="got inputs= and dataset="), pytest.deprecated_call():
         xai_bench.run(model, x, dataset=x, methods="saliency", targets=[0], store=store)
     xai_bench.run(model, x, methods="saliency", targets=[0], store=store, passes=4)
     with pytest.raises(InvalidParameterError, match="got checksums= and verify="), pytest.deprecated_call():

@@ -14,7 +14,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..core.checks import to_json
-from ..core.errors import InvalidInputError, InvalidParameterError, deprecated
+from ..core.errors import InvalidInputError, InvalidParameterError, deprecated, refuse_unknown, renamed
 from ..core.provenance import result_attrs, versions
 from ..engine.entry import Budget, forward_passes
 from ..engine.progress import progress_bar
@@ -27,7 +27,7 @@ from .items import read_item
 from .method_runs import method_maps
 from .outputs import scored as scored_model
 from .outputs import stored_output
-from .passes import Passes, passes_from, refuse_unknown
+from .passes import OLD_PASS_KEYWORDS, Passes, passes_from
 from .preflight import check_outputs, eval_mode, on_device
 
 MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any] | None]
@@ -90,13 +90,9 @@ def evaluate(
             raise TypeError("evaluate() takes the maps as its one positional argument: evaluate(maps, metrics=...).")
         deprecated("evaluate(model, inputs, maps, ...)", "evaluate(maps, model=model, inputs=inputs, ...)")
         model, inputs, maps = maps, legacy[0], legacy[1]
-    if "store" in deprecated_keywords:
-        deprecated("evaluate(store=...)", "evaluate(into=...)")
-        if into is not None:
-            raise InvalidParameterError("evaluate() got into= and store=: give the store once, as into=.")
-        into = deprecated_keywords.pop("store")
+    into = renamed(deprecated_keywords, "evaluate", "store", "into", into)
     passes = passes_from(passes, deprecated_keywords, "evaluate")
-    refuse_unknown(deprecated_keywords, "evaluate", EVALUATE_PARAMETERS)
+    refuse_unknown(deprecated_keywords, "evaluate", [*EVALUATE_PARAMETERS, *OLD_PASS_KEYWORDS])
     if not isinstance(maps, xr.Dataset):
         raise InvalidInputError(
             f"evaluate() scores a Dataset of maps (explain's, or open_maps'), got {type(maps).__name__}."

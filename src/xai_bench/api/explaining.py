@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -122,6 +122,16 @@ def explain_job(
 
 
 @dataclass
+class _Done:
+    """What a call's methods made: maps and deltas per method id, their attributes, plugins' reported outputs."""
+
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    deltas: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reported: list[tuple[registry.Entry, Tensor]] = field(default_factory=list)
+
+
+@dataclass
 class _Call:
     """One call of ``explain``: the model, the checked inputs and their ids, and what is known of its scores."""
 
@@ -148,7 +158,7 @@ class _Call:
         inputs = check_inputs(net, inputs, sample_ids).detach()
         if job.input_normalization is not None:
             job.input_normalization.check_channels(inputs.shape[1])
-        specs = job.specs()
+        specs = job.specs
         for _, attributor in specs:
             attributor.check_inputs(inputs)
         ids = check_sample_ids(sample_ids, inputs.shape[0])
@@ -167,7 +177,7 @@ class _Call:
             warn_wide(targets.classes, targets.task, targets.slot_width(self.num_classes), targets.max_targets)
         return targets.resolve(self.scores.values, n=n, num_classes=self.num_classes)
 
-    def run_methods(self, resolved: Resolved) -> dict[str, Any]:
+    def run_methods(self, resolved: Resolved) -> _Done:
         """Each method's maps, deltas and attributes, and the outputs plugins reported."""
         inputs = self.inputs
         index, mask = resolved.index.to(inputs.device), resolved.mask.to(inputs.device)
@@ -178,37 +188,41 @@ class _Call:
         bar = progress_bar(self.job.passes.progress, planned_images=planned, total=len(self.specs) * pairs,
                            desc="explain", unit="map")  # fmt: skip
         work = Work(index, mask, self.budget, self.keys, lambda: self.fingerprint, bar)
-        # Stored as float32 (float64 inputs stay float64): numpy has no bfloat16, and half precision
-        # would round maps that were computed in it once more.
-        stored = torch.float64 if inputs.dtype == torch.float64 else torch.float32
-        out: dict[str, Any] = {"maps": {}, "deltas": {}, "attrs": {}, "reported": [], "stored": stored}
+        done, stored = _Done(), self.stored_dtype
         for entry, attributor in self.specs:
             bar.set_postfix_str(entry.id)
             run = run_method(entry, attributor, self.net, inputs, work)
-            out["maps"][entry.id] = run.result.maps.to(stored).cpu().numpy()
+            done.maps[entry.id] = run.result.maps.to(stored).cpu().numpy()
             if run.result.delta is not None:
-                out["deltas"][entry.id] = run.result.delta.to(stored).cpu().numpy()
+                done.deltas[entry.id] = run.result.delta.to(stored).cpu().numpy()
             warn_not_finite(entry, run.result.maps, mask, self.ids)
             if plugin_info(entry.provider).builtin:
                 self.scores.offer(run.result.outputs)
             elif run.result.outputs is not None:
-                out["reported"].append((entry, run.result.outputs))  # checked against the model's own forward
-            out["attrs"][entry.id] = {
+                done.reported.append((entry, run.result.outputs))  # checked against the model's own forward
+            images = attributor.cost(shape).images
+            done.attrs[entry.id] = {
                 **method_attrs(entry, attributor, run.prepared.surgery),
-                "images_per_pass": run.sizer.settled * attributor.cost(shape).images,
-                "max_images_per_pass": run.sizer.cap * attributor.cost(shape).images,
+                "images_per_pass": run.sizer.settled * images,
+                "max_images_per_pass": run.sizer.cap * images,
             }
         bar.close()
-        return out
+        return done
 
-    def dataset(self, resolved: Resolved, done: dict[str, Any]) -> xr.Dataset:
+    @property
+    def stored_dtype(self) -> torch.dtype:
+        # Stored as float32 (float64 inputs stay float64): numpy has no bfloat16, and half precision
+        # would round maps that were computed in it once more.
+        return torch.float64 if self.inputs.dtype == torch.float64 else torch.float32
+
+    def dataset(self, resolved: Resolved, done: _Done) -> xr.Dataset:
         """The labelled Dataset of the call: maps, deltas, scores, inputs and provenance."""
         missing = self.scores.missing()
         if len(missing):
             self.scores.fill(missing, forward_logits(self.user, self.net, self.inputs, self.budget, missing))
-        for entry, outputs in done["reported"]:
+        for entry, outputs in done.reported:
             check_reported(entry, outputs, self.scores.values, self.ids, self.net)
-        stored, job, passes = done["stored"], self.job, self.job.passes
+        stored, job, passes = self.stored_dtype, self.job, self.job.passes
         picked = self.scores.values.gather(1, resolved.index.to(self.inputs.device)).detach().to(stored).cpu().numpy()
         picked[~resolved.mask.numpy()] = np.nan
         attrs = result_attrs(
@@ -223,7 +237,7 @@ class _Call:
         if job.input_normalization is not None:
             attrs["input_normalization"] = job.input_normalization.to_json()
         return build_dataset(
-            maps=done["maps"], deltas=done["deltas"], method_attrs=done["attrs"], scores=picked, sample_ids=self.ids,
+            maps=done.maps, deltas=done.deltas, method_attrs=done.attrs, scores=picked, sample_ids=self.ids,
             targets=resolved.table, attrs=attrs,
             inputs=self.inputs.detach().to(stored).cpu().numpy() if job.store_inputs else None,
             score_description=score_description(job.targets.output),

@@ -3,15 +3,16 @@ and dask worker, so that the two share their arguments by construction."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core.checks import to_json
-from ..core.errors import InvalidParameterError, deprecated
+from ..core.errors import InvalidParameterError, deprecated, refuse_unknown
 from ..core.normalization import Normalization, check_normalization
 from ..plugins import registry
-from .passes import Passes, passes_from, refuse_unknown
+from .passes import OLD_PASS_KEYWORDS, Passes, passes_from
 from .targets import Targets
 
 MethodsArg = Any  # an id, an instance, a list of ids and instances, or {id: params}
@@ -54,19 +55,21 @@ class ExplainJob:
         spellings of 0.2 are folded in with a warning each, anything else is refused."""
         folded_passes = passes_from(passes, old, where)
         folded_targets = _targets_from(targets, old, where)
-        refuse_unknown(old, where, [*accepted, *OLD_TARGET_KEYWORDS])
+        refuse_unknown(old, where, [*accepted, *OLD_TARGET_KEYWORDS, *OLD_PASS_KEYWORDS])
         if not isinstance(store_inputs, bool):
             raise InvalidParameterError(f"store_inputs must be True or False, got {store_inputs!r}.")
         job = cls(methods, folded_targets, folded_passes, store_inputs, check_normalization(input_normalization))
-        job.specs()  # unknown methods and parameters fail before any work
+        _ = job.specs  # unknown methods and parameters fail before any work
         return job
 
+    @functools.cached_property
     def specs(self) -> list[tuple[registry.Entry, Any]]:
-        """The methods as (registry entry, attributor instance) pairs."""
+        """The methods as (registry entry, attributor instance) pairs, resolved once per job (a block's job,
+        made by :meth:`for_block`, resolves them again: its instances are its own)."""
         return registry.resolve(registry.attributors, self.methods)
 
     def specs_json(self) -> str:
-        return to_json({entry.id: attributor.params() for entry, attributor in self.specs()})
+        return to_json({entry.id: attributor.params() for entry, attributor in self.specs})
 
     def for_block(self, block: Sequence[int]) -> ExplainJob:
         """The job of the samples at ``block`` of a run: per-sample targets cut to them, no bar of its own."""

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..core.checks import batch_size_arg
-from ..core.errors import InvalidParameterError, deprecated, did_you_mean
+from ..core.errors import InvalidParameterError, deprecated
 from ..engine.memory import parse_budget
 from ..engine.progress import Progress, check_progress
 from .preflight import check_device
@@ -99,11 +99,3 @@ def passes_from(passes: object, old: dict[str, Any], where: str) -> Passes:
             f"{where}() got passes= and {', '.join(moved)}=: give {', '.join(moved)} inside passes=Passes(...) only."
         )
     return Passes(**moved) if moved else Passes.of(passes)  # type: ignore[arg-type]
-
-
-def refuse_unknown(old: dict[str, Any], where: str, accepted: list[str]) -> None:
-    """A keyword left in ``old`` is not a parameter of ``where``: say so as Python does, with the closest name."""
-    if old:
-        name = next(iter(old))
-        accepted = [*accepted, *OLD_PASS_KEYWORDS]  # still taken, with a warning that names the new place
-        raise TypeError(f"{where}() got an unexpected keyword argument {name!r}.{did_you_mean(name, accepted)}")

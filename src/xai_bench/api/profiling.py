@@ -14,7 +14,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from ..core.checks import repeated_as_text, to_json
-from ..core.errors import InvalidInputError, InvalidParameterError, deprecated, warn
+from ..core.errors import InvalidInputError, InvalidParameterError, refuse_unknown, renamed, warn
 from ..core.provenance import result_attrs
 from ..engine.entry import Budget, forward_passes
 from ..engine.memory import is_out_of_memory
@@ -24,7 +24,7 @@ from ..profilers.base import INPUT, GlobalProfiler
 from ..storage.zarr_io import check_writable, save_maps
 from .items import read_item
 from .layers import Layer, LayersArg, resolve_layers
-from .passes import Passes, passes_from, refuse_unknown
+from .passes import OLD_PASS_KEYWORDS, Passes, passes_from
 from .preflight import check_inputs, eval_mode, on_device
 
 GroupsArg = Tensor | np.ndarray | Sequence[int] | Callable[[Tensor, Any], Tensor] | None
@@ -120,11 +120,9 @@ def profile(
     0.2's ``data=`` and pass keywords (``batch_size``, ``memory_budget``, ``device``, ``progress``)
     still work in 0.3, with a ``DeprecationWarning``.
     """
-    if "data" in deprecated_keywords and inputs is None:
-        deprecated("profile(data=...)", "profile(model, inputs, ...)")
-        inputs = deprecated_keywords.pop("data")
+    inputs = renamed(deprecated_keywords, "profile", "data", "inputs", inputs)
     passes = passes_from(passes, deprecated_keywords, "profile")
-    refuse_unknown(deprecated_keywords, "profile", PROFILE_PARAMETERS)
+    refuse_unknown(deprecated_keywords, "profile", [*PROFILE_PARAMETERS, *OLD_PASS_KEYWORDS])
     if inputs is None:
         raise InvalidInputError("profile() needs the data to stream: profile(model, inputs, layers=...).")
     if store is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 
 class XaiBenchError(Exception):
@@ -37,6 +38,24 @@ def warn(message: str, category: type[Warning] = XaiBenchWarning) -> None:
 def deprecated(old: str, new: str) -> None:
     """Warn that ``old`` is deprecated: it still works in this release and goes in the next; use ``new``."""
     warn(f"{old} is deprecated and will be removed in xai_bench 0.4; use {new}.", DeprecationWarning)
+
+
+def renamed(old: dict[str, Any], where: str, was: str, now: str, value: Any, default: Any = None) -> Any:
+    """``value`` of the parameter ``now`` of ``where()``, or the one given in ``old`` under its 0.2 name ``was``
+    (taken out of ``old``, with a warning); both at once (``value`` not its ``default``) is an error."""
+    if was not in old:
+        return value
+    deprecated(f"{where}({was}=...)", f"{where}({now}=...)")
+    if value is not default:
+        raise InvalidParameterError(f"{where}() got {now}= and {was}=: give it once, as {now}=.")
+    return old.pop(was)
+
+
+def refuse_unknown(old: dict[str, Any], where: str, accepted: Iterable[str]) -> None:
+    """A keyword left in ``old`` is not a parameter of ``where()``: say so as Python does, with the closest name."""
+    if old:
+        name = next(iter(old))
+        raise TypeError(f"{where}() got an unexpected keyword argument {name!r}.{did_you_mean(name, accepted)}")
 
 
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:

@@ -24,7 +24,7 @@ from ..core.errors import (
     InvalidParameterError,
     StoreDamagedError,
     StoreExistsError,
-    deprecated,
+    renamed,
     warn,
 )
 from ..core.provenance import model_fingerprint
@@ -106,16 +106,8 @@ def run(
     ``labels``, ``task``, ``threshold``, ``max_targets``) still work in 0.3, with a
     ``DeprecationWarning`` that names their new place.
     """
-    if "dataset" in deprecated_keywords:
-        deprecated("run(dataset=...)", "run(model, inputs, ...)")
-        if inputs is not None:
-            raise InvalidParameterError("run() got inputs and dataset=: give the data once, as run(model, inputs).")
-        inputs = deprecated_keywords.pop("dataset")
-    if "verify" in deprecated_keywords:
-        deprecated("run(verify=...)", "run(checksums=...)")
-        if checksums is not True:
-            raise InvalidParameterError("run() got checksums= and verify=: give it once, as checksums=.")
-        checksums = deprecated_keywords.pop("verify")
+    inputs = renamed(deprecated_keywords, "run", "dataset", "inputs", inputs)
+    checksums = renamed(deprecated_keywords, "run", "verify", "checksums", checksums, True)
     if inputs is None:
         raise InvalidInputError("run() needs the data set to explain: run(model, inputs, methods=..., store=...).")
     dataset = getattr(inputs, "dataset", inputs) if isinstance(inputs, torch.utils.data.DataLoader) else inputs
@@ -143,7 +135,7 @@ def run(
 
 
 def _check_works_in_blocks(job: ExplainJob) -> None:
-    for entry, attributor in job.specs():
+    for entry, attributor in job.specs:
         why = attributor.works_in_blocks()
         if why:
             raise InvalidParameterError(
@@ -194,7 +186,7 @@ class _Run:
         n, per_block = len(self.ids), self.samples_per_block
         # Shown from the start: the first block, which creates the store, may be the longest wait.
         # Targets are known per block only: one per sample, as "predicted" has on a multiclass model.
-        per_image = sum(c.items * c.images for c in (a.cost(self.job.image_shape) for _, a in self.job.specs()))
+        per_image = sum(c.items * c.images for c in (a.cost(self.job.image_shape) for _, a in self.job.specs))
         bar = progress_bar(self.job.passes.progress, planned_images=n * per_image, total=n, desc="run", unit="sample")
         try:
             computed = self._start(list(range(min(per_block, n))))

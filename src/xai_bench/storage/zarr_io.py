@@ -39,14 +39,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from ..core.errors import (
-    InvalidParameterError,
-    StoreDamagedError,
-    StoreExistsError,
-    deprecated,
-    did_you_mean,
-    warn,
-)
+from ..core.errors import StoreDamagedError, StoreExistsError, refuse_unknown, renamed, warn
 from .datasets import method_ids
 
 #: per-sample ``done`` flags of stores filled block by block
@@ -623,7 +616,8 @@ def verify_store(store: str | os.PathLike[str], *, checksums: bool = True, **dep
     the array and the chunk's place (reading the store's bytes once, decompressing none). 0.2's
     ``read=`` still works, with a ``DeprecationWarning``.
     """
-    read = _renamed(deprecated_keywords, "verify_store", "read", "checksums", checksums, True)
+    read = renamed(deprecated_keywords, "verify_store", "read", "checksums", checksums, True)
+    refuse_unknown(deprecated_keywords, "verify_store", ["checksums"])
     if not os.path.exists(store):
         raise FileNotFoundError(f"No zarr store at {os.fspath(store)!r}.")
     try:
@@ -669,7 +663,8 @@ def open_maps(store: str | os.PathLike[str], *, checksums: bool = False, **depre
     target names) come back as ordinary numpy strings. 0.2's ``verify=`` still works, with a
     ``DeprecationWarning``.
     """
-    checksums = _renamed(deprecated_keywords, "open_maps", "verify", "checksums", checksums, False)
+    checksums = renamed(deprecated_keywords, "open_maps", "verify", "checksums", checksums, False)
+    refuse_unknown(deprecated_keywords, "open_maps", ["checksums"])
     report = verify_store(store, checksums=checksums)
     written_by_run = (Path(store) / DONE).is_dir()
     remedy = (
@@ -719,16 +714,3 @@ def _plain_strings(var: xr.DataArray) -> xr.Variable:
     # zarr returns variable-length strings as numpy's StringDType, which xarray cannot promote
     # (idxmax, where); fixed-width unicode behaves like any other numpy array.
     return xr.Variable(var.dims, np.asarray(np.asarray(var.values).tolist(), dtype=str), attrs=var.attrs)
-
-
-def _renamed(old: dict[str, Any], where: str, was: str, now: str, value: Any, default: Any) -> Any:
-    """``value``, or the one given under the name of 0.2 (with a warning); anything else in ``old`` is refused."""
-    if was in old:
-        deprecated(f"{where}({was}=...)", f"{where}({now}=...)")
-        if value != default:
-            raise InvalidParameterError(f"{where}() got {now}= and {was}=: give it once, as {now}=.")
-        value = old.pop(was)
-    if old:
-        name = next(iter(old))
-        raise TypeError(f"{where}() got an unexpected keyword argument {name!r}.{did_you_mean(name, [now])}")
-    return value
