@@ -249,7 +249,7 @@ def _class_count(user: nn.Module, net: nn.Module, inputs: Tensor, fingerprint: s
     takes them and returns logits; the scores of all images come from the methods' own forward passes
     unless targets depend on them). Remembered per weights and module tree (the fingerprint: a head
     replaced or swapped changes it), module state, input shape, dtype and device: the probe's forward
-    pass is a tenth of a small call's time."""
+    pass was 7% of a saliency call on ResNet18 (``benchmarks/README.md``)."""
     key = (fingerprint, module_state(user), type(net), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device))
     known = cache_of(user, "probes")
     if key not in known:
