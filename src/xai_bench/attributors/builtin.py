@@ -1,4 +1,4 @@
-"""Registers the six built-in attribution methods through the public hook."""
+"""Registers the built-in attribution methods through the public hook."""
 
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ def register_attributors(register: Callable[..., Any]) -> None:
     from .gradients import InputXGradient, Saliency
     from .guided_backprop import GuidedBackprop
     from .integrated_gradients import IntegratedGradients
+    from .cam import CAM_METHODS
+    from .lrp import LRP_METHODS
     from .occlusion import Occlusion
+    from .perturbation import PERTURBATION_METHODS
 
     for cls in (Occlusion, Saliency, InputXGradient, GuidedBackprop, IntegratedGradients, DeepLift):
+        register(cls)
+    for cls in (*LRP_METHODS, *CAM_METHODS, *PERTURBATION_METHODS):
         register(cls)

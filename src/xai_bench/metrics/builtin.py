@@ -25,6 +25,7 @@ BUILTIN_METRICS = (
 
 @hookimpl
 def register_metrics(register: Callable[..., Any]) -> None:
+    from .complexity import COMPLEXITY_METRICS
     from .completeness import Completeness
     from .localisation import (
         EnergyPointingGame,
@@ -36,9 +37,11 @@ def register_metrics(register: Callable[..., Any]) -> None:
     )
     from .perturbation import Deletion, Insertion
     from .randomisation import DataRandomisation, ParameterRandomisation
+    from .robustness import ROBUSTNESS_METRICS
 
     for cls in (
         PointingGame, EnergyPointingGame, RelevanceMass, RelevanceRank, TopKIoU, TopKIntersection,
         Deletion, Insertion, ParameterRandomisation, DataRandomisation, Completeness,
+        *ROBUSTNESS_METRICS, *COMPLEXITY_METRICS,
     ):  # fmt: skip
         register(cls)
