@@ -163,3 +163,59 @@ def test_a_small_budget_makes_profile_passes_small():
     finally:
         handle.remove()
     assert seen and max(seen) <= 2 and sum(seen) == 8
+
+
+class _ItemCounts:
+    """A method whose items each add their index to a per-sample ``sums`` row of its own shape."""
+
+    @staticmethod
+    def make():
+        from xai_bench import Attribution, Attributor, Cost
+
+        class ItemCounts(Attributor):
+            id = "item_counts"
+
+            def cost(self, input_shape):
+                return Cost(items=5, backward=False)
+
+            def attribute(self, model, batch):
+                n, t = batch.targets.shape
+                sums = batch.inputs.new_zeros((n, 2, 3))
+                for s, k in zip(batch.sample.tolist(), batch.item.tolist(), strict=True):
+                    sums[s, 0, 0] += k
+                    sums[s, 1, 2] += 1
+                return Attribution(batch.inputs.new_zeros((n, t, 1, 1, 1)), sums=sums)
+
+            def finish(self, inputs, total):
+                # every item of every sample arrived once, whatever the passes
+                assert total.sums[:, 0, 0].tolist() == [10.0] * len(inputs)
+                assert total.sums[:, 1, 2].tolist() == [5.0] * len(inputs)
+                value = total.sums[:, 0, 0].view(-1, 1, 1, 1, 1)
+                return Attribution(value.expand(-1, 1, *inputs.shape[1:]).clone())
+
+        return ItemCounts
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 50])
+def test_sums_of_any_shape_are_added_over_passes_and_handed_to_finish(add_plugin, batch_size):
+    from xai_bench import explain
+
+    add_plugin(_ItemCounts.make())
+    x = torch.rand(4, 3, 6, 6, dtype=torch.float64)
+    ds = explain(tiny_cnn(), x, targets=[0], methods=["item_counts"], passes=batch_size)
+    np.testing.assert_array_equal(ds["item_counts"].values, 10.0)
+
+
+def test_sums_without_a_row_per_sample_are_refused(add_plugin):
+    from xai_bench import Attribution, Attributor, PluginError, explain
+
+    class BadSums(Attributor):
+        id = "bad_sums"
+
+        def attribute(self, model, batch):
+            return Attribution(torch.zeros_like(batch.inputs).unsqueeze(1), sums=torch.zeros(1))
+
+    add_plugin(BadSums)
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    with pytest.raises(PluginError, match=r"returned sums \(1,\); expected a tensor \(2, \.\.\.\)"):
+        explain(tiny_cnn(), x, targets=[0], methods=["bad_sums"])

@@ -66,12 +66,16 @@ class Attribution:
     inputs, for methods that declare ``reports_outputs`` (NaN rows where this pass did not compute them).
     ``second`` is a second sum of the maps' shape, added up like ``maps`` and handed to
     :meth:`Attributor.finish`, for methods that need two (a variance: the sum and the sum of squares).
+    ``sums`` (n, ...) is any further per-sample sum of a shape the method chooses, the same in every
+    pass, added up like ``maps`` and handed to :meth:`Attributor.finish` (the sufficient statistics of
+    a regression over perturbed copies, the clean scores a later step divides by).
     """
 
     maps: Tensor
     delta: Tensor | None = None
     outputs: Tensor | None = None
     second: Tensor | None = None
+    sums: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,10 @@ def _check(
             f"{name}: {call} returned {type(part).__name__}; return an xai_bench.Attribution(maps, delta=..., "
             "outputs=...)."
         )
+    sums = part.sums
+    if sums is not None and (not isinstance(sums, Tensor) or sums.dim() < 1 or sums.shape[0] != lead[0]):
+        got = tuple(sums.shape) if isinstance(sums, Tensor) else type(sums).__name__
+        raise PluginError(f"{name}: {call} returned sums {got}; expected a tensor ({lead[0]}, ...), a row per sample.")
     for what, value, expected, required in (
         ("maps", part.maps, (*lead, *image), True),
         ("delta", part.delta, lead, attributor.has_delta),

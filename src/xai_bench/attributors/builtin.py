@@ -20,11 +20,11 @@ BUILTIN_METHODS = (
 
 @hookimpl
 def register_attributors(register: Callable[..., Any]) -> None:
+    from .cam import CAM_METHODS
     from .deeplift import DeepLift
     from .gradients import InputXGradient, Saliency
     from .guided_backprop import GuidedBackprop
     from .integrated_gradients import IntegratedGradients
-    from .cam import CAM_METHODS
     from .lrp import LRP_METHODS
     from .occlusion import Occlusion
     from .perturbation import PERTURBATION_METHODS

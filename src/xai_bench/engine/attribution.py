@@ -50,7 +50,7 @@ def attribute_all(
     n, t = targets.shape
     samples = work_samples(mask.cpu())
     items = attributor.cost(tuple(inputs.shape[1:])).items
-    state: dict[str, Tensor | None] = {"maps": None, "delta": None, "outputs": None, "second": None}
+    state: dict[str, Tensor | None] = {"maps": None, "delta": None, "outputs": None, "second": None, "sums": None}
 
     def do_pass(start: int, size: int) -> None:
         part_of = planner.take(start, size, len(samples), items)
@@ -60,7 +60,7 @@ def attribute_all(
         part = check_attribution(attributor, attributor.attribute(model, batch), batch, who)
         # One item per sample and every sample in this pass: its results are the totals as they are.
         whole = items == 1 and len(rows) == n and state["maps"] is None
-        for name in ("maps", "second"):
+        for name in ("maps", "second", "sums"):
             total, value = state[name], getattr(part, name)
             if total is not None and value is not None and value.shape[1:] != total.shape[1:]:
                 raise PluginError(
@@ -70,8 +70,9 @@ def attribute_all(
         _add(state, "maps", part.maps, rows, n, whole)
         if attributor.has_delta:
             _add(state, "delta", part.delta, rows, n, whole)
-        if part.second is not None:
-            _add(state, "second", part.second, rows, n, whole)
+        for name in ("second", "sums"):
+            if getattr(part, name) is not None:
+                _add(state, name, getattr(part, name), rows, n, whole)
         if part.outputs is not None:
             if state["outputs"] is None:
                 state["outputs"] = part.outputs.new_full((n, part.outputs.shape[1]), float("nan"))
@@ -86,7 +87,7 @@ def attribute_all(
     delta = state["delta"] if attributor.has_delta else None
     if attributor.has_delta and delta is None:  # no pass ran: no pair to compute
         delta = inputs.new_zeros((n, t))
-    total = Attribution(maps, delta=delta, second=state["second"])
+    total = Attribution(maps, delta=delta, second=state["second"], sums=state["sums"])
     final = attributor.finish(inputs, total)
     whole_call = Batch(inputs, targets, mask, samples, samples)
     checked = replace(final, outputs=None) if isinstance(final, Attribution) else final  # a wrong type is named

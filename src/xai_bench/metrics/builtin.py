@@ -25,8 +25,8 @@ BUILTIN_METRICS = (
 
 @hookimpl
 def register_metrics(register: Callable[..., Any]) -> None:
-    from .complexity import COMPLEXITY_METRICS
     from .completeness import Completeness
+    from .complexity import COMPLEXITY_METRICS
     from .localisation import (
         EnergyPointingGame,
         PointingGame,
