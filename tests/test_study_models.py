@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from captum.attr import Deconvolution as CaptumDeconvolution
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 
 from xai_bench import explain
@@ -95,6 +96,16 @@ def test_guided_backprop_gates_every_relu(study):
     for relu_input, grad in seen:
         assert (grad >= 0).all()
         assert (grad[relu_input <= 0] == 0).all()
+
+
+def test_deconvolution_matches_captum_on_the_plain_view(study):
+    _name, model, x = study
+    ds = explain(model, x, targets=[2], methods=["deconvolution"])
+    plain, _ = rewrite(model, PLAIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # captum announces the hooks it sets
+        reference = CaptumDeconvolution(plain).attribute(x.clone().requires_grad_(True), target=2)
+    torch.testing.assert_close(torch.from_numpy(ds["deconvolution"].values[:, 0]), reference, rtol=1e-9, atol=1e-14)
 
 
 def test_all_six_methods_run_and_leave_the_model_alone(study):

@@ -22,8 +22,9 @@ BUILTIN_METHODS = (
 def register_attributors(register: Callable[..., Any]) -> None:
     from .cam import CAM_METHODS
     from .deeplift import DeepLift
+    from .gradient_shap import GradientShap
     from .gradients import InputXGradient, Saliency
-    from .guided_backprop import GuidedBackprop
+    from .guided_backprop import Deconvolution, GuidedBackprop
     from .integrated_gradients import IntegratedGradients
     from .lrp import LRP_METHODS
     from .occlusion import Occlusion
@@ -31,5 +32,5 @@ def register_attributors(register: Callable[..., Any]) -> None:
 
     for cls in (Occlusion, Saliency, InputXGradient, GuidedBackprop, IntegratedGradients, DeepLift):
         register(cls)
-    for cls in (*LRP_METHODS, *CAM_METHODS, *PERTURBATION_METHODS):
+    for cls in (Deconvolution, GradientShap, *LRP_METHODS, *CAM_METHODS, *PERTURBATION_METHODS):
         register(cls)

@@ -1,4 +1,5 @@
-"""Guided backpropagation (Springenberg et al., 2015) on a rewritten view of the model."""
+"""Guided backpropagation (Springenberg et al., 2015) and deconvolution (Zeiler & Fergus, 2014) on a rewritten
+view of the model."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from ..surgery import GuidedReLU, RuleSet, rewrite
+from ..surgery import DeconvReLU, GuidedReLU, RuleSet, rewrite
 from .base import Attribution, Attributor, Batch, Prepared
 from .gradients import input_gradients
 
@@ -15,6 +16,9 @@ from .gradients import input_gradients
 # guided backprop: "guided" is defined for ReLUs only. A gradient method needs no exact rule for
 # products or normalisations, so nothing is refused; the map's `surgery` attribute counts what was kept.
 GUIDED_RULES = RuleSet(name="guided_backprop", relu=lambda site: GuidedReLU(), strict=False)
+# Deconvolution's ReLUs pass back the positive part of the gradient whatever their input was; as for
+# guided backprop, other activations pass their plain gradient.
+DECONV_RULES = RuleSet(name="deconvolution", relu=lambda site: DeconvReLU(), strict=False)
 
 
 class GuidedBackprop(Attributor):
@@ -35,3 +39,18 @@ class GuidedBackprop(Attributor):
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
         grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)
         return Attribution(grads, outputs=outputs)
+
+
+class Deconvolution(GuidedBackprop):
+    """Gradient where every ReLU passes back the positive part of the gradient, whatever its input.
+
+    The deconvnet backward pass (Zeiler & Fergus, 2014) as captum's ``Deconvolution`` and zennit's
+    ``DeconvNet`` define it; ReLUs are found as for guided backprop (module, functional, in-place,
+    re-used or ``clamp(min=0)``), and other activations pass their plain gradient.
+    """
+
+    id: ClassVar[str] = "deconvolution"
+
+    def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
+        rewritten, report = rewrite(model, DECONV_RULES, example)
+        return Prepared(rewritten, tuple(report.summary()), decomposed=report.decomposed)

@@ -5,11 +5,12 @@ Part of the methods layer: may import ``xai_bench.core`` only.
 
 from .composites import Attention, LayerNorm, MultiheadAttention, Quotient, Softmax, composite
 from .rewrite import PLAIN, RuleSet, SurgeryReport, dry_run_sites, forget, rewrite, trace
-from .rules import GuidedReLU, Product, Rescale, RescaleMaxPool, RescaleReLU, pairs_in_pass
+from .rules import DeconvReLU, GuidedReLU, Product, Rescale, RescaleMaxPool, RescaleReLU, pairs_in_pass
 
 __all__ = [
     "PLAIN",
     "Attention",
+    "DeconvReLU",
     "GuidedReLU",
     "LayerNorm",
     "MultiheadAttention",

@@ -39,6 +39,24 @@ class GuidedReLU(nn.Module):
         return _GuidedReLUFunction.apply(x)
 
 
+class _DeconvReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.clamp(min=0)
+
+
+class DeconvReLU(nn.Module):
+    """ReLU whose backward passes the positive part of the gradient, whatever the input's sign."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """ReLU forward; backward is the ReLU of the gradient."""
+        return _DeconvReLUFunction.apply(x)
+
+
 # The number of (input, reference) pairs of the pass a DeepLIFT attributor is running, so that every
 # rule can check that the first dimension of what it sees is that batch (a sequence-first transformer
 # moves it elsewhere, and halving another dimension would give silently wrong maps).
