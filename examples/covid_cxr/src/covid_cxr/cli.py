@@ -45,7 +45,7 @@ def _quick(args: argparse.Namespace) -> int:
 
     _fits(args.size, ARCHITECTURES)
     config = QuickConfig(images=args.images, size=args.size, folds=args.folds, epochs=args.epochs,
-                         explain_images=args.explain_images, seed=args.seed)  # fmt: skip
+                         explain_images=args.explain_images, seed=args.seed, methods=args.methods)  # fmt: skip
     wall, cpu = time.perf_counter(), time.process_time()
     report = quick(args.out, config)
     print(f"report: {report} ({time.perf_counter() - wall:.0f} s, {time.process_time() - cpu:.0f} CPU s)")
@@ -120,7 +120,7 @@ def _study(args: argparse.Namespace) -> int:
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                          seed=args.seed, pretrained=args.pretrained, device=args.device, models=args.models,
                          threshold=args.threshold,
-                         explain_images=args.explain_images, ig_steps=args.ig_steps,
+                         explain_images=args.explain_images, ig_steps=args.ig_steps, methods=args.methods,
                          occlusion_windows=args.occlusion_windows, occlusion_window=args.occlusion_window,
                          occlusion_stride=args.occlusion_stride, occlusion_fill=args.occlusion_fill,
                          memory_budget=args.memory_budget, explain_batch_size=args.explain_batch_size,
@@ -218,6 +218,22 @@ def _batch_size(text: str) -> int | str:
         return positive(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive number of images or 'auto', got {text!r}") from None
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated ids of installed xai_bench methods."""
+    from xai_bench import list_methods
+
+    installed = list(list_methods())
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    for name in names:
+        if name not in installed:
+            close = difflib.get_close_matches(name, installed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise argparse.ArgumentTypeError(f"unknown method {name!r}{hint}; `xai-bench methods` lists them")
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated method ids, got {text!r}")
+    return names
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -325,6 +341,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import version
 
+    from .interpret import STUDY_METHODS
     from .models import ARCHITECTURES
     from .quick import QuickConfig
 
@@ -345,13 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--explain-images", type=positive, default=defaults.explain_images,
                    help=f"test images to explain (default: {defaults.explain_images})")  # fmt: skip
     q.add_argument("--seed", type=int, default=0, help="seed of the phantoms, folds and training (default: 0)")
+    q.add_argument("--methods", type=_methods, default=STUDY_METHODS, metavar="IDS",
+                   help=f"comma-separated xai_bench methods to explain with, e.g. grad_cam,lime (default: the "
+                   f"study's six, {','.join(STUDY_METHODS)})")  # fmt: skip
     q.set_defaults(func=_quick)
     stages = (
         ("study", "the whole study on real data (every stage below, then the report)"),
         ("data", "prepare images and folds"),
         ("train", "train every model on every fold"),
         ("evaluate", "test scores and Table 2"),
-        ("explain", "six methods for every true and predicted label of the test images; the padding table"),
+        (
+            "explain",
+            "the six methods (or --methods) for every true and predicted label of the test images; the padding table",
+        ),
         ("profile", "NAPs and dead feature maps of every model"),
         ("figures", "the paper's figures"),
         ("report", "report.md with every table and figure"),
@@ -409,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "best micro F1 of the majority-vote ensemble (default: best)")  # fmt: skip
         p.add_argument("--explain-images", type=positive, help="explain this many test images (default: all)")
         p.add_argument("--ig-steps", type=positive, default=32, help="integrated gradients' steps (default: 32)")
+        p.add_argument("--methods", type=_methods, default=STUDY_METHODS, metavar="IDS",
+                       help="comma-separated xai_bench methods to explain with (`xai-bench methods` lists them; "
+                       f"default: the study's six, {','.join(STUDY_METHODS)})")  # fmt: skip
         p.add_argument("--occlusion-windows", type=positive, default=16,
                        help="occlusion window = size / this, unless --occlusion-window is given (default: 16: "
                        "32 px at 512 px, 31 x 31 = 961 forward passes per image and model)")  # fmt: skip

@@ -1,6 +1,6 @@
-"""The study's interpretability stages: six methods for every true and predicted label of every test image
-(one resumable store per model), the shortcut measured on the padding, localisation on known lesions,
-and neuron activation profiles with dead feature maps."""
+"""The study's interpretability stages: its six methods (or those chosen) for every true and predicted label
+of every test image (one resumable store per model), the shortcut measured on the padding, localisation on
+known lesions, and neuron activation profiles with dead feature maps."""
 
 from __future__ import annotations
 
@@ -25,22 +25,25 @@ from .prepared import ForRun, PreparedSet
 GROUPS = ("COVID-19", "pneumonia", "pneumonia without COVID-19", "healthy")
 
 
+#: The six local methods the study ran, in the order its figures show them.
+STUDY_METHODS = ("occlusion", "saliency", "input_x_gradient", "guided_backprop", "integrated_gradients", "deeplift")
+
+
 def study_methods(
     size: int, *, ig_steps: int = 32, windows: int = 16, window: int | None = None, stride: int | None = None,
-    fill: float = 0.0,
+    fill: float = 0.0, methods: Sequence[str] = STUDY_METHODS,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """The six methods. Occlusion's window is ``window`` pixels, or ``size / windows`` (32 px at 512 px for
-    ``windows=16``: 31 x 31 = 961 positions, each a forward pass per image); its stride ``stride``, or half
-    the window; ``fill`` the value in the window (0 is the padding's black, 0.5 a grey square)."""
+    """``methods`` (by default the study's six) with the study's settings. Occlusion's window is ``window``
+    pixels, or ``size / windows`` (32 px at 512 px for ``windows=16``: 31 x 31 = 961 positions, each a forward
+    pass per image); its stride ``stride``, or half the window; ``fill`` the value in the window (0 is the
+    padding's black, 0.5 a grey square). Integrated gradients takes ``ig_steps``; any other installed method
+    runs with its own defaults."""
     window = window or max(4, size // windows)
-    return {
+    settings = {
         "occlusion": {"window": window, "stride": stride or max(1, window // 2), "fill": fill},
-        "saliency": {},
-        "input_x_gradient": {},
-        "guided_backprop": {},
         "integrated_gradients": {"n_steps": ig_steps},
-        "deeplift": {},
     }
+    return {method: settings.get(method, {}) for method in methods}
 
 
 def targets_of(prepared: PreparedSet, rows: Sequence[int], probabilities: np.ndarray, t: float) -> list[list[int]]:

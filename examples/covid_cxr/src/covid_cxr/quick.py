@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from . import figures
+from .interpret import STUDY_METHODS
 from .models import ARCHITECTURES
 from .phantoms import generate, to_records
 from .study import Study, StudyConfig
@@ -26,6 +27,7 @@ class QuickConfig:
     occlusion_windows: int = 5  # a window of size / 5, stride half of it: 10 x 10 positions at 76 px
     seed: int = 0
     models: tuple[str, ...] = ARCHITECTURES
+    methods: tuple[str, ...] = STUDY_METHODS
     control_model: str = "resnet18"
     # A few epochs at a fixed rate leave batch norm's running statistics behind the weights (the validation
     # loss jumped tenfold in the last epochs); a warm-up and a cosine decay to zero end on settled weights.
@@ -37,7 +39,7 @@ class QuickConfig:
     def study(self) -> StudyConfig:
         return StudyConfig(size=self.size, folds=self.folds, models=self.models, epochs=self.epochs, batch_size=16,
                            schedule=self.schedule, seed=self.seed, explain_images=self.explain_images,
-                           ig_steps=self.ig_steps,
+                           ig_steps=self.ig_steps, methods=self.methods,
                            occlusion_windows=self.occlusion_windows, explain_batch_size=32,
                            # The three outputs and the first fold the quick study's documented numbers come from.
                            outputs="three", explain_fold=0)  # fmt: skip

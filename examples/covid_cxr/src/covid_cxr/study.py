@@ -8,7 +8,7 @@
       predictions/fold<k>.npz        test probabilities per model
       table2.csv, table2.md          the scores beside the paper's
       table1.csv, table1.md          the models' parameters, FLOPs and memory at the study's size (report)
-      maps/<model>.zarr              six methods for every true and predicted label (explain)
+      maps/<model>.zarr              the methods for every true and predicted label (explain)
       maps_mean_reference/<model>.zarr  IG and DeepLIFT against the training mean image
       maps_deepliftshap/<model>.zarr DeepLIFT over 10 references from N(0, 0.001^2) (--deepliftshap)
       padding.csv, localisation.csv  the shortcut and (synthetic data) relevance on the lesions
@@ -43,6 +43,7 @@ from .complexity import table1_is_for, write_table1
 from .datasets import Record
 from .interpret import (
     GROUPS,
+    STUDY_METHODS,
     explain_models,
     groups_of,
     open_all,
@@ -81,6 +82,8 @@ class StudyConfig:
     explain_fold: int | str = "best"
     explain_images: int | None = None  # None: every test image of the fold
     ig_steps: int = 32
+    #: The local methods explained, by id (any installed xai_bench method); the study's six by default.
+    methods: tuple[str, ...] = STUDY_METHODS
     occlusion_windows: int = 16  # occlusion's window is size / windows (32 px at 512 px) unless given in pixels
     occlusion_window: int | None = None
     occlusion_stride: int | None = None  # None: half the window
@@ -341,8 +344,9 @@ class Study:
         return chosen
 
     def explain(self) -> Explained:
-        """Six methods (and IG and DeepLIFT against the training mean image) for every true and predicted
-        label of the explained test images of :meth:`explain_fold`; then the padding and lesion tables."""
+        """The configured methods, the study's six by default (and IG and DeepLIFT, where chosen, against the
+        training mean image), for every true and predicted label of the explained test images of
+        :meth:`explain_fold`; then the padding and lesion tables."""
         self.evaluate()
         return self._once("explain", self._explain)
 
@@ -361,14 +365,17 @@ class Study:
                   "output": config.explained_output}  # fmt: skip
         methods = study_methods(config.size, ig_steps=config.ig_steps, windows=config.occlusion_windows,
                                 window=config.occlusion_window, stride=config.occlusion_stride,
-                                fill=config.occlusion_fill)  # fmt: skip
+                                fill=config.occlusion_fill, methods=config.methods)  # fmt: skip
         maps = explain_models(models, prepared, rows, probs, self.folder, methods=methods, **common)
         # Against a reference that is not the padding's value (zero), the padding can be seen.
         reference = mean_image(prepared, prepared.rows_of(splits[k].train))
         others = {"integrated_gradients": {"n_steps": config.ig_steps, "baseline": reference},
                   "deeplift": {"baseline": reference}}  # fmt: skip
-        mean_reference = explain_models(models, prepared, rows, probs, self.folder, methods=others,
-                                        store_name="maps_mean_reference", **common)  # fmt: skip
+        others = {method: params for method, params in others.items() if method in config.methods}
+        mean_reference = {}
+        if others:
+            mean_reference = explain_models(models, prepared, rows, probs, self.folder, methods=others,
+                                            store_name="maps_mean_reference", **common)  # fmt: skip
         shap = {}
         if config.deepliftshap:  # the authors' DeepLiftShap: 10 references near zero, drawn once (seeded)
             noise = torch.randn(10, *prepared.images.shape[1:], generator=torch.Generator().manual_seed(config.seed))
