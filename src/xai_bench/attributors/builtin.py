@@ -26,11 +26,12 @@ def register_attributors(register: Callable[..., Any]) -> None:
     from .gradients import InputXGradient, Saliency
     from .guided_backprop import Deconvolution, GuidedBackprop
     from .integrated_gradients import IntegratedGradients
+    from .layer import LAYER_METHODS
     from .lrp import LRP_METHODS
     from .occlusion import Occlusion
     from .perturbation import PERTURBATION_METHODS
 
     for cls in (Occlusion, Saliency, InputXGradient, GuidedBackprop, IntegratedGradients, DeepLift):
         register(cls)
-    for cls in (Deconvolution, GradientShap, *LRP_METHODS, *CAM_METHODS, *PERTURBATION_METHODS):
+    for cls in (Deconvolution, GradientShap, *LAYER_METHODS, *LRP_METHODS, *CAM_METHODS, *PERTURBATION_METHODS):
         register(cls)
