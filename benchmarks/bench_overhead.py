@@ -10,7 +10,9 @@ each, so that drifts in machine load hit all three alike. Targets: steady state 
 best fixed size and of captum's best.
 
 captum cannot run DeepLIFT on an unmodified torchvision ResNet (re-used ReLU modules), so its
-DeepLIFT and guided backprop run on a view where every ReLU call site is a distinct module.
+DeepLIFT, guided backprop and deconvolution run on a view where every ReLU call site is a distinct
+module. GradientSHAP draws ``--shap-samples`` points per image between it and one of 4 random
+references; captum puts all of them in one pass (it has no batching knob for it).
 
     python benchmarks/bench_overhead.py [--size 224] [--images 8] [--repeats 3] [--methods ...]
 """
@@ -29,12 +31,24 @@ import warnings
 
 import torch
 import torchvision
-from captum.attr import DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients, Occlusion, Saliency
+from captum.attr import (
+    Deconvolution,
+    DeepLift,
+    GradientShap,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    Occlusion,
+    Saliency,
+)
 
 from xai_bench import explain
 from xai_bench.surgery import PLAIN, rewrite
 
-METHODS = ("occlusion", "saliency", "input_x_gradient", "guided_backprop", "integrated_gradients", "deeplift")
+METHODS = (
+    "occlusion", "saliency", "input_x_gradient", "guided_backprop", "integrated_gradients", "deeplift",
+    "deconvolution", "gradient_shap",
+)  # fmt: skip
 
 
 def timed(fn) -> float:
@@ -59,6 +73,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ig-steps", type=int, default=16)
     parser.add_argument("--window", type=int, default=32, help="occlusion window and stride")
+    parser.add_argument("--shap-samples", type=int, default=8, help="GradientSHAP's draws per image")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # captum announces the hooks it sets; not what is measured
@@ -72,7 +87,12 @@ def main() -> None:
     def leaf():
         return x.clone().requires_grad_(True)
 
-    params = {"integrated_gradients": {"n_steps": args.ig_steps}, "occlusion": {"window": w, "stride": w}}
+    refs = torch.rand(4, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    params = {
+        "integrated_gradients": {"n_steps": args.ig_steps},
+        "occlusion": {"window": w, "stride": w},
+        "gradient_shap": {"n_samples": args.shap_samples, "baselines": refs},
+    }
     # captum's batching knob per method: (name, values, images per pass of each value).
     captum_settings = {
         "occlusion": ("perturbations_per_eval", [1, 2, 4, 8], lambda v: v * n),
@@ -82,6 +102,10 @@ def main() -> None:
         "saliency": lambda v, net, plain: Saliency(net).attribute(leaf(), target=target),
         "input_x_gradient": lambda v, net, plain: InputXGradient(net).attribute(leaf(), target=target),
         "guided_backprop": lambda v, net, plain: GuidedBackprop(plain).attribute(leaf(), target=target),
+        "deconvolution": lambda v, net, plain: Deconvolution(plain).attribute(leaf(), target=target),
+        "gradient_shap": lambda v, net, plain: GradientShap(net).attribute(
+            leaf(), baselines=refs, n_samples=args.shap_samples, target=target
+        ),
         "deeplift": lambda v, net, plain: DeepLift(plain).attribute(
             leaf(), target=target, return_convergence_delta=True
         ),
@@ -96,6 +120,7 @@ def main() -> None:
         "occlusion": [2, 4, 8, 16, 32, 64],
         "integrated_gradients": [2, 4, 8, 16, 32, 64],
         "deeplift": [2, 4, 8, 16],
+        "gradient_shap": [4, 8, 16, 32, 64],
     }
 
     print(
