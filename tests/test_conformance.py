@@ -72,6 +72,12 @@ METRIC_PARAMS = {
     "insertion": {"patch": 4, "steps": 3, "replacement": "blur", "sigma": 1.0},
     "top_k_intersection": {"k": 10},
     "parameter_randomisation": {"layers": ["fc", "conv3"]},
+    # Two copies per map keep each check to a few re-explanations (the defaults, 10, pass too).
+    "max_sensitivity": {"n_samples": 2},
+    "avg_sensitivity": {"n_samples": 2},
+    "local_lipschitz_estimate": {"n_samples": 2},
+    "relative_input_stability": {"n_samples": 2},
+    "infidelity": {"n_samples": 2},
 }
 BUILTIN_METRICS = [m for m, info in list_metrics().items() if info["provider"] == "xai_bench.metrics.builtin"]
 

@@ -51,6 +51,7 @@ from .core.errors import (
 from .core.hookspecs import hookimpl
 from .metrics.base import Metric
 from .metrics.completeness import Completeness
+from .metrics.complexity import Complexity, Sparseness
 from .metrics.localisation import (
     EnergyPointingGame,
     PointingGame,
@@ -61,6 +62,13 @@ from .metrics.localisation import (
 )
 from .metrics.perturbation import Deletion, Insertion
 from .metrics.randomisation import DataRandomisation, ParameterRandomisation
+from .metrics.robustness import (
+    AvgSensitivity,
+    Infidelity,
+    LocalLipschitzEstimate,
+    MaxSensitivity,
+    RelativeInputStability,
+)
 from .plugins.manager import get_plugin_manager, list_plugins
 from .profilers.base import GlobalProfiler
 from .scale.dataset_run import RunSummary, run
@@ -86,6 +94,13 @@ __all__ = [
     "Insertion",
     "DataRandomisation",
     "ParameterRandomisation",
+    "MaxSensitivity",
+    "AvgSensitivity",
+    "LocalLipschitzEstimate",
+    "RelativeInputStability",
+    "Infidelity",
+    "Sparseness",
+    "Complexity",
     "Attribution",
     "Attributor",
     "Batch",

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..core.checks import to_json
 from ..core.errors import InvalidInputError, InvalidParameterError, deprecated, refuse_unknown, renamed
-from ..core.provenance import result_attrs, versions
+from ..core.provenance import result_attrs, sample_key, versions
 from ..engine.entry import Budget, forward_passes
 from ..engine.progress import progress_bar
 from ..metrics.base import Context, Curve, Metric, Pairs, Score
@@ -320,17 +320,28 @@ def _context(
     index[row_of, column_of] = pairs.target
     mask[row_of, column_of] = True
 
-    def remake(private: nn.Module, sample: Tensor, target: Tensor) -> Tensor:
-        """The method's maps of ``private`` (a private copy, in eval mode) for the pairs, in their order."""
-        assert x is not None and torch.equal(sample, pairs.sample) and torch.equal(target, pairs.target)
+    def remake(private: nn.Module, sample: Tensor, target: Tensor, inputs: Tensor | None = None) -> Tensor:
+        """The method's maps of ``private`` (a private copy, in eval mode) for the pairs, in their order; or, given
+        ``inputs`` (len(sample), C, H, W), of each of those images for its ``target``, keyed as its ``sample``."""
+        assert x is not None
         private.to(x.device)
+        if inputs is not None:
+            maps = method_maps(
+                scored_model(private, explained), method, pairs.params, inputs.to(x.device, x.dtype),
+                target[:, None].to(torch.long), torch.ones((len(sample), 1), dtype=torch.bool),
+                [ids[int(s)] for s in sample], budget=budget,
+            )  # fmt: skip
+            return maps[:, 0].detach().cpu()
+        assert torch.equal(sample, pairs.sample) and torch.equal(target, pairs.target)
         maps = method_maps(
             scored_model(private, explained), method, pairs.params, x[rows.to(x.device)], index, mask,
             [ids[int(r)] for r in rows], budget=budget,
         )  # fmt: skip
         return maps[row_of.to(maps.device), column_of.to(maps.device)].detach().cpu()
 
-    return Context(inputs=x, model=model, forward=forward, explain=remake, task=task, progress=passes.progress)
+    keys = torch.tensor([sample_key(i) for i in ids], dtype=torch.int64)
+    return Context(inputs=x, model=model, forward=forward, explain=remake, task=task, progress=passes.progress,
+                   keys=keys)  # fmt: skip
 
 
 def _collect(

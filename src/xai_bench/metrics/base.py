@@ -42,17 +42,24 @@ class Context:
 
     ``forward(total, images, name)`` runs the model on ``total`` images built on demand by
     ``images(first, count)`` (so a pass never holds more than the memory budget allows) and returns
-    their logits (total, K). ``explain(model, inputs, targets)`` makes the pairs' method's maps
-    again, one target per row, on ``model`` (a private copy; never the user's), of the output the
-    stored maps explain (the logits, or their sigmoid or softmax).
+    their logits (total, K). ``explain(model, sample, target)`` makes the pairs' method's maps
+    again (``sample`` and ``target`` are the pairs' own), on ``model`` (a private copy; never the
+    user's), of the output the stored maps explain (the logits, or their sigmoid or softmax).
+    ``explain(model, sample, target, inputs)`` makes them of other images instead, ``inputs``
+    (k, C, H, W) such as perturbed copies, one target per row: row ``i`` for class ``target[i]``,
+    standing for row ``sample[i]`` of the call's inputs (whose key seeds a method's random draws).
+    Both return maps (k, C, H, W) on the CPU. ``keys`` (N,) are the samples' keys (from their ids
+    alone), to seed a metric's own random draws so that a score does not depend on which other
+    samples share the call.
     """
 
     inputs: Tensor | None
     model: nn.Module | None
     forward: Callable[[int, Callable[[int, int], Tensor], str], Tensor]
-    explain: Callable[[nn.Module, Tensor, Tensor], Tensor]
+    explain: Callable[..., Tensor]
     task: str = "multiclass"
     progress: bool | str = False  # as Passes.progress: True, False or "auto"
+    keys: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,13 @@ BUILTIN_METRICS = (
     "parameter_randomisation",
     "data_randomisation",
     "completeness",
+    "max_sensitivity",
+    "avg_sensitivity",
+    "local_lipschitz_estimate",
+    "relative_input_stability",
+    "infidelity",
+    "sparseness",
+    "complexity",
 )
 
 
