@@ -54,3 +54,31 @@ def test_the_quick_study_finds_the_padding_shortcut_and_its_control_does_not(tmp
 def test_the_command_line_refuses_a_study_without_data(capsys):
     assert main(["data", "--out", "nowhere"]) == 2
     assert capsys.readouterr().err.startswith("covid-cxr: error: give --cohen, --kermany and/or --csv")
+
+
+#: Methods of each family beyond the study's six, picked by id as `--methods` does.
+OTHER_METHODS = ("saliency", "deconvolution", "gradient_shap")
+
+
+@pytest.mark.slow
+def test_the_study_explains_with_any_installed_method_and_reports_each(tmp_path):
+    from covid_cxr.cli import build_parser
+    from covid_cxr.quick import synthetic_study
+
+    assert build_parser().parse_args(["quick", "--methods", ",".join(OTHER_METHODS)]).methods == OTHER_METHODS
+    config = QuickConfig(images=40, size=76, folds=2, epochs=1, explain_images=4, models=("resnet18",),
+                         methods=OTHER_METHODS)  # fmt: skip
+    report = synthetic_study(tmp_path, config, config.study(), confound=True, title="any method", progress=False)
+    text = report.report().read_text()
+    maps = xr.open_zarr(tmp_path / "maps" / "resnet18.zarr")
+    assert set(maps.xai.methods) == set(OTHER_METHODS)
+    for method in OTHER_METHODS:
+        values = maps[method].values
+        assert np.isfinite(values[~np.isnan(values)]).all() and np.nanmax(np.abs(values)) > 0, method
+    padding = pd.read_csv(tmp_path / "padding.csv")
+    assert set(OTHER_METHODS) <= set(padding.method)
+    assert not (tmp_path / "maps_mean_reference").exists()  # neither IG nor DeepLIFT was chosen
+    assert "fig10_occlusion.png" not in text  # occlusion's own figures need occlusion
+    html = (tmp_path / "html" / "index.html").read_text()
+    for method in OTHER_METHODS:
+        assert method in html, method

@@ -389,12 +389,13 @@ class Study:
         rows = explained.rows
         padding = table_by_group({m: relevance_in(ds, prepared.padding[rows]) for m, ds in explained.maps.items()},
                                  prepared, rows, "relevance_mass")  # fmt: skip
-        against_mean = table_by_group(
-            {m: relevance_in(ds, prepared.padding[rows]) for m, ds in explained.mean_reference.items()},
-            prepared, rows, "relevance_mass",
-        )  # fmt: skip
-        against_mean["method"] = against_mean["method"] + " (mean image reference)"
-        tables = [area_by_group(prepared, rows), padding, against_mean]
+        tables = [area_by_group(prepared, rows), padding]
+        if explained.mean_reference:  # IG or DeepLIFT was chosen
+            against_mean = table_by_group(
+                {m: relevance_in(ds, prepared.padding[rows]) for m, ds in explained.mean_reference.items()},
+                prepared, rows, "relevance_mass",
+            )  # fmt: skip
+            tables.append(against_mean.assign(method=against_mean["method"] + " (mean image reference)"))
         if explained.deepliftshap:
             shap = table_by_group({m: relevance_in(ds, prepared.padding[rows]) for m, ds in
                                    explained.deepliftshap.items()}, prepared, rows, "relevance_mass")  # fmt: skip
@@ -456,7 +457,8 @@ class Study:
         drawn += self._case(explained, fig)
         series = followup_series(prepared, explained.rows, longest=len(explained.rows))
         pair = [m for m in ("densenet161", "resnet18") if m in explained.maps] or list(explained.maps)[:2]
-        if series:  # Fig. 8: one subject's images by day, occlusion of COVID-19 by two models
+        occlusion = "occlusion" in self.config.methods  # Figs. 8 and 10 show occlusion's maps
+        if series and occlusion:  # Fig. 8: one subject's images by day, occlusion of COVID-19 by two models
             days = [float(prepared.offsets[r]) for r in series]
             drawn.append(figures.followup_chart({m: explained.maps[m] for m in pair},
                                                 [prepared.sample_ids[r] for r in series], days,
@@ -467,7 +469,7 @@ class Study:
             if name in ("resnet18", "densenet161"):  # Fig. 9's feature maps: an early and a deep layer
                 for layer in ("first_block", "last_block"):
                     drawn.append(figures.naps(profile, layer, fig / f"fig9_naps_{name}_{layer}.png", top=2))
-        if covid is not None:
+        if covid is not None and occlusion:
             drawn.append(figures.occlusion_targets(explained.maps, covid, fig / "fig10_occlusion.png",
                                                    targets=covid_targets))  # fmt: skip
         drawn.append(figures.shortcut_chart(pd.read_csv(self.folder / "padding.csv"), fig / "shortcut.png",
@@ -486,7 +488,7 @@ class Study:
         cases.to_csv(self.folder / "cases.csv", index=False)
         shown = {prepared.sample_ids[r] for r in explained.rows}
         case = next((c for c in cases.itertuples() if c.sample in shown), None)
-        if case is None:
+        if case is None or "occlusion" not in self.config.methods:  # Fig. 7 shows occlusion maps
             return []
         position, label = ids.index(case.sample), list(prepared.outputs).index(case.output)
         chance = {name: float(p[position, label]) for name, p in probs.items()}
