@@ -155,7 +155,7 @@ def test_relative_input_stability_gives_quantus_numbers_over_the_copies_that_kee
 @pytest.mark.parametrize("method", ["saliency", "input_x_gradient"])
 def test_infidelity_gives_captums_numbers_on_the_same_perturbations(method, normalize):
     model, x, y = _case()
-    metric = Infidelity(n_samples=7, normalize=normalize, seed=4)
+    metric = Infidelity(n_samples=7, normalise=normalize, seed=4)
     ds = explain(model, x, methods=[method], targets=torch.from_numpy(y))
     ours = evaluate(ds, model=model, metrics=[metric])[f"{method}_infidelity"].values[:, 0]
     copies = torch.from_numpy(_copies(metric, x)).flatten(0, 1)
@@ -169,7 +169,7 @@ def test_infidelity_gives_quantus_numbers_on_the_same_perturbations(monkeypatch)
     # Quantus perturbs patch after patch (cumulatively) with a baseline: here its patch loop gets our copies.
     model, x, _ = _case(torch.float32)
     maps = np.random.default_rng(0).standard_normal((4, 1, 12, 12))  # one channel: both count it for every channel
-    metric = Infidelity(n_samples=9, normalize=False, seed=2)
+    metric = Infidelity(n_samples=9, normalise=False, seed=2)
     ours = evaluate(maps_dataset(maps[:, None], [1]), model=model, inputs=x, metrics=[metric])["given_infidelity"]
     monkeypatch.setattr(quantus_utils, "get_block_indices", lambda arr, patch_size: range(9))
     theirs = _quantus(quantus.Infidelity(n_perturb_samples=1, perturb_patch_sizes=[4], disable_warnings=True),
@@ -238,7 +238,7 @@ def test_infidelity_of_the_gradient_of_a_linear_model_is_zero_and_of_twice_it_th
     exact = maps_dataset(np.broadcast_to(w, (3, 1, *w.shape)), [t], inputs=x.numpy())
     doubled = maps_dataset(np.broadcast_to(2 * w, (3, 1, *w.shape)), [t], inputs=x.numpy())
     for normalize in (False, True):
-        chosen = {"infidelity": {"n_samples": 6, "normalize": normalize, "seed": 9}}
+        chosen = {"infidelity": {"n_samples": 6, "normalise": normalize, "seed": 9}}
         zero = evaluate(exact, model=model, metrics=chosen)["given_infidelity"].values[:, 0]
         np.testing.assert_allclose(zero, 0.0, atol=1e-24)
         twice = evaluate(doubled, model=model, metrics=chosen)["given_infidelity"].values[:, 0]

@@ -378,11 +378,11 @@ class Infidelity(Resampled):
     of the input, ``x_k = x + e``, ``e ~ N(0, std²)`` per element by default, ``a`` the map (C, H, W)
     (a one-channel map counts for every channel, as Quantus broadcasts it) and ``f`` the target's
     logit (``output="softmax"`` or ``"sigmoid"``: its probability; pick what the maps explain). With
-    ``normalize=True`` (the default) the map is first scaled by
+    ``normalise=True`` (the default) the map is first scaled by
     ``beta = sum_k (I_k . a) Δf_k / sum_k (I_k . a)²``, the scale that fits the output changes best,
     so that the score does not change with the map's scale and maps of different methods compare:
     this is captum's ``normalize=True``, whose documentation finds the same normalisation in the
-    paper's official implementation. ``normalize=False`` is captum's default and Quantus's
+    paper's official implementation. ``normalise=False`` is captum's default and Quantus's
     ``Infidelity`` (which perturbs with black patches instead of noise). The forward passes of a
     sample's copies serve all its targets. ``seed`` and ``perturb``: see the module. Value (P,).
     """
@@ -394,20 +394,20 @@ class Infidelity(Resampled):
         *,
         n_samples: int = 10,
         std: float = 0.1,
-        normalize: bool = True,
+        normalise: bool = True,
         output: str = "logit",
         seed: int = 0,
         perturb: Perturb | None = None,
     ) -> None:
         super().__init__(n_samples=n_samples, seed=seed, perturb=perturb)
         self.std = _number(self.id, "std", std, positive=True, meaning="of the Gaussian noise, per element")
-        if not isinstance(normalize, bool):
-            raise InvalidParameterError(f"{self.id}: normalize must be True or False, got {normalize!r}.")
+        if not isinstance(normalise, bool):
+            raise InvalidParameterError(f"{self.id}: normalise must be True or False, got {normalise!r}.")
         if output not in OUTPUTS:
             raise InvalidParameterError(
                 f"{self.id}: output (what f is) must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}."
             )
-        self.normalize, self.output = normalize, output
+        self.normalise, self.output = normalise, output
 
     def default_perturbation(self) -> Perturb:
         return GaussianNoise(self.std)
@@ -445,7 +445,7 @@ class Infidelity(Resampled):
     def score(self, pairs: Pairs, context: Context) -> Score:
         outputs = self.output_changes(pairs, context)
         predicted = self.predicted_changes(pairs, context)
-        if self.normalize:
+        if self.normalise:
             fit = (predicted * outputs).sum(1, keepdim=True)
             size = predicted.square().sum(1, keepdim=True)
             predicted = predicted * fit / torch.where(size > 0, size, torch.ones_like(size))
