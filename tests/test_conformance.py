@@ -7,7 +7,14 @@ from xai_bench.api.evaluating import list_metrics
 from xai_bench.testing import CHECKS, check_attributor, check_metric
 
 # Parameters that fit the conformance suite's 12 x 12 images.
-SMALL = {"occlusion": {"window": 4, "stride": 2}, "integrated_gradients": {"n_steps": 8}}
+SMALL = {
+    "occlusion": {"window": 4, "stride": 2},
+    "integrated_gradients": {"n_steps": 8},
+    "feature_ablation": {"cell": 4},  # 9 grid features (the default 16 px cell makes one on 12 x 12 images)
+    "shapley_sampling": {"cell": 4, "n_samples": 4},
+    "kernel_shap": {"cell": 4, "n_samples": 16},
+    "lime": {"cell": 4, "n_samples": 16},
+}
 BUILTINS = [m for m, info in xai_bench.list_methods().items() if info["provider"] == "xai_bench.attributors.builtin"]
 
 

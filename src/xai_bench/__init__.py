@@ -30,6 +30,7 @@ from .attributors.gradients import InputXGradient, Saliency
 from .attributors.guided_backprop import GuidedBackprop
 from .attributors.integrated_gradients import IntegratedGradients
 from .attributors.occlusion import Occlusion
+from .attributors.perturbation import FeatureAblation, KernelShap, Lime, ShapleyValueSampling
 from .core.cache import forget
 from .core.errors import (
     DeviceMismatchError,
@@ -83,6 +84,10 @@ __all__ = [
     "GuidedBackprop",
     "IntegratedGradients",
     "Occlusion",
+    "FeatureAblation",
+    "ShapleyValueSampling",
+    "KernelShap",
+    "Lime",
     "Completeness",
     "EnergyPointingGame",
     "PointingGame",

@@ -142,7 +142,7 @@ class NoiseTunnel(Attributor):
             batch.position[rows], batch.key[owner],
         )  # fmt: skip
         part = check_attribution(self._method, self._method.attribute(model, inner), inner)
-        part = Attribution(part.maps, delta=part.delta, second=part.second)
+        part = Attribution(part.maps, delta=part.delta, second=part.second, sums=part.sums)
         first_item = torch.zeros(len(copies), dtype=torch.long).scatter_reduce(
             0, copy_of_pair, batch.item % items, reduce="amin", include_self=False
         )
@@ -177,7 +177,7 @@ class NoiseTunnel(Attributor):
 
         return Attribution(
             head(part.maps, carried[2].maps), delta=head(part.delta, carried[2].delta),
-            second=head(part.second, carried[2].second),
+            second=head(part.second, carried[2].second), sums=head(part.sums, carried[2].sums),
         )  # fmt: skip
 
     def _contributions(self, x: Tensor, t: int, owner: Tensor, finished: Attribution) -> Attribution:
@@ -214,4 +214,4 @@ def _rows(part: Attribution, rows: Tensor) -> Attribution:
     def pick(values: Tensor | None) -> Tensor | None:
         return None if values is None else values[rows.to(values.device)]
 
-    return Attribution(pick(part.maps), delta=pick(part.delta), second=pick(part.second))
+    return Attribution(pick(part.maps), delta=pick(part.delta), second=pick(part.second), sums=pick(part.sums))
