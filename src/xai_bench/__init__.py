@@ -29,6 +29,7 @@ from .attributors.deeplift import DeepLift
 from .attributors.gradients import InputXGradient, Saliency
 from .attributors.guided_backprop import GuidedBackprop
 from .attributors.integrated_gradients import IntegratedGradients
+from .attributors.lrp import LRP
 from .attributors.occlusion import Occlusion
 from .attributors.perturbation import FeatureAblation, KernelShap, Lime, ShapleyValueSampling
 from .core.cache import forget
@@ -84,6 +85,7 @@ __all__ = [
     "GuidedBackprop",
     "IntegratedGradients",
     "Occlusion",
+    "LRP",
     "FeatureAblation",
     "ShapleyValueSampling",
     "KernelShap",
