@@ -14,6 +14,8 @@ SMALL = {
     "shapley_sampling": {"cell": 4, "n_samples": 4},
     "kernel_shap": {"cell": 4, "n_samples": 16},
     "lime": {"cell": 4, "n_samples": 16},
+    "internal_influence": {"layer": "conv3", "n_steps": 8},
+    "layer_conductance": {"layer": "conv3", "n_steps": 8},
 }
 BUILTINS = [m for m, info in xai_bench.list_methods().items() if info["provider"] == "xai_bench.attributors.builtin"]
 

@@ -29,6 +29,7 @@ from .attributors.deeplift import DeepLift
 from .attributors.gradients import InputXGradient, Saliency
 from .attributors.guided_backprop import GuidedBackprop
 from .attributors.integrated_gradients import IntegratedGradients
+from .attributors.layer import InternalInfluence, LayerConductance
 from .attributors.lrp import LRP
 from .attributors.occlusion import Occlusion
 from .attributors.perturbation import FeatureAblation, KernelShap, Lime, ShapleyValueSampling
@@ -86,6 +87,8 @@ __all__ = [
     "IntegratedGradients",
     "Occlusion",
     "LRP",
+    "InternalInfluence",
+    "LayerConductance",
     "FeatureAblation",
     "ShapleyValueSampling",
     "KernelShap",

@@ -21,7 +21,7 @@ from ..engine.progress import progress_bar
 from ..metrics.base import Context, Curve, Metric, Pairs, Score
 from ..plugins import registry
 from ..plugins.manager import plugin_info
-from ..storage.datasets import INPUT, UNUSED, layout_of, method_ids
+from ..storage.datasets import INPUT, UNUSED, layout_of, map_layer, method_ids
 from ..storage.zarr_io import add_to_store, check_can_score, save_maps
 from .items import read_item
 from .method_runs import method_maps
@@ -67,9 +67,11 @@ def evaluate(
     (deletion, insertion, randomisation); ``masks`` by localisation metrics: (N, 1, H, W) shared by
     every target, (N, T, H, W) one per target column or slot, or a DataArray with the maps'
     ``sample`` (and ``target``) coordinates. ``methods`` limits the methods scored (default: all in
-    ``maps``). Metrics that make maps again take each method's parameters from the maps'
-    provenance; ``method_params`` replaces them (needed where they were tensors, such as baseline
-    sets). Every model call goes through the engine's passes (``passes``: as :func:`explain`).
+    ``maps``). Maps of a layer (a method's ``layer=``) are skipped, with the reason in the result's
+    ``skipped`` attribute: metrics score maps of the input's shape. Metrics that make maps again take
+    each method's parameters from the maps' provenance; ``method_params`` replaces them (needed where
+    they were tensors, such as baseline sets). Every model call goes through the engine's passes
+    (``passes``: as :func:`explain`).
 
     Returns a Dataset with a variable ``<method>_<metric>`` per method and metric (read them with
     ``scores.xai.metric(metric, method)``), dims as the maps' pairs ``(sample, target|slot)`` (NaN
@@ -126,7 +128,7 @@ def _check_can_score(maps, specs, scored, model, into, overwrite) -> None:
         raise InvalidParameterError(f"{', '.join(names)} call the model: pass it as evaluate(maps, model=...).")
     if into is not None and os.path.exists(into):
         coords = {n: maps[n].values.tolist() for n in ("sample", "target", "slot") if n in maps.coords}
-        names = [f"{m}_{entry.id}" for m in scored for entry, _ in specs]
+        names = [f"{m}_{entry.id}" for m in scored if map_layer(maps, m) is None for entry, _ in specs]
         params = {entry.id: to_json(metric.params()) for entry, metric in specs}
         check_can_score(into, coords, names, params, overwrite=overwrite)
 
@@ -136,7 +138,8 @@ def _score(maps, specs, scored, model, inputs, masks, method_params, passes: Pas
     chosen = passes.chosen_device()
     x = _inputs(inputs, maps, required=any(metric.needs_model for _, metric in specs))
     table = _pairs_table(maps)
-    mask_rows = _masks(masks, maps, table) if any(m.needs_masks for _, m in specs) else None
+    of_input = [method for method in scored if map_layer(maps, method) is None]
+    mask_rows = _masks(masks, maps, table) if of_input and any(m.needs_masks for _, m in specs) else None
     task = str(maps.attrs.get("task", "multiclass"))
     results: dict[str, xr.Variable] = {}
     curve_coords: dict[str, Sequence[Any]] = {}
@@ -156,6 +159,11 @@ def _score(maps, specs, scored, model, inputs, masks, method_params, passes: Pas
         if model is not None:
             model_attrs = result_attrs(model)
         for method in scored:
+            layer = map_layer(maps, method)
+            if layer is not None:
+                for entry, _ in specs:
+                    skipped[f"{method}_{entry.id}"] = _layer_reason(maps, method, layer)
+                continue
             pairs, column = _pairs(maps, method, table, mask_rows, method_params)
             context = _context(model, x, maps, method, pairs, budget, passes, task)
             for entry, metric in specs:
@@ -273,6 +281,15 @@ def _pairs(
 def _stored_params(maps: xr.Dataset, method: str) -> dict[str, Any]:
     params = json.loads(maps[method].attrs.get("params", "{}"))
     return {k: v for k, v in params.items() if v is not None}
+
+
+def _layer_reason(maps: xr.Dataset, method: str, layer: str) -> str:
+    """Why the metrics skip ``method``'s maps of ``layer``."""
+    shape = tuple(maps[method].shape[2:])
+    return (
+        f"maps of layer {layer!r} ({' x '.join(map(str, shape))} per pair), not of the input: metrics score maps "
+        "of the input's shape"
+    )
 
 
 def _why_not(metric: Metric, pairs: Pairs) -> str | None:

@@ -202,7 +202,7 @@ class _Call:
                 done.reported.append((entry, run.result.outputs))  # checked against the model's own forward
             images = attributor.cost(shape).images
             done.attrs[entry.id] = {
-                **method_attrs(entry, attributor, run.prepared.surgery),
+                **method_attrs(entry, attributor, run.prepared.surgery, run.prepared.layer),
                 "images_per_pass": run.sizer.settled * images,
                 "max_images_per_pass": run.sizer.cap * images,
             }

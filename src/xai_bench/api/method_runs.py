@@ -60,11 +60,13 @@ def run_method(
     """
     try:
         prepared = _prepared_and_checked(entry, attributor, model, inputs, work.fingerprint)
+        _check_layer_maps(entry, prepared)
         key = (entry.id, to_json(attributor.params()), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device),
                work.index.shape[1])  # fmt: skip
         result, sizer = attribute(
             attributor, prepared.model, inputs, work.index, work.mask, owner=model, key=key, budget=work.budget,
             keys=work.keys, on_pairs=work.bar.update if work.bar is not None else None, who=who(entry),
+            map_shape=prepared.map_shape,
         )  # fmt: skip
         return MethodRun(prepared, sizer, result)
     except Exception as exc:
@@ -80,6 +82,15 @@ def run_method(
         except ModelOutputError as wrong:
             raise wrong from exc
         raise
+
+
+def _check_layer_maps(entry: registry.Entry, prepared: Prepared) -> None:
+    """Maps of a layer need both its name (stored with them) and their shape (which sizes the store)."""
+    if (prepared.layer is None) != (prepared.map_shape is None):
+        raise PluginError(
+            f"{who(entry)}: prepare() returned layer={prepared.layer!r} and map_shape={prepared.map_shape!r}; maps "
+            "of a layer need both (the layer's name and its output's shape per sample), maps of the input neither."
+        )
 
 
 def who(entry: registry.Entry) -> str:
@@ -207,7 +218,8 @@ def method_maps(
     *,
     budget: Budget,
 ) -> Tensor:
-    """Maps (N, T, C, H, W) of one method for the pairs ``mask`` of classes ``index`` (N, T), NaN elsewhere.
+    """Maps (N, T, C, H, W) of one method (or (N, T, *shape) at a layer) for the pairs ``mask`` of classes
+    ``index`` (N, T), NaN elsewhere.
 
     The engine's passes without ``explain``'s checks of the model and inputs, scores and labels:
     for callers that made those checks already and run a method many times (a sanity check on
@@ -220,10 +232,15 @@ def method_maps(
     return run_method(entry, attributor, model, inputs, work).result.maps
 
 
-def method_attrs(entry: registry.Entry, attributor: Attributor, surgery: tuple[str, ...]) -> dict[str, Any]:
+def method_attrs(
+    entry: registry.Entry, attributor: Attributor, surgery: tuple[str, ...], layer: str | None = None
+) -> dict[str, Any]:
+    """The attributes of a method's map variable: provider, parameters, rewrites, flags, and the layer its maps
+    are of (only for maps of a layer: maps of the input keep the attributes they always had)."""
     info = plugin_info(entry.provider)
     cls = attributor  # the instance's flags: smooth= changes some
     return {
+        **({"layer": layer} if layer is not None else {}),
         "method": entry.id,
         "provider": entry.provider,
         "provider_distribution": info.distribution or "unknown",

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..api.outputs import stored_output
 from ..core.errors import InvalidParameterError
-from ..storage.datasets import method_ids, select_map, targets_of
+from ..storage.datasets import map_layer, method_ids, select_map, targets_of
 from ..storage.zarr_io import open_maps
 from .viz import (
     _score,
@@ -279,14 +279,21 @@ def _sample(sample: Any, position: int, page: int, maps: list[_Store], folder: P
                 cells.append(_cell(name, "input", ""))
             for m, method in enumerate(method_ids(ds)):
                 name = f"{k}-{position}-{t}-{m}.png"
+                layer = map_layer(ds, method)
                 try:
                     values = select_map(ds, method, sample=sample, target=target).values
                 except KeyError:
                     cells.append(f"<div class='cell empty'>{_e(method)}: no map</div>")
                     continue
+                if layer is not None and values.ndim != 3:  # a layer's output that is no image
+                    shape = " x ".join(map(str, values.shape))
+                    cells.append(f"<div class='cell empty'>{_e(method)} @ {_e(layer)}: {shape}, not drawn</div>")
+                    continue
                 limit = colour_limit([values.sum(0)], percentile)
-                plt.imsave(folder / name, _picture(image, values, alpha, limit))
-                cells.append(_cell(name, method, f"|map| limit {limit:.3g}"))
+                # A layer's map at its own resolution, alone: the input has another size.
+                plt.imsave(folder / name, _picture(image if layer is None else None, values, alpha, limit))
+                caption = method if layer is None else f"{method} @ {layer}"
+                cells.append(_cell(name, caption, f"|map| limit {limit:.3g}"))
             score = _score(ds, sample, target)
             output = stored_output(ds.attrs)
             shown = f"{output} {score:.3g}" if np.isfinite(score) else "no score"

@@ -13,7 +13,7 @@ import xarray as xr
 
 from ..api.outputs import stored_output
 from ..core.normalization import Normalization
-from ..storage.datasets import INPUT, layout_of, method_ids, select_map
+from ..storage.datasets import INPUT, layout_of, map_layer, method_ids, select_map
 
 SCALES = ("map", "sample", "method")
 _SCALE_TEXT = {
@@ -118,6 +118,7 @@ class _Panel:
     score: float
     why: str = ""
     output: str = "logit"  # what the score is: the store's explained output
+    layer: str | None = None  # the layer the map is of (drawn at its own resolution, without the input); None: input
 
 
 def plot_maps(
@@ -144,6 +145,9 @@ def plot_maps(
     clip at ``percentile`` of |map|, and the figure says which scaling it uses. Columns follow
     the order the methods were asked for. ``target`` defaults to each sample's highest-scoring
     target among those with maps; a (sample, target) pair without a map gets a panel that says so.
+    Maps of a layer (a method's ``layer=``) are drawn as their channel sum at the layer's resolution,
+    on their own (not over the input, which has another size); a layer whose output is not
+    (channels, height, width) per sample gets a panel that says it is not drawn.
     """
     import matplotlib.pyplot as plt
 
@@ -182,11 +186,17 @@ def _panel(ds: xr.Dataset, sample: Any, method: str, target: Any) -> _Panel:
     chosen = target if target is not None else _best_target(ds, sample, method)
     if chosen is None:
         return _Panel(method, None, None, np.nan, "no maps for this sample")
+    layer = map_layer(ds, method)
     try:
-        values = _channel_sum(select_map(ds, method, sample=sample, target=chosen))
+        picked = select_map(ds, method, sample=sample, target=chosen)
     except KeyError:
-        return _Panel(method, chosen, None, np.nan, f"no map for target {chosen}")
-    return _Panel(method, chosen, values, _score(ds, sample, chosen), output=stored_output(ds.attrs))
+        return _Panel(method, chosen, None, np.nan, f"no map for target {chosen}", layer=layer)
+    if layer is not None and picked.ndim != 3:
+        shape = " x ".join(map(str, picked.shape))
+        why = f"layer {layer!r}: maps of {shape} per pair, not (channels, height, width); not drawn"
+        return _Panel(method, chosen, None, np.nan, why, layer=layer)
+    values = _channel_sum(picked)
+    return _Panel(method, chosen, values, _score(ds, sample, chosen), output=stored_output(ds.attrs), layer=layer)
 
 
 def _limits(grid: list[list[_Panel]], scale: str, percentile: float | None) -> list[list[tuple[float, bool]]]:
@@ -212,7 +222,7 @@ def _draw(fig, ax, panel: _Panel, picture: np.ndarray | None, limit_signed: tupl
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    name = panel.method.replace("_", " ")
+    name = panel.method.replace("_", " ") + (f" @ {panel.layer}" if panel.layer is not None else "")
     if panel.values is None:
         ax.text(0.5, 0.5, panel.why, ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes)
         ax.set_title(name, fontsize=8)
@@ -220,7 +230,7 @@ def _draw(fig, ax, panel: _Panel, picture: np.ndarray | None, limit_signed: tupl
         return
     limit, signed = limit_signed
     cmap = "RdBu_r" if signed else "magma"
-    if picture is not None:
+    if picture is not None and panel.layer is None:
         ax.imshow(overlay(picture, panel.values, alpha=alpha, signed=signed, cmap=cmap, limit=limit))
     else:
         ax.imshow(colormaps[cmap](_unit(panel.values, signed, limit)))
@@ -251,7 +261,8 @@ def _finish(fig, axes):
 def _best_target(ds: xr.Dataset, sample: Any, method: str) -> Any:
     """The highest-scoring target of ``sample`` that has a map (either layout); None if none has."""
     row = ds.sel(sample=sample)
-    have = ~np.isnan(np.atleast_1d(row[method].isel(channel=0, y=0, x=0).values))
+    first = row[method].isel({dim: 0 for dim in ds[method].dims[2:]})  # a pair not computed is NaN throughout
+    have = ~np.isnan(np.atleast_1d(first.values))
     if not have.any():
         return None
     scores = np.where(have, np.atleast_1d(row["score"].values), -np.inf)

@@ -87,10 +87,16 @@ class Prepared:
     #: the rewrite computes a composite (layer norm, softmax, attention) step by step, which rounds
     #: differently from its fused kernel: the check of the view against the model allows for that
     decomposed: bool = False
+    #: the module whose output the maps attribute to (None: the input), as the user named it
+    layer: str | None = None
+    #: the maps' shape per (sample, target) when they are not of the input's shape: the layer's output
+    #: per sample, (C', H', W'), (F,) or any rank; found by a probe forward pass
+    map_shape: tuple[int, ...] | None = None
 
 
 class Attributor(abc.ABC):
-    """A local attribution method: maps of the inputs' shape, one per (sample, target) pair.
+    """A local attribution method: maps of the inputs' shape (or of a layer's output, where
+    :meth:`prepare` says so in :attr:`Prepared.map_shape`), one per (sample, target) pair.
 
     Subclasses set ``id`` and the capability flags, take their parameters as keyword-only
     ``__init__`` arguments (validated there), describe their expansion in :meth:`cost` and
@@ -167,11 +173,18 @@ class OneTarget(Attributor):
 
 
 def check_attribution(
-    attributor: Attributor, part: object, batch: Batch, who: str | None = None, call: str = "attribute()"
+    attributor: Attributor,
+    part: object,
+    batch: Batch,
+    who: str | None = None,
+    call: str = "attribute()",
+    *,
+    map_shape: tuple[int, ...] | None = None,
 ) -> Attribution:
     """Return ``part`` if it is what :meth:`Attributor.attribute` promises for ``batch``, else raise
-    :class:`PluginError`: an :class:`Attribution` with maps (n, T, C, H, W), a delta (n, T) where the
-    method declares ``has_delta``, and (n, classes) outputs where it declares ``reports_outputs``.
+    :class:`PluginError`: an :class:`Attribution` with maps (n, T, C, H, W) (or (n, T, *map_shape) for
+    maps of a layer, :attr:`Prepared.map_shape`), a delta (n, T) where the method declares
+    ``has_delta``, and (n, classes) outputs where it declares ``reports_outputs``.
 
     A pass's maps may have size 1 on an image axis their contribution is shared along (occlusion's
     channels), which :meth:`Attributor.finish` expands; ``call="finish()"`` checks the final maps
@@ -179,7 +192,8 @@ def check_attribution(
     broadcast without complaint.
     """
     partial = call != "finish()"
-    _check(attributor, part, tuple(batch.targets.shape), tuple(batch.inputs.shape[1:]), call, who, partial=partial)
+    image = tuple(map_shape) if map_shape is not None else tuple(batch.inputs.shape[1:])
+    _check(attributor, part, tuple(batch.targets.shape), image, call, who, partial=partial)
     n = batch.targets.shape[0]
     outputs = part.outputs  # type: ignore[union-attr]
     logits = isinstance(outputs, Tensor) and outputs.dim() == 2 and len(outputs) == n
@@ -235,9 +249,9 @@ def _check(
 UNUSED_IS_ZERO = {"allow_unused": True, "materialize_grads": True}
 
 
-def zero_maps(inputs: Tensor, t: int) -> Tensor:
-    """Zero maps (N, T, C, H, W) to add contributions into."""
-    return inputs.new_zeros((inputs.shape[0], t, *inputs.shape[1:]))
+def zero_maps(inputs: Tensor, t: int, shape: tuple[int, ...] | None = None) -> Tensor:
+    """Zero maps (N, T, C, H, W) to add contributions into; (N, T, *shape) for maps of another shape (a layer's)."""
+    return inputs.new_zeros((inputs.shape[0], t, *(inputs.shape[1:] if shape is None else shape)))
 
 
 def target_columns(mask: Tensor) -> list[tuple[int, Tensor]]:

@@ -23,7 +23,8 @@ from .arguments import (
     check_sample_baselines_fit,
     reference_set,
 )
-from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, Cost, Prepared, zero_maps
+from .base import Attribution, Attributor, Batch, Cost, Prepared, zero_maps
+from .layer import AtLayer, gradient_or_zero, layer_pass
 
 
 def deeplift_rules(eps: float) -> RuleSet:
@@ -57,13 +58,18 @@ def _check_summation(missed: Tensor, scale: Tensor) -> None:
         )
 
 
-class DeepLift(Attributor):
+class DeepLift(AtLayer, Attributor):
     """Multipliers from finite differences against a ``baseline``; maps sum to f(x) - f(baseline).
 
     With ``baselines`` (B, C, H, W), a set of reference images, the maps are the mean of the B
     single-baseline maps (captum's DeepLiftShap) and sum to f(x) - mean f(baseline); the B
     references are the method's expansion axis, so the engine batches them like any other.
     ``sample_baselines`` (N, C, H, W) gives each input sample its own reference (explain() only).
+
+    With ``layer`` (a module name), the multipliers at that layer's output times its activation
+    minus the reference's (captum's ``LayerDeepLift``), on the same rewritten view: maps of the
+    layer's output shape per sample, which sum to f(x) - f(baseline) exactly where every path from
+    the input to the output runs through the layer (a skip connection around it carries the rest).
     """
 
     id: ClassVar[str] = "deeplift"
@@ -80,6 +86,7 @@ class DeepLift(Attributor):
         baselines: Tensor | None = None,
         sample_baselines: Tensor | None = None,
         eps: float = 1e-10,
+        layer: str | None = None,
     ) -> None:
         self.baseline = check_baseline(self.id, baseline)
         self.baselines = check_baseline_set(self.id, baselines, baseline)
@@ -87,14 +94,17 @@ class DeepLift(Attributor):
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
             raise InvalidParameterError(f"deeplift: eps must be a non-negative number, got {eps!r}.")
         self.eps = float(eps)
+        self._init_layer(layer)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "baseline": json_safe(self.baseline),
-            "baselines": json_safe(self.baselines),
-            "sample_baselines": json_safe(self.sample_baselines),
-            "eps": self.eps,
-        }
+        return self._layer_params(
+            {
+                "baseline": json_safe(self.baseline),
+                "baselines": json_safe(self.baselines),
+                "sample_baselines": json_safe(self.sample_baselines),
+                "eps": self.eps,
+            }
+        )
 
     def check_inputs(self, inputs: Tensor) -> None:
         check_sample_baselines_fit(self.id, self.sample_baselines, inputs)
@@ -108,7 +118,8 @@ class DeepLift(Attributor):
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         rewritten, report = rewrite(model, deeplift_rules(self.eps), example)
-        return Prepared(rewritten, tuple(report.summary()), decomposed=report.decomposed)
+        prepared = Prepared(rewritten, tuple(report.summary()), decomposed=report.decomposed)
+        return self._at_layer(model, example, prepared)
 
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
         inputs, targets = batch.inputs, batch.targets
@@ -123,26 +134,33 @@ class DeepLift(Attributor):
         share = 1.0 / refs.shape[0]  # the mean over the references
         diff = x - ref
         pairs = len(x)
-        maps = zero_maps(inputs, t)
-        delta = inputs.new_zeros((n, t))
         wanted = batch.mask[sample]
         columns = [c for c in range(t) if wanted[:, c].any()]
         with torch.enable_grad():
             # Inputs and references in one batch: each rule module sees both halves.
-            both = torch.cat([x, ref]).requires_grad_(True)
-            with pairs_in_pass(pairs):
-                out = model(both)
+            both = torch.cat([x, ref])
+            if self.layer is None:
+                against, shape, exact = both.requires_grad_(True), None, True
+                with pairs_in_pass(pairs):
+                    out = model(both)
+            else:  # the multipliers at the layer's output, times its change
+                where, spec = self._site(model, inputs)
+                with pairs_in_pass(pairs):
+                    run = layer_pass(model, where, spec, both, self.id)
+                against, out, shape, exact = run.activations, run.outputs, spec.shape, spec.cut
+                diff = against.detach()[:pairs] - against.detach()[pairs:]
+            maps = zero_maps(inputs, t, shape)
+            delta = inputs.new_zeros((n, t))
             for i, c in enumerate(columns):
                 rows = wanted[:, c].nonzero().flatten()
                 picked = targets[sample[rows], c]
-                (grad,) = torch.autograd.grad(
-                    out[rows, picked].sum(), both, retain_graph=i < len(columns) - 1, **UNUSED_IS_ZERO
-                )
+                grad = gradient_or_zero(out[rows, picked].sum(), against, retain_graph=i < len(columns) - 1)
                 with torch.no_grad():
                     pair_maps = grad[rows] * diff[rows]
                     expected = out[rows, picked] - out[pairs + rows, picked]
                     missed = pair_maps.flatten(1).sum(1) - expected
-                    _check_summation(missed, out[rows, picked].abs() + out[pairs + rows, picked].abs())
+                    if exact:  # around a layer that is not a cut, the rest goes by the other paths
+                        _check_summation(missed, out[rows, picked].abs() + out[pairs + rows, picked].abs())
                     maps[:, c].index_add_(0, sample[rows], share * pair_maps)
                     delta[:, c].index_add_(0, sample[rows], share * missed)
         outputs = inputs.new_full((n, out.shape[1]), float("nan"))

@@ -1,14 +1,15 @@
-"""Gradient methods that need no rewrite: saliency and input × gradient."""
+"""Gradient methods that need no rewrite: saliency and input × gradient, at the input or at a layer."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..core.errors import InvalidParameterError
-from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, target_columns, zero_maps
+from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, Prepared, target_columns, zero_maps
+from .layer import AtLayer, layer_gradients
 
 
 def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -29,29 +30,59 @@ def input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, mask: Ten
     return grads, outputs.detach()
 
 
-class Saliency(Attributor):
-    """Gradient of the target score with respect to the input (Simonyan et al., 2014)."""
+class Saliency(AtLayer, Attributor):
+    """Gradient of the target score with respect to the input (Simonyan et al., 2014); ``abs`` takes its magnitude.
+
+    With ``layer`` (a module name), the gradient with respect to that layer's output: maps of its
+    output's shape per sample (captum's ``LayerGradientXActivation`` without the activation).
+    """
 
     id: ClassVar[str] = "saliency"
     reports_outputs: ClassVar[bool] = True
 
-    def __init__(self, *, abs: bool = True) -> None:
+    def __init__(self, *, abs: bool = True, layer: str | None = None) -> None:
         if not isinstance(abs, bool):
             raise InvalidParameterError(f"saliency: abs must be True or False, got {abs!r}.")
         self.abs = abs
+        self._init_layer(layer)
+
+    def params(self) -> dict[str, Any]:
+        return self._layer_params(super().params())
+
+    def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
+        return self._at_layer(model, example, Prepared(model))
 
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
-        grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)
+        if self.layer is None:
+            grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)
+        else:
+            grads, _, outputs = layer_gradients(model, *self._site(model, batch.inputs), batch, self.id)
         return Attribution(grads.abs_() if self.abs else grads, outputs=outputs)
 
 
-class InputXGradient(Attributor):
-    """Input times the gradient of the target score (Shrikumar et al., 2016)."""
+class InputXGradient(AtLayer, Attributor):
+    """Input times the gradient of the target score (Shrikumar et al., 2016).
+
+    With ``layer`` (a module name), the layer's activation times the gradient with respect to it
+    (captum's ``LayerGradientXActivation``): maps of the layer's output shape per sample.
+    """
 
     id: ClassVar[str] = "input_x_gradient"
     multiplies_by_inputs: ClassVar[bool] = True
     reports_outputs: ClassVar[bool] = True
 
+    def __init__(self, *, layer: str | None = None) -> None:
+        self._init_layer(layer)
+
+    def params(self) -> dict[str, Any]:
+        return self._layer_params(super().params())
+
+    def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
+        return self._at_layer(model, example, Prepared(model))
+
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
-        grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)
-        return Attribution(grads.mul_(batch.inputs.unsqueeze(1)), outputs=outputs)
+        if self.layer is None:
+            grads, outputs = input_gradients(model, batch.inputs, batch.targets, batch.mask)
+            return Attribution(grads.mul_(batch.inputs.unsqueeze(1)), outputs=outputs)
+        grads, activations, outputs = layer_gradients(model, *self._site(model, batch.inputs), batch, self.id)
+        return Attribution(grads.mul_(activations.unsqueeze(1)), outputs=outputs)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor, nn
 
 from ..core.checks import json_safe, positive_int
-from ..core.errors import InvalidParameterError
 from .arguments import (
     baseline_like,
     check_baseline,
@@ -18,12 +16,20 @@ from .arguments import (
     check_sample_baselines_fit,
     reference_set,
 )
-from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, Cost, zero_maps
+from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, Cost, Prepared, zero_maps
+from .layer import (
+    AtLayer,
+    LayerSpec,
+    check_quadrature,
+    layer_output,
+    layer_pass,
+    path_ends,
+    quadrature,
+    reference_activations,
+)
 
-_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
-
-class IntegratedGradients(Attributor):
+class IntegratedGradients(AtLayer, Attributor):
     """Path integral of gradients from a baseline to the input; ``n_steps`` points on the path.
 
     ``method`` is captum's quadrature rule; every rule's weights add up to one (captum's
@@ -34,6 +40,13 @@ class IntegratedGradients(Attributor):
     ``baselines`` (B, C, H, W), a set of reference images, the maps are the mean of the B
     single-baseline maps and the axis holds B such paths. ``sample_baselines`` (N, C, H, W) gives
     each input sample its own reference instead (explain() only: run() works in blocks).
+
+    With ``layer`` (a module name), the integral runs in the layer's activation space, from its
+    activation for the baseline to its activation for the input, while the rest of the network
+    sees the input, as captum's ``LayerIntegratedGradients`` does: maps have the layer's output
+    shape per sample and sum to f(x) - f(baseline) up to the quadrature's error where every path
+    from the input to the output runs through the layer (``<method>_delta`` says by how much). Each
+    pass also runs its samples and their references up to the layer, for the path's two ends.
     """
 
     id: ClassVar[str] = "integrated_gradients"
@@ -50,36 +63,35 @@ class IntegratedGradients(Attributor):
         baseline: Any = 0.0,
         baselines: Tensor | None = None,
         sample_baselines: Tensor | None = None,
+        layer: str | None = None,
     ) -> None:
         self.n_steps = positive_int("n_steps", n_steps, owner=self.id)
-        if method not in _METHODS:
-            raise InvalidParameterError(
-                f"integrated_gradients: method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}."
-            )
-        if method.startswith("riemann") and self.n_steps < 2:
-            raise InvalidParameterError(
-                f"integrated_gradients: method {method!r} needs n_steps >= 2, got {self.n_steps}; "
-                "use more steps, or method='gausslegendre', which works from one."
-            )
-        self.method = method
+        self.method = check_quadrature(self.id, method, self.n_steps)
         self.baseline = check_baseline(self.id, baseline)
         self.baselines = check_baseline_set(self.id, baselines, baseline)
         self.sample_baselines = check_sample_baselines(self.id, sample_baselines, baseline, baselines)
-        # With more than one reference, each pair's contribution carries its own (x - reference).
-        self._difference_in_pass = self.baselines is not None or self.sample_baselines is not None
-        step_sizes, alphas = _quadrature(self.method, self.n_steps)
+        self._init_layer(layer)
+        # With more than one reference, each pair's contribution carries its own (x - reference); at a layer,
+        # its own (a(x) - a(reference)), known only in the pass.
+        self._difference_in_pass = self.baselines is not None or self.sample_baselines is not None or layer is not None
+        step_sizes, alphas = quadrature(self.method, self.n_steps)
         # Items n_steps and n_steps + 1 are the input (alpha 1) and the baseline (alpha 0), weight 0.
         self._alpha = torch.tensor([*alphas, 1.0, 0.0], dtype=torch.float64)
         self._weight = torch.tensor([*step_sizes, 0.0, 0.0], dtype=torch.float64)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "n_steps": self.n_steps,
-            "method": self.method,
-            "baseline": json_safe(self.baseline),
-            "baselines": json_safe(self.baselines),
-            "sample_baselines": json_safe(self.sample_baselines),
-        }
+        return self._layer_params(
+            {
+                "n_steps": self.n_steps,
+                "method": self.method,
+                "baseline": json_safe(self.baseline),
+                "baselines": json_safe(self.baselines),
+                "sample_baselines": json_safe(self.sample_baselines),
+            }
+        )
+
+    def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
+        return self._at_layer(model, example, Prepared(model))
 
     def check_inputs(self, inputs: Tensor) -> None:
         check_sample_baselines_fit(self.id, self.sample_baselines, inputs)
@@ -110,42 +122,64 @@ class IntegratedGradients(Attributor):
             # A set: each path's share of the mean, times its own (x - reference), now.
             weight = weight / paths
         shape = (-1,) + (1,) * (x.dim() - 1)
-        total = zero_maps(x, t)
+        where, spec = self._site(model, x) if self.layer is not None else (None, None)
+        total = zero_maps(x, t, spec.shape if spec is not None else None)
         delta = x.new_zeros((n, t))
         outputs = None
         path = (item < self.n_steps).nonzero().flatten()
         if len(path):
-            p, s, w = path, sample[path], weight[path]
-            wanted = mask[s]  # (pairs, T): which targets each path point serves
-            with torch.enable_grad():
-                points = (ref[p] + alpha[p].view(shape) * diff[p]).requires_grad_(True)
-                out = model(points)
-                columns = [c for c in range(t) if wanted[:, c].any()]
-                # The targets share the pass's forward: one backward each.
-                for i, c in enumerate(columns):
-                    rows = wanted[:, c].nonzero().flatten()
-                    score = out[rows, targets[s[rows], c]].sum()
-                    (grad,) = torch.autograd.grad(score, points, retain_graph=i < len(columns) - 1, **UNUSED_IS_ZERO)
-                    contribution = grad[rows] * w[rows].view(shape)
-                    if self._difference_in_pass:
-                        contribution = contribution * diff[p[rows]]
-                    total[:, c].index_add_(0, s[rows], contribution)
+            p, s = path, sample[path]
+            if spec is None:
+                points = ref[p] + alpha[p].view(shape) * diff[p]
+                out = self._along_input(model, points, s, weight[p], targets, mask, diff[p], total)
+            else:
+                start = reference_activations(model, where, spec, refs, path_of[p], s, self.id)
+                out = self._along_layer(model, where, spec, x, start, s, alpha[p], weight[p], targets, mask, total)
             outputs = x.new_full((n, out.shape[1]), float("nan"))  # the inputs' logits come from the ends
         # The input once (with the first path), every reference.
         ends = ((item == self.n_steps) & (path_of == 0) | (item == self.n_steps + 1)).nonzero().flatten()
         if len(ends):
-            s = sample[ends]
-            with torch.no_grad():
-                out = model(ref[ends] + alpha[ends].view(shape) * diff[ends])
-            # Completeness: delta = sum(maps) - (f(x) - mean f(reference)); the sum is added in finish().
-            # (Built in the outputs' dtype: torch.where on two Python floats would round 1/B to float32.)
-            sign = out.new_full((len(ends), 1), 1.0 / paths)
-            sign[item[ends] == self.n_steps] = -1.0
-            delta.index_add_(0, s, sign * out.gather(1, targets[s]))
-            outputs = x.new_full((n, out.shape[1]), float("nan"))
             is_input = item[ends] == self.n_steps
-            outputs[s[is_input]] = out[is_input]
+            images = ref[ends] + alpha[ends].view(shape) * diff[ends]
+            outputs = path_ends(model, images, is_input, sample[ends], targets, paths, delta, n)
         return Attribution(total, delta=delta, outputs=outputs)
+
+    def _along_input(
+        self, model: nn.Module, points: Tensor, s: Tensor, w: Tensor, targets: Tensor, mask: Tensor, diff: Tensor,
+        total: Tensor,
+    ) -> Tensor:  # fmt: skip
+        """Add the weighted gradients at the path ``points`` (P, C, H, W) of samples ``s`` (P,) to ``total``
+        (times their (x - reference) ``diff`` where that is known only here); return the points' logits."""
+        shape = (-1,) + (1,) * (points.dim() - 1)
+        wanted = mask[s]  # (pairs, T): which targets each path point serves
+        with torch.enable_grad():
+            points = points.requires_grad_(True)
+            out = model(points)
+            columns = [c for c in range(wanted.shape[1]) if wanted[:, c].any()]
+            # The targets share the pass's forward: one backward each.
+            for i, c in enumerate(columns):
+                rows = wanted[:, c].nonzero().flatten()
+                score = out[rows, targets[s[rows], c]].sum()
+                (grad,) = torch.autograd.grad(score, points, retain_graph=i < len(columns) - 1, **UNUSED_IS_ZERO)
+                contribution = grad[rows] * w[rows].view(shape)
+                if self._difference_in_pass:
+                    contribution = contribution * diff[rows]
+                total[:, c].index_add_(0, s[rows], contribution)
+        return out
+
+    def _along_layer(
+        self, model: nn.Module, where: nn.Module, spec: LayerSpec, x: Tensor, start: Tensor, s: Tensor, alpha: Tensor,
+        w: Tensor, targets: Tensor, mask: Tensor, total: Tensor,
+    ) -> Tensor:  # fmt: skip
+        """Add the weighted gradients at points of the path in the layer's activation space, from ``start`` (P,
+        *shape) (the references' activations) to the activations of the inputs ``x[s]``, times their change, to
+        ``total``; the rest of the network sees the inputs. Return the points' logits."""
+        change = layer_output(model, where, spec, x, self.id)[s] - start
+        shape = (-1,) + (1,) * len(spec.shape)
+        run = layer_pass(model, where, spec, x[s], self.id, activation=start + alpha.view(shape) * change)
+        for c, rows, grad in run.gradients(targets[s], mask[s]):
+            total[:, c].index_add_(0, s[rows], grad * w[rows].view(shape) * change[rows])
+        return run.outputs
 
     def finish(self, inputs: Tensor, total: Attribution) -> Attribution:
         if not self._difference_in_pass:
@@ -153,29 +187,3 @@ class IntegratedGradients(Attributor):
         else:  # each pair's contributions carry their own difference already
             maps = total.maps
         return Attribution(maps, delta=maps.flatten(2).sum(2) + total.delta)
-
-
-def _quadrature(method: str, n: int) -> tuple[list[float], list[float]]:
-    """The rule's weights and path points on [0, 1], in float64.
-
-    Gauss-Legendre's come from captum (numpy's float64). captum builds the Riemann points with
-    float32 ``torch.linspace``, 5e-8 off in a float64 run, so they are made here in float64, at the
-    same places; and captum weighs the trapezoid's n points, 1/(n-1) apart, by 1/n, so its weights
-    add up to (n-1)/n and even a linear model misses completeness by 1/n: here they are the
-    trapezoid rule's, 1/(n-1) (halved at the ends).
-    """
-    if method == "gausslegendre":
-        step_sizes, alphas = (f(n) for f in approximation_parameters(method))
-        return list(step_sizes), list(alphas)
-    first, last = {
-        "riemann_trapezoid": (0.0, 1.0),
-        "riemann_left": (0.0, 1 - 1 / n),
-        "riemann_middle": (1 / (2 * n), 1 - 1 / (2 * n)),
-        "riemann_right": (1 / n, 1.0),
-    }[method]
-    alphas = torch.linspace(first, last, n, dtype=torch.float64).tolist()
-    if method != "riemann_trapezoid":
-        return [1 / n] * n, alphas
-    step_sizes = [1 / (n - 1)] * n
-    step_sizes[0] = step_sizes[-1] = 0.5 / (n - 1)
-    return step_sizes, alphas

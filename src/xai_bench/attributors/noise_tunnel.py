@@ -103,6 +103,8 @@ class NoiseTunnel(Attributor):
         self.reports_outputs = False  # type: ignore[misc]  # noisy copies' logits are not the inputs'
         # A draw split over two passes: (its sample's position, the draw, the contributions so far).
         self._open: tuple[int, int, Attribution] | None = None
+        # The method's maps' shape where it is not the inputs' (a layer's output), known once prepared.
+        self._map_shape: tuple[int, ...] | None = None
 
     def params(self) -> dict[str, Any]:
         return {**self._method.params(), "smooth": self._smoothing.as_dict()}
@@ -118,7 +120,9 @@ class NoiseTunnel(Attributor):
         return self._method.works_in_blocks()
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
-        return self._method.prepare(model, example)
+        prepared = self._method.prepare(model, example)
+        self._map_shape = prepared.map_shape
+        return prepared
 
     def attribute(self, model: nn.Module, batch: Batch) -> Attribution:
         if batch.key is None or batch.position is None:
@@ -141,7 +145,7 @@ class NoiseTunnel(Attributor):
             noisy, batch.targets[rows], batch.mask[rows], copy_of_pair, batch.item % items,
             batch.position[rows], batch.key[owner],
         )  # fmt: skip
-        part = check_attribution(self._method, self._method.attribute(model, inner), inner)
+        part = check_attribution(self._method, self._method.attribute(model, inner), inner, map_shape=self._map_shape)
         part = Attribution(part.maps, delta=part.delta, second=part.second, sums=part.sums)
         first_item = torch.zeros(len(copies), dtype=torch.long).scatter_reduce(
             0, copy_of_pair, batch.item % items, reduce="amin", include_self=False
@@ -184,7 +188,7 @@ class NoiseTunnel(Attributor):
         """This pass's share of the S-copy mean (and of the mean square) for the samples of ``x``."""
         share = 1.0 / self._smoothing.samples
         kind = self._smoothing.kind
-        maps = zero_maps(x, t).to(_accumulator_dtype(x) if kind == "vargrad" else x.dtype)
+        maps = zero_maps(x, t, self._map_shape).to(_accumulator_dtype(x) if kind == "vargrad" else x.dtype)
         copy_maps = finished.maps.to(maps.dtype)
         maps.index_add_(0, owner, (copy_maps if kind == "smoothgrad" else copy_maps * copy_maps) * share)
         delta = second = None

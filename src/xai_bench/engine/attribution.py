@@ -17,7 +17,8 @@ from .tuning import PassSizer
 
 @dataclass(frozen=True)
 class MethodResult:
-    """Final maps (N, T, C, H, W) and deltas (N, T), NaN where no pair was computed, and the logits found."""
+    """Final maps (N, T, C, H, W) (or (N, T, *map_shape) for maps of a layer) and deltas (N, T), NaN where no
+    pair was computed, and the logits found."""
 
     maps: Tensor
     delta: Tensor | None
@@ -40,12 +41,15 @@ def attribute_all(
     keys: Tensor | None = None,
     on_pairs: Callable[[int], None] | None = None,
     who: str | None = None,
+    map_shape: tuple[int, ...] | None = None,
 ) -> MethodResult:
     """Plan ``attributor``'s passes over the masked pairs, run them, add their contributions and finish.
 
     ``targets`` and ``mask`` are (N, T) on the inputs' device; ``keys`` (N,) the samples' keys
     (see :class:`Batch`); ``on_pairs(k)`` reports k more (sample, target) maps done (a sample's
-    maps are done with its last item); ``who`` names the method and its plugin in errors.
+    maps are done with its last item); ``who`` names the method and its plugin in errors;
+    ``map_shape`` is the maps' shape per pair where it is not the inputs' (a layer's output,
+    :attr:`~xai_bench.attributors.base.Prepared.map_shape`).
     """
     n, t = targets.shape
     samples = work_samples(mask.cpu())
@@ -57,7 +61,7 @@ def attribute_all(
         rows = samples[part_of.samples].to(inputs.device)
         key = keys[rows.cpu()] if keys is not None else None
         batch = Batch(inputs[rows], targets[rows], mask[rows], part_of.sample, part_of.item, rows, key)
-        part = check_attribution(attributor, attributor.attribute(model, batch), batch, who)
+        part = check_attribution(attributor, attributor.attribute(model, batch), batch, who, map_shape=map_shape)
         # One item per sample and every sample in this pass: its results are the totals as they are.
         whole = items == 1 and len(rows) == n and state["maps"] is None
         for name in ("maps", "second", "sums"):
@@ -83,7 +87,8 @@ def attribute_all(
             on_pairs(int(mask[rows[last.to(rows.device)]].sum()))
 
     run_passes(len(samples) * items, sizer, do_pass, inputs.device)
-    maps = state["maps"] if state["maps"] is not None else inputs.new_zeros((n, t, *inputs.shape[1:]))
+    shape = tuple(inputs.shape[1:]) if map_shape is None else tuple(map_shape)
+    maps = state["maps"] if state["maps"] is not None else inputs.new_zeros((n, t, *shape))
     delta = state["delta"] if attributor.has_delta else None
     if attributor.has_delta and delta is None:  # no pass ran: no pair to compute
         delta = inputs.new_zeros((n, t))
@@ -91,7 +96,7 @@ def attribute_all(
     final = attributor.finish(inputs, total)
     whole_call = Batch(inputs, targets, mask, samples, samples)
     checked = replace(final, outputs=None) if isinstance(final, Attribution) else final  # a wrong type is named
-    check_attribution(attributor, checked, whole_call, who, call="finish()")
+    check_attribution(attributor, checked, whole_call, who, call="finish()", map_shape=map_shape)
     delta = final.delta if attributor.has_delta else None
     return MethodResult(_blank(final.maps, mask, inputs.dtype), _blank(delta, mask, inputs.dtype), state["outputs"])
 

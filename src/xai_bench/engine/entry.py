@@ -73,12 +73,14 @@ def attribute(
     keys: Tensor | None = None,
     on_pairs: Callable[[int], None] | None = None,
     who: str | None = None,
+    map_shape: tuple[int, ...] | None = None,
 ) -> tuple[MethodResult, PassSizer]:
     """``attributor``'s maps on ``model`` (its prepared view) of the pairs ``mask`` of classes ``index`` (N, T).
 
     Passes are planned on ``inputs``' first image, remembered on ``owner`` under ``key``, and fed
     in the order an uninterrupted call would take; returns the result and the sizer that ran it
-    (the pass size it settled on, and its cap).
+    (the pass size it settled on, and its cap). ``map_shape``: the maps' shape per pair where it is
+    not the inputs' (maps of a layer).
     """
     cost = attributor.cost(tuple(inputs.shape[1:]))
     sizer = plan_sizer(
@@ -86,5 +88,7 @@ def attribute(
         fixed_images=budget.fixed_images, budget=budget.bytes, total=len(work_samples(mask.cpu())) * cost.items,
         name=attributor.id,
     )  # fmt: skip
-    result = attribute_all(attributor, model, inputs, index, mask, sizer, keys=keys, on_pairs=on_pairs, who=who)
+    result = attribute_all(
+        attributor, model, inputs, index, mask, sizer, keys=keys, on_pairs=on_pairs, who=who, map_shape=map_shape
+    )
     return result, sizer

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .datasets import INPUT, UNUSED, Layout, layout_of, method_ids, select_map, targets_of
+from .datasets import INPUT, UNUSED, Layout, layout_of, map_layer, method_ids, select_map, targets_of
 
 _EVERY = object()
 
@@ -29,6 +29,12 @@ class XaiAccessor:
     def methods(self) -> list[str]:
         """The methods with maps, in the order they were asked for."""
         return method_ids(self._ds)
+
+    def layer(self, method: str) -> str | None:
+        """The module ``method``'s maps attribute to (its ``layer=``), or None for maps of the input."""
+        if method not in method_ids(self._ds):
+            raise KeyError(f"no method {method!r} in the dataset; it has {method_ids(self._ds)}.")
+        return map_layer(self._ds, method)
 
     @property
     def layout(self) -> Layout:
@@ -75,7 +81,8 @@ class XaiAccessor:
         ]
 
     def select(self, method: str, sample: Any, target: Any) -> xr.DataArray:
-        """The (channel, y, x) map of ``target`` (a label or class index) for ``sample``; ``KeyError`` without one."""
+        """The (channel, y, x) map of ``target`` (a label or class index) for ``sample`` (a layer's maps: the layer's
+        output shape, on the method's own dims); ``KeyError`` without one."""
         return select_map(self._ds, method, sample=sample, target=target)
 
     def score(self, sample: Any, target: Any) -> float:

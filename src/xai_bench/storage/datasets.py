@@ -5,6 +5,11 @@ the ``target`` coordinate naming the classes. Slot layout, when targets differ p
 (sample, slot, channel, y, x), with ``target`` and ``target_index`` coordinates of dims
 (sample, slot) naming each slot's class; unused slots hold NaN maps, an empty ``target`` name
 (or -1) and ``target_index`` -1. Its size follows the pairs computed, not the number of classes.
+
+Maps of a layer (``layer=`` on a method) have the layer's output shape per sample, on dims of their
+own named after the method: ``(sample, target|slot, <method>_channel, <method>_y, <method>_x)`` for a
+(C', H', W') output, ``<method>_unit`` for an (F,) one, ``<method>_unit0``, ``<method>_unit1``, ...
+for other ranks; their ``layer`` attribute names the module. Maps of the input keep the dims above.
 """
 
 from __future__ import annotations
@@ -54,7 +59,14 @@ class TargetTable:
 
 
 def map_dims(layout: Layout) -> tuple[str, ...]:
+    """The dims of maps of the input."""
     return ("sample", "target" if layout == "dense" else "slot", "channel", "y", "x")
+
+
+def layer_map_dims(layout: Layout, method: str, rank: int) -> tuple[str, ...]:
+    """The dims of ``method``'s maps of a layer with ``rank`` dims per sample (see the module's docstring)."""
+    names = {1: ("unit",), 3: ("channel", "y", "x")}.get(rank) or tuple(f"unit{i}" for i in range(rank))
+    return (*map_dims(layout)[:2], *(f"{method}_{name}" for name in names))
 
 
 def build_dataset(
@@ -70,17 +82,19 @@ def build_dataset(
     score_description: str = "model logit for the target",
 ) -> xr.Dataset:
     """Assemble maps (N, S, C, H, W), deltas (N, S), scores (N, S) and, if given, the inputs
-    (N, C, H, W) as ``input`` into one labelled Dataset."""
-    first = next(iter(maps.values()))
-    _, s, c, h, w = first.shape
+    (N, C, H, W) as ``input`` into one labelled Dataset.
+
+    A method whose ``method_attrs`` name a ``layer`` has maps (N, S, *shape) of that layer's output,
+    on dims of its own (:func:`layer_map_dims`)."""
     dims = map_dims(targets.layout)
     pair_dims = dims[:2]
-    coords: dict[str, Any] = {
-        "sample": string_coordinate(sample_ids),
-        "channel": np.arange(c),
-        "y": np.arange(h),
-        "x": np.arange(w),
-    }
+    s = targets.index.shape[1]
+    coords: dict[str, Any] = {"sample": string_coordinate(sample_ids)}
+    of_input = [array for method_id, array in maps.items() if "layer" not in method_attrs[method_id]]
+    image = of_input[0].shape[2:] if of_input else inputs.shape[1:] if inputs is not None else None
+    if image is not None:
+        c, h, w = image
+        coords.update({"channel": np.arange(c), "y": np.arange(h), "x": np.arange(w)})
     names = targets.names()
     if targets.layout == "dense":
         coords["target"] = string_coordinate(list(names[0]))
@@ -91,7 +105,9 @@ def build_dataset(
         coords["target_index"] = (pair_dims, targets.index.astype(np.int64))
     data_vars: dict[str, Any] = {}
     for method_id, array in maps.items():
-        data_vars[method_id] = xr.Variable(dims, array, attrs=method_attrs[method_id])
+        provenance = method_attrs[method_id]
+        own = dims if "layer" not in provenance else layer_map_dims(targets.layout, method_id, array.ndim - 2)
+        data_vars[method_id] = xr.Variable(own, array, attrs=provenance)
         if method_id in deltas:
             data_vars[f"{method_id}_delta"] = xr.Variable(
                 pair_dims,
@@ -144,7 +160,8 @@ def listing(values: Sequence[Any], limit: int = 10) -> str:
 
 
 def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.DataArray:
-    """Return the (channel, y, x) map of class ``target`` (a label or class index) for ``sample``.
+    """Return the (channel, y, x) map of class ``target`` (a label or class index) for ``sample``
+    (for maps of a layer, the layer's output shape on the method's own dims: see :func:`map_layer`).
 
     Works on both layouts. Raises ``KeyError`` when the store has no map for that pair.
     """
@@ -171,5 +188,24 @@ def select_map(ds: xr.Dataset, method: str, *, sample: Any, target: Any) -> xr.D
     return picked
 
 
+def map_layer(ds: xr.Dataset, method: str) -> str | None:
+    """The module ``method``'s maps attribute to, or None for maps of the input."""
+    return str(ds[method].attrs["layer"]) if is_layer_map(ds[method]) else None
+
+
+def is_layer_map(var: xr.DataArray) -> bool:
+    """Whether ``var`` holds maps of a layer: (sample, target|slot, <its name>_...) with a ``layer`` attribute."""
+    dims = var.dims
+    return (
+        "layer" in var.attrs
+        and len(dims) >= 3
+        and dims[0] == "sample"
+        and dims[1] in ("target", "slot")
+        and all(str(d).startswith(f"{var.name}_") for d in dims[2:])
+    )
+
+
 def _is_map(var: xr.DataArray) -> bool:
+    if is_layer_map(var):
+        return True
     return len(var.dims) == 5 and var.dims[0] == "sample" and var.dims[-3:] == ("channel", "y", "x")

@@ -113,17 +113,49 @@ def _run(method: MethodArg, params: Mapping[str, Any] | None, model: nn.Module, 
     return explain(model, inputs, methods=_methods(method, params, smooth), targets=[0, 2], **kw)
 
 
+def _layer(method: MethodArg, params: Mapping[str, Any] | None) -> str | None:
+    """The layer the method's maps attribute to (its ``layer`` parameter), or None for the input."""
+    given = (params or {}) if isinstance(method, str) else method.params()
+    return given.get("layer")
+
+
+def _output_shape(model: nn.Module, inputs: Tensor, layer: str) -> tuple[int, ...]:
+    """The shape per sample of what the module ``layer`` returns for ``inputs``, seen by a hook of this suite's own."""
+    seen: list[tuple[int, ...]] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape[1:])))
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        handle.remove()
+    if len(seen) != 1:
+        raise AssertionError(f"layer {layer!r} ran {len(seen)} times; the suite checks layers that run once")
+    return seen[0]
+
+
 def check_shape(method_id: str, params=None, model=None, inputs=None) -> None:
-    """Maps have dims (sample, target, channel, y, x), the inputs' sizes, and finite values."""
+    """Maps have dims (sample, target, channel, y, x), the inputs' sizes, and finite values; maps of a layer
+    (``layer=``) have the layer's output shape per sample, on dims named after the method, and name the layer."""
     model, inputs = (model, inputs) if model is not None else default_case()
     ds = _run(method_id, params, model, inputs)
-    var = ds[_id(method_id)]
-    if var.dims != ("sample", "target", "channel", "y", "x"):
-        raise AssertionError(f"{_id(method_id)}: dims {var.dims}")
-    if var.shape != (inputs.shape[0], 2, *inputs.shape[1:]):
-        raise AssertionError(f"{_id(method_id)}: shape {var.shape} for inputs {tuple(inputs.shape)}")
+    name, layer = _id(method_id), _layer(method_id, params)
+    var = ds[name]
+    per_sample = tuple(inputs.shape[1:]) if layer is None else _output_shape(model, inputs, layer)
+    own = ("channel", "y", "x") if layer is None else _layer_dims(name, len(per_sample))
+    if var.dims != ("sample", "target", *own):
+        raise AssertionError(f"{name}: dims {var.dims}")
+    if var.shape != (inputs.shape[0], 2, *per_sample):
+        raise AssertionError(f"{name}: shape {var.shape} for inputs {tuple(inputs.shape)}, expected maps {per_sample}")
+    if layer is not None and var.attrs.get("layer") != layer:
+        raise AssertionError(f"{name}: maps of layer {layer!r} have the layer attribute {var.attrs.get('layer')!r}")
     if not np.isfinite(var.values).all():
-        raise AssertionError(f"{_id(method_id)}: maps hold NaN or Inf")
+        raise AssertionError(f"{name}: maps hold NaN or Inf")
+
+
+def _layer_dims(method: str, rank: int) -> tuple[str, ...]:
+    """The dims of a method's maps of a layer with ``rank`` dims per sample, as the stored results name them."""
+    names = {1: ("unit",), 3: ("channel", "y", "x")}.get(rank) or tuple(f"unit{i}" for i in range(rank))
+    return tuple(f"{method}_{d}" for d in names)
 
 
 def check_determinism(method_id: str, params=None, model=None, inputs=None) -> None:
@@ -175,7 +207,7 @@ def check_per_sample_targets(method_id: str, params=None, model=None, inputs=Non
     slots = explain(model, inputs, methods=_methods(method_id, params), targets=classes, passes=2)
     dense = explain(model, inputs, methods=_methods(method_id, params), targets=[0, 1, 2], passes=2)
     var = slots[_id(method_id)]
-    if var.dims != ("sample", "slot", "channel", "y", "x") or var.shape[1] != 1:
+    if var.dims != ("sample", "slot", *dense[_id(method_id)].dims[2:]) or var.shape[1] != 1:
         raise AssertionError(f"{_id(method_id)}: per-sample targets gave dims {var.dims} and shape {var.shape}")
     expected = dense[_id(method_id)].values[np.arange(n), classes.numpy()]
     if not np.allclose(var.values[:, 0], expected, rtol=1e-7, atol=1e-9, equal_nan=True):
