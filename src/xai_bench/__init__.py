@@ -25,6 +25,7 @@ from .api.targets import Targets
 from .app.report import report
 from .app.viz import overlay
 from .attributors.base import Attribution, Attributor, Batch, Cost, OneTarget, Prepared
+from .attributors.cam import AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 from .attributors.deeplift import DeepLift
 from .attributors.gradients import InputXGradient, Saliency
 from .attributors.guided_backprop import GuidedBackprop
@@ -89,6 +90,13 @@ __all__ = [
     "LRP",
     "InternalInfluence",
     "LayerConductance",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "AblationCAM",
+    "EigenCAM",
     "FeatureAblation",
     "ShapleyValueSampling",
     "KernelShap",
