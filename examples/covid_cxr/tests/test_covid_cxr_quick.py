@@ -57,7 +57,7 @@ def test_the_command_line_refuses_a_study_without_data(capsys):
 
 
 #: Methods of each family beyond the study's six, picked by id as `--methods` does.
-OTHER_METHODS = ("saliency", "deconvolution", "gradient_shap")
+OTHER_METHODS = ("saliency", "deconvolution", "gradient_shap", "lrp", "grad_cam", "feature_ablation")
 
 
 @pytest.mark.slow
