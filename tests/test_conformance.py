@@ -117,3 +117,10 @@ def test_conformance_catches_a_metric_that_is_not_deterministic(add_plugin):
     add_plugin(Dice)
     with pytest.raises(AssertionError, match="dice: two runs of saliency_dice differ"):
         check_metric("dice")
+
+
+def test_a_cam_given_a_layer_conforms_with_maps_of_the_input():
+    """A CAM's layer= picks the layer it weighs; its maps are of the input, which the suite tells by
+    the maps' own layer attribute, not by the parameter's name."""
+    check_attributor("grad_cam", {"layer": "conv3"})
+    check_attributor("score_cam", {"layer": "branch_conv"})

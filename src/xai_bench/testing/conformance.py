@@ -135,19 +135,22 @@ def _output_shape(model: nn.Module, inputs: Tensor, layer: str) -> tuple[int, ..
 
 def check_shape(method_id: str, params=None, model=None, inputs=None) -> None:
     """Maps have dims (sample, target, channel, y, x), the inputs' sizes, and finite values; maps of a layer
-    (``layer=``) have the layer's output shape per sample, on dims named after the method, and name the layer."""
+    (those with a ``layer`` attribute) have the layer's output shape per sample, on dims named after the
+    method, and name the layer the method was given. (A CAM's ``layer=`` picks the layer it weighs; its
+    maps are of the input.)"""
     model, inputs = (model, inputs) if model is not None else default_case()
     ds = _run(method_id, params, model, inputs)
-    name, layer = _id(method_id), _layer(method_id, params)
+    name = _id(method_id)
     var = ds[name]
+    layer = var.attrs.get("layer")
+    if layer is not None and layer != _layer(method_id, params):
+        raise AssertionError(f"{name}: maps of layer {layer!r} for a method given layer {_layer(method_id, params)!r}")
     per_sample = tuple(inputs.shape[1:]) if layer is None else _output_shape(model, inputs, layer)
     own = ("channel", "y", "x") if layer is None else _layer_dims(name, len(per_sample))
     if var.dims != ("sample", "target", *own):
         raise AssertionError(f"{name}: dims {var.dims}")
     if var.shape != (inputs.shape[0], 2, *per_sample):
         raise AssertionError(f"{name}: shape {var.shape} for inputs {tuple(inputs.shape)}, expected maps {per_sample}")
-    if layer is not None and var.attrs.get("layer") != layer:
-        raise AssertionError(f"{name}: maps of layer {layer!r} have the layer attribute {var.attrs.get('layer')!r}")
     if not np.isfinite(var.values).all():
         raise AssertionError(f"{name}: maps hold NaN or Inf")
 
