@@ -403,3 +403,16 @@ def test_infidelity_refuses_maps_that_do_not_fit_the_inputs():
     maps = maps_dataset(np.ones((2, 1, 2, 12, 12)), [0])  # two channels for three-channel inputs
     with pytest.raises(InvalidParameterError, match=r"infidelity: maps of shape \(2, 12, 12\) for inputs of shape"):
         evaluate(maps, model=model, inputs=x, metrics={"infidelity": {"n_samples": 1}})
+
+
+def test_copies_made_again_keep_their_samples_per_sample_parameters(monkeypatch):
+    """A method with parameters per sample (here a feature mask per sample) explains each copy with its own
+    sample's, however the copies are sliced: with noise of 1e-9 the maps hardly move."""
+    model, x, _ = _case(n=3)
+    grid = torch.arange(144).view(12, 12)
+    masks = torch.stack([grid // 36, (grid % 12) // 4, (grid // 12 < 6).long()])  # 4, 3 and 2 features
+    ds = explain(model, x, methods={"feature_ablation": {"features": masks}}, targets=[1])
+    monkeypatch.setattr(robustness, "CHUNK_ELEMENTS", 2 * x[0].numel())  # two copies per call: samples mix
+    scores = evaluate(ds, model=model, metrics={"max_sensitivity": {"n_samples": 3, "radius": 1e-9}},
+                      method_params={"feature_ablation": {"features": masks}})  # fmt: skip
+    assert (scores["feature_ablation_max_sensitivity"].values < 1e-6).all()

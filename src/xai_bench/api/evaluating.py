@@ -346,13 +346,13 @@ def _context(
             maps = method_maps(
                 scored_model(private, explained), method, pairs.params, inputs.to(x.device, x.dtype),
                 target[:, None].to(torch.long), torch.ones((len(sample), 1), dtype=torch.bool),
-                [ids[int(s)] for s in sample], budget=budget,
+                [ids[int(s)] for s in sample], budget=budget, positions=sample, call_inputs=x,
             )  # fmt: skip
             return maps[:, 0].detach().cpu()
         assert torch.equal(sample, pairs.sample) and torch.equal(target, pairs.target)
         maps = method_maps(
             scored_model(private, explained), method, pairs.params, x[rows.to(x.device)], index, mask,
-            [ids[int(r)] for r in rows], budget=budget,
+            [ids[int(r)] for r in rows], budget=budget, positions=rows, call_inputs=x,
         )  # fmt: skip
         return maps[row_of.to(maps.device), column_of.to(maps.device)].detach().cpu()
 

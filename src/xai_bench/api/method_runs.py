@@ -41,6 +41,8 @@ class Work:
     keys: Tensor
     fingerprint: Callable[[], str]
     bar: tqdm | None = None
+    #: each input's row in the call whose per-sample parameters the method holds (default: its own row)
+    positions: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ def run_method(
                work.index.shape[1])  # fmt: skip
         result, sizer = attribute(
             attributor, prepared.model, inputs, work.index, work.mask, owner=model, key=key, budget=work.budget,
-            keys=work.keys, on_pairs=work.bar.update if work.bar is not None else None, who=who(entry),
+            keys=work.keys, positions=work.positions, on_pairs=work.bar.update if work.bar is not None else None,
+            who=who(entry),
             map_shape=prepared.map_shape,
         )  # fmt: skip
         return MethodRun(prepared, sizer, result)
@@ -217,6 +220,8 @@ def method_maps(
     sample_ids: Sequence[Any],
     *,
     budget: Budget,
+    positions: Tensor | None = None,
+    call_inputs: Tensor | None = None,
 ) -> Tensor:
     """Maps (N, T, C, H, W) of one method (or (N, T, *shape) at a layer) for the pairs ``mask`` of classes
     ``index`` (N, T), NaN elsewhere.
@@ -224,11 +229,15 @@ def method_maps(
     The engine's passes without ``explain``'s checks of the model and inputs, scores and labels:
     for callers that made those checks already and run a method many times (a sanity check on
     each randomised copy of a model). The model must be in eval mode, on the inputs' device.
+    ``inputs`` may be other images standing for rows of a call (a metric's perturbed copies, a subset):
+    ``positions`` (N,) then gives each one's row in ``call_inputs``, the call's inputs, which the
+    method's per-sample parameters (``sample_baselines``, per-sample feature masks) belong to.
     """
     ((entry, attributor),) = registry.resolve(registry.attributors, {method: dict(params)})
-    attributor.check_inputs(inputs)
+    attributor.check_inputs(inputs if call_inputs is None else call_inputs)
     keys = torch.tensor([sample_key(i) for i in sample_ids], dtype=torch.int64)
-    work = Work(index.to(inputs.device), mask.to(inputs.device), budget, keys, lambda: model_fingerprint(model))
+    work = Work(index.to(inputs.device), mask.to(inputs.device), budget, keys, lambda: model_fingerprint(model),
+                positions=positions)  # fmt: skip
     return run_method(entry, attributor, model, inputs, work).result.maps
 
 

@@ -39,6 +39,7 @@ def attribute_all(
     sizer: PassSizer,
     *,
     keys: Tensor | None = None,
+    positions: Tensor | None = None,
     on_pairs: Callable[[int], None] | None = None,
     who: str | None = None,
     map_shape: tuple[int, ...] | None = None,
@@ -46,8 +47,9 @@ def attribute_all(
     """Plan ``attributor``'s passes over the masked pairs, run them, add their contributions and finish.
 
     ``targets`` and ``mask`` are (N, T) on the inputs' device; ``keys`` (N,) the samples' keys
-    (see :class:`Batch`); ``on_pairs(k)`` reports k more (sample, target) maps done (a sample's
-    maps are done with its last item); ``who`` names the method and its plugin in errors;
+    and ``positions`` (N,) their rows in the call whose per-sample parameters the method holds
+    (default: the rows of ``inputs``; see :class:`Batch`); ``on_pairs(k)`` reports k more (sample,
+    target) maps done (a sample's maps are done with its last item); ``who`` names the method and its plugin in errors;
     ``map_shape`` is the maps' shape per pair where it is not the inputs' (a layer's output,
     :attr:`~xai_bench.attributors.base.Prepared.map_shape`).
     """
@@ -60,7 +62,8 @@ def attribute_all(
         part_of = planner.take(start, size, len(samples), items)
         rows = samples[part_of.samples].to(inputs.device)
         key = keys[rows.cpu()] if keys is not None else None
-        batch = Batch(inputs[rows], targets[rows], mask[rows], part_of.sample, part_of.item, rows, key)
+        position = rows if positions is None else positions.to(rows.device)[rows]
+        batch = Batch(inputs[rows], targets[rows], mask[rows], part_of.sample, part_of.item, position, key)
         part = check_attribution(attributor, attributor.attribute(model, batch), batch, who, map_shape=map_shape)
         # One item per sample and every sample in this pass: its results are the totals as they are.
         whole = items == 1 and len(rows) == n and state["maps"] is None

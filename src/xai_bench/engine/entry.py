@@ -71,6 +71,7 @@ def attribute(
     key: Hashable,
     budget: Budget,
     keys: Tensor | None = None,
+    positions: Tensor | None = None,
     on_pairs: Callable[[int], None] | None = None,
     who: str | None = None,
     map_shape: tuple[int, ...] | None = None,
@@ -89,6 +90,16 @@ def attribute(
         name=attributor.id,
     )  # fmt: skip
     result = attribute_all(
-        attributor, model, inputs, index, mask, sizer, keys=keys, on_pairs=on_pairs, who=who, map_shape=map_shape
+        attributor,
+        model,
+        inputs,
+        index,
+        mask,
+        sizer,
+        keys=keys,
+        positions=positions,
+        on_pairs=on_pairs,
+        who=who,
+        map_shape=map_shape,
     )
     return result, sizer
