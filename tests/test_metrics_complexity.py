@@ -11,7 +11,7 @@ import quantus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xai_bench import InvalidParameterError
+from xai_bench import InvalidParameterError, UnknownParameterError
 from xai_bench.api.evaluating import evaluate
 from xai_bench.testing.data import maps_dataset
 
@@ -110,5 +110,5 @@ def test_bad_parameters_are_refused_when_the_metric_is_made(eps):
 
     with pytest.raises(InvalidParameterError, match="sparseness: eps"):
         Sparseness(eps=eps)
-    with pytest.raises(TypeError):
+    with pytest.raises(UnknownParameterError, match="complexity"):
         evaluate(maps_dataset(np.ones((1, 1, 1, 4, 4)), [0]), metrics={"complexity": {"eps": 1e-7}})

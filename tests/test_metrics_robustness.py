@@ -14,7 +14,7 @@ from captum.attr import Saliency
 from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
-from xai_bench import InvalidParameterError, explain
+from xai_bench import InvalidParameterError, Targets, explain
 from xai_bench.api.evaluating import evaluate
 from xai_bench.core.provenance import sample_key
 from xai_bench.metrics import robustness
@@ -344,7 +344,7 @@ def test_a_perturbation_of_ones_own_replaces_the_noise():
         ("local_lipschitz_estimate", {"normalise": "yes"}, "normalise must be True or False"),
         ("relative_input_stability", {"low": 0.3}, r"the noise is uniform in \[low, high\): high must be > low"),
         ("relative_input_stability", {"eps_min": 0}, "eps_min .* must be > 0"),
-        ("infidelity", {"output": "probability"}, "output .* must be one of 'logit', 'softmax', 'sigmoid'"),
+        ("infidelity", {"output": "probability"}, "output .* must be None .* or one of 'logit', 'softmax', 'sigmoid'"),
         ("infidelity", {"seed": 1.5}, "seed must be an int"),
         ("max_sensitivity", {"perturb": "uniform"}, "perturb must be None .* or a callable"),
     ],
@@ -365,6 +365,13 @@ def test_infidelity_scores_the_explained_probability_when_asked():
     theirs = infidelity(softmax, lambda inputs: (inputs - copies, copies), x, maps, target=torch.from_numpy(y),
                         n_perturb_samples=3, normalize=True)  # fmt: skip
     ours = evaluate(ds, model=model, metrics={"infidelity": {"n_samples": 3, "output": "softmax"}})
+    np.testing.assert_allclose(ours["saliency_infidelity"].values[:, 0], theirs.numpy(), rtol=1e-9)
+    # Maps that explain the softmax are scored on it without being told.
+    explained = explain(model, x, methods=["saliency"], targets=Targets(torch.from_numpy(y), output="softmax"))
+    softmax_maps = torch.from_numpy(explained["saliency"].values[:, 0])
+    theirs = infidelity(softmax, lambda inputs: (inputs - copies, copies), x, softmax_maps,
+                        target=torch.from_numpy(y), n_perturb_samples=3, normalize=True)  # fmt: skip
+    ours = evaluate(explained, model=model, metrics={"infidelity": {"n_samples": 3}})
     np.testing.assert_allclose(ours["saliency_infidelity"].values[:, 0], theirs.numpy(), rtol=1e-9)
 
 

@@ -619,3 +619,13 @@ def test_typed_methods_give_the_maps_of_their_ids(case):
                                                    "lime": {"cell": 6, "n_samples": 12, "alpha": 0.0}})  # fmt: skip
     for method in ("shapley_sampling", "lime"):  # the same copies, perhaps in passes of other sizes
         np.testing.assert_allclose(by_type[method].values, by_id[method].values, rtol=1e-10, atol=1e-15)
+
+
+def test_lime_says_when_every_kernel_weight_underflows():
+    """Euclidean distances of a whole image dwarf kernel_width=1: exp(-d²/2) is 0 for every coalition."""
+    from xai_bench import XaiBenchWarning
+    from xai_bench.testing import tiny_cnn
+
+    x = torch.rand(1, 3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 20
+    with pytest.warns(XaiBenchWarning, match="every coalition's kernel weight is 0"):
+        explain(tiny_cnn(), x, targets=[0], methods={"lime": {"cell": 4, "n_samples": 8, "distance": "euclidean"}})

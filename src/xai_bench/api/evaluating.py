@@ -358,7 +358,7 @@ def _context(
 
     keys = torch.tensor([sample_key(i) for i in ids], dtype=torch.int64)
     return Context(inputs=x, model=model, forward=forward, explain=remake, task=task, progress=passes.progress,
-                   keys=keys)  # fmt: skip
+                   keys=keys, output=explained)  # fmt: skip
 
 
 def _collect(

@@ -478,7 +478,15 @@ class Lime(_FeaturePerturbation):
             distance = 1 - F.cosine_similarity(clean.flatten(1), image.flatten(1), dim=1)
         else:
             distance = (clean - image).flatten(1).norm(dim=1)
-        return torch.exp(-(distance**2) / (2 * self.kernel_width**2))
+        weight = torch.exp(-(distance**2) / (2 * self.kernel_width**2))
+        if len(weight) and not bool((weight > 0).any()):
+            # Every coalition weighs nothing: the fit would have no data and give zero maps without a word.
+            warn(
+                f"lime: every coalition's kernel weight is 0 (distances {float(distance.min()):.3g} to "
+                f"{float(distance.max()):.3g} with kernel_width={self.kernel_width}), so its maps are zero; use a "
+                "kernel_width near those distances, or distance='cosine'."
+            )
+        return weight
 
     def finish(self, inputs: Tensor, total: Attribution) -> Attribution:
         labels, _ = labels_of(total)

@@ -60,6 +60,8 @@ class Context:
     task: str = "multiclass"
     progress: bool | str = False  # as Passes.progress: True, False or "auto"
     keys: Tensor | None = None
+    #: the score the maps explain: "logit", "sigmoid" or "softmax" (from the maps' provenance)
+    output: str = "logit"
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ class Complexity(Metric):
     id: ClassVar[str] = "complexity"
     higher_is_better: ClassVar[bool] = False
 
+    def __init__(self) -> None:
+        """No parameters; defined so that the registry names unknown ones (it reads the signature)."""
+
     def params(self) -> dict[str, Any]:
         return {}
 

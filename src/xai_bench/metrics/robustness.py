@@ -377,7 +377,8 @@ class Infidelity(Resampled):
     ``mean_k (I_k . a - (f(x) - f(x - I_k)))²`` over ``n_samples`` perturbations ``I_k = x - x_k``
     of the input, ``x_k = x + e``, ``e ~ N(0, std²)`` per element by default, ``a`` the map (C, H, W)
     (a one-channel map counts for every channel, as Quantus broadcasts it) and ``f`` the target's
-    logit (``output="softmax"`` or ``"sigmoid"``: its probability; pick what the maps explain). With
+    score the maps explain (``output=None``, the default: their logit, sigmoid or softmax, from the maps'
+    provenance; or ``"logit"``, ``"softmax"``, ``"sigmoid"`` to choose). With
     ``normalise=True`` (the default) the map is first scaled by
     ``beta = sum_k (I_k . a) Δf_k / sum_k (I_k . a)²``, the scale that fits the output changes best,
     so that the score does not change with the map's scale and maps of different methods compare:
@@ -395,7 +396,7 @@ class Infidelity(Resampled):
         n_samples: int = 10,
         std: float = 0.1,
         normalise: bool = True,
-        output: str = "logit",
+        output: str | None = None,
         seed: int = 0,
         perturb: Perturb | None = None,
     ) -> None:
@@ -403,9 +404,10 @@ class Infidelity(Resampled):
         self.std = _number(self.id, "std", std, positive=True, meaning="of the Gaussian noise, per element")
         if not isinstance(normalise, bool):
             raise InvalidParameterError(f"{self.id}: normalise must be True or False, got {normalise!r}.")
-        if output not in OUTPUTS:
+        if output is not None and output not in OUTPUTS:
             raise InvalidParameterError(
-                f"{self.id}: output (what f is) must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}."
+                f"{self.id}: output (what f is) must be None (what the maps explain) or one of "
+                f"{', '.join(map(repr, OUTPUTS))}, got {output!r}."
             )
         self.normalise, self.output = normalise, output
 
@@ -417,7 +419,8 @@ class Infidelity(Resampled):
         logits = self.forward_copies(pairs, context)
         width = logits.shape[1]
         classes = pairs.target.repeat_interleave(width)
-        scores = scores_of(logits.flatten(0, 1), classes, self.output, context.task).view(-1, width)
+        output = context.output if self.output is None else self.output
+        scores = scores_of(logits.flatten(0, 1), classes, output, context.task).view(-1, width)
         return scores[:, :1] - scores[:, 1:]
 
     def predicted_changes(self, pairs: Pairs, context: Context) -> Tensor:
