@@ -24,6 +24,7 @@ import hashlib
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -615,25 +616,32 @@ def _split(sums: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
 def lasso(gram: Tensor, covariance: Tensor, alpha: float) -> Tensor:
     """Coefficients (N, F, T) minimising ``½ βᵀ G β - cᵀ β + alpha |β|₁`` for each sample's centred Gram
     matrix G (N, F, F) and each target's c (N, F, T), by cyclic coordinate descent (scikit-learn's
-    ``Lasso`` solves the same problem from the data). A feature without variance gets 0."""
+    ``Lasso`` solves the same problem from the data). A feature without variance gets 0.
+
+    The sweeps run in NumPy, float64, on the CPU: each updates one coefficient at a time, and a small
+    NumPy operation costs a fraction of a torch one (on ResNet18's 196 grid features, the fit took a
+    tenth of LIME's call in torch)."""
     f = covariance.shape[1]
-    beta = torch.zeros_like(covariance)
-    if beta.numel() == 0:
-        return beta
-    gradient = covariance.clone()  # c - G β
-    diagonal = gram.diagonal(dim1=1, dim2=2)  # (N, F)
+    if covariance.numel() == 0:
+        return torch.zeros_like(covariance)
+    grams = gram.detach().cpu().double().numpy()
+    gradient = covariance.detach().cpu().double().numpy().copy()  # c - G β
+    beta = np.zeros_like(gradient)
+    diagonal = np.diagonal(grams, axis1=1, axis2=2)  # (N, F)
+    safe = np.where(diagonal > 0, diagonal, 1.0)
     for _ in range(LASSO_SWEEPS):
-        moved = torch.zeros((), dtype=beta.dtype, device=beta.device)
+        moved = 0.0
         for j in range(f):
             g = diagonal[:, j, None]
             rho = gradient[:, j] + g * beta[:, j]
-            shrunk = torch.sign(rho) * (rho.abs() - alpha).clamp_min(0)
-            new = torch.where(g > 0, shrunk / torch.where(g > 0, g, torch.ones_like(g)), torch.zeros_like(rho))
+            new = np.where(g > 0, np.sign(rho) * np.maximum(np.abs(rho) - alpha, 0.0) / safe[:, j, None], 0.0)
             step = new - beta[:, j]
-            gradient -= gram[:, :, j, None] * step[:, None, :]
+            if not step.any():
+                continue
+            gradient -= grams[:, :, j, None] * step[:, None, :]
             beta[:, j] = new
-            moved = torch.maximum(moved, step.abs().max())
-        if float(moved) <= LASSO_TOL * max(float(beta.abs().max()), torch.finfo(beta.dtype).tiny):
-            return beta
+            moved = max(moved, float(np.abs(step).max()))
+        if moved <= LASSO_TOL * max(float(np.abs(beta).max()), np.finfo(np.float64).tiny):
+            return torch.from_numpy(beta).to(covariance.device, covariance.dtype)
     warn(f"lime: coordinate descent stopped after {LASSO_SWEEPS} sweeps before it converged.")
-    return beta
+    return torch.from_numpy(beta).to(covariance.device, covariance.dtype)
