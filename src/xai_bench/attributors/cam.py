@@ -44,6 +44,7 @@ from ..core.cache import cache_of
 from ..core.errors import InvalidParameterError, PluginError, did_you_mean
 from ..core.provenance import module_state
 from .base import UNUSED_IS_ZERO, Attribution, Attributor, Batch, Cost, Prepared
+from .layer import layer_paths
 
 #: pytorch-grad-cam's constants: the ones its formulas add to denominators, and the offset below the
 #: smallest activation that its Ablation-CAM ablates to where activations are not >= 0 with a zero.
@@ -54,7 +55,6 @@ _SCORE_MASK_EPS = 1e-8
 _ABLATION_OFFSET = 1e7
 
 #: heads ``output=`` puts after the user's model (``ScoreHead``), which must not change the layers' names
-_HEADS = (nn.Sigmoid, nn.Softmax)
 
 
 @dataclass(frozen=True)
@@ -79,23 +79,6 @@ class _Record:
     calls: int = 0
     shape: tuple[int, ...] | None = None
     finished: int = -1
-
-
-def _layer_paths(model: nn.Module) -> tuple[dict[str, str], str]:
-    """Map each name a user may give to a module's path in ``model``, and the prefix of the wrapped model.
-
-    Under a probability head (``nn.Sequential(model, nn.Sigmoid())``, or what ``output=`` runs), the
-    wrapped model's own names also work; a path of ``model`` itself wins where the two collide.
-    """
-    paths = {name: name for name, _ in model.named_modules() if name}
-    children = list(model.named_children())
-    if len(children) != 2 or not isinstance(children[1][1], _HEADS):
-        return paths, ""
-    prefix = children[0][0] + "."
-    for path in list(paths):
-        if path.startswith(prefix):
-            paths.setdefault(path[len(prefix) :], path)
-    return paths, prefix
 
 
 def _trace(model: nn.Module, example: Tensor, modules: dict[str, nn.Module]) -> dict[str, _Record]:
@@ -156,7 +139,7 @@ def find_layer(model: nn.Module, example: Tensor, layer: str | None, method: str
     Refuses, in one line, a name the model lacks (with close matches) and a layer that does not run
     exactly once or whose output is not a 4-D (N, C, h, w) tensor.
     """
-    paths, prefix = _layer_paths(model)
+    paths, prefix = layer_paths(model)
     if layer is not None:
         if layer not in paths:
             shown = [p[len(prefix) :] if prefix and p.startswith(prefix) else p for p in paths.values()]
