@@ -54,8 +54,6 @@ _SCALE_EPS = 1e-7
 _SCORE_MASK_EPS = 1e-8
 _ABLATION_OFFSET = 1e7
 
-#: heads ``output=`` puts after the user's model (``ScoreHead``), which must not change the layers' names
-
 
 @dataclass(frozen=True)
 class CamLayer:
