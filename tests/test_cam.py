@@ -485,12 +485,9 @@ def test_study_models_gradient_and_eigen_cams_match_pytorch_grad_cam(study, peer
     assert_close(got["grad_cam"].values[:, 0, 0], expected["grad_cam"], empty=True)
 
 
-# Score-CAM and Ablation-CAM run a forward pass per channel, here and in pytorch-grad-cam: a subset. ResNet34 is
-# ResNet18's architecture with more blocks; DenseNet161's and InceptionResNetV2's float64 passes take too long for
-# a pass per channel (DenseNet's concatenations, which make Ablation-CAM run full passes, have their closed form in
-# test_ablation_cam_runs_full_passes_where_a_connection_skips_over_the_layer).
+# Score-CAM and Ablation-CAM run a forward pass per channel, here and in pytorch-grad-cam: at a layer of few
+# channels of each of the five models (DenseNet's concatenations make Ablation-CAM run full passes there).
 @pytest.mark.slow
-@pytest.mark.parametrize("study", ["resnet18", "inception_v3"], indirect=True)
 def test_study_models_score_and_ablation_cams_match_pytorch_grad_cam(study, peer64):
     _, model, x, (_, _, few) = study
     methods = ["score_cam", "ablation_cam"]
