@@ -25,14 +25,13 @@ import io
 import math
 import os
 import platform
-import statistics
-import time
 import warnings
 
 import torch
 import torchvision
 from pytorch_grad_cam import AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from timing import round_robin, timed
 
 from xai_bench import explain
 
@@ -47,21 +46,6 @@ PEERS = {
 }
 #: pytorch-grad-cam's batching knob, where it has one (images per forward pass of the per-channel copies)
 BATCH_SIZES = {"score_cam": [16, 32, 64, 128], "ablation_cam": [16, 32, 64, 128]}
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def round_robin(calls, rounds: int) -> list[float]:
-    """Median time of each callable, run in turn ``rounds`` times so drifts in load hit all alike."""
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(rounds):
-        for fn, kept in zip(calls, times, strict=True):
-            kept.append(timed(fn))
-    return [statistics.median(t) for t in times]
 
 
 def peer_call(method: str, net: torch.nn.Module, x: torch.Tensor, classes: list[int], batch_size: int | None):

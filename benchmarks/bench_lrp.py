@@ -19,11 +19,10 @@ import copy
 import math
 import os
 import platform
-import statistics
-import time
 
 import torch
 import torchvision
+from timing import round_robin, timed
 from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer, VGGCanonizer
@@ -34,21 +33,6 @@ MODELS = {
     "resnet18": (lambda: torchvision.models.resnet18(weights=None), ResNetCanonizer),
     "vgg16": (lambda: torchvision.models.vgg16(weights=None), VGGCanonizer),
 }
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def round_robin(calls, rounds: int) -> list[float]:
-    """Median time of each callable, run in turn ``rounds`` times so drifts in load hit all alike."""
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(rounds):
-        for fn, kept in zip(calls, times, strict=True):
-            kept.append(timed(fn))
-    return [statistics.median(t) for t in times]
 
 
 def zennit_lrp(model: torch.nn.Module, canonizer, x: torch.Tensor, targets: list[int]) -> torch.Tensor:

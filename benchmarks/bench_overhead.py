@@ -25,8 +25,6 @@ import functools
 import math
 import os
 import platform
-import statistics
-import time
 import warnings
 
 import torch
@@ -41,6 +39,7 @@ from captum.attr import (
     Occlusion,
     Saliency,
 )
+from timing import round_robin, timed
 
 from xai_bench import explain
 from xai_bench.surgery import PLAIN, rewrite
@@ -49,21 +48,6 @@ METHODS = (
     "occlusion", "saliency", "input_x_gradient", "guided_backprop", "integrated_gradients", "deeplift",
     "deconvolution", "gradient_shap",
 )  # fmt: skip
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def round_robin(calls, rounds: int) -> list[float]:
-    """Median time of each callable, run in turn ``rounds`` times so drifts in load hit all alike."""
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(rounds):
-        for fn, kept in zip(calls, times, strict=True):
-            kept.append(timed(fn))
-    return [statistics.median(t) for t in times]
 
 
 def main() -> None:

@@ -23,14 +23,13 @@ import functools
 import math
 import os
 import platform
-import statistics
-import time
 import warnings
 
 import numpy as np
 import torch
 import torchvision
 from captum.attr import FeatureAblation, KernelShap, Lime, ShapleyValueSampling
+from timing import round_robin, timed
 
 from xai_bench import explain
 
@@ -41,21 +40,6 @@ CAPTUM = {
     "kernel_shap": KernelShap,
     "lime": Lime,
 }
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def round_robin(calls, rounds: int) -> list[float]:
-    """Median time of each callable, run in turn ``rounds`` times so drifts in load hit all alike."""
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(rounds):
-        for fn, kept in zip(calls, times, strict=True):
-            kept.append(timed(fn))
-    return [statistics.median(t) for t in times]
 
 
 def grid(size: int, cell: int) -> torch.Tensor:
