@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..core.checks import json_safe, positive_int
+from ..core.checks import positive_int
 from .arguments import (
     baseline_like,
     check_baseline,
@@ -24,6 +24,7 @@ from .layer import (
     layer_output,
     layer_pass,
     path_ends,
+    path_params,
     quadrature,
     reference_activations,
 )
@@ -80,15 +81,7 @@ class IntegratedGradients(AtLayer, Attributor):
         self._weight = torch.tensor([*step_sizes, 0.0, 0.0], dtype=torch.float64)
 
     def params(self) -> dict[str, Any]:
-        return self._layer_params(
-            {
-                "n_steps": self.n_steps,
-                "method": self.method,
-                "baseline": json_safe(self.baseline),
-                "baselines": json_safe(self.baselines),
-                "sample_baselines": json_safe(self.sample_baselines),
-            }
-        )
+        return self._layer_params(path_params(self))
 
     def prepare(self, model: nn.Module, example: Tensor) -> Prepared:
         return self._at_layer(model, example, Prepared(model))

@@ -85,6 +85,18 @@ def quadrature(method: str, n: int) -> tuple[list[float], list[float]]:
     return step_sizes, alphas
 
 
+def path_params(method: Any) -> dict[str, Any]:
+    """The parameters of a method integrated along the path from its references (its quadrature and
+    references), JSON-safe, for provenance."""
+    return {
+        "n_steps": method.n_steps,
+        "method": method.method,
+        "baseline": json_safe(method.baseline),
+        "baselines": json_safe(method.baselines),
+        "sample_baselines": json_safe(method.sample_baselines),
+    }
+
+
 def check_quadrature(owner: str, method: Any, n_steps: int, *, points: int | None = None) -> str:
     """``method`` if it names a quadrature rule that works with ``points`` (default ``n_steps``) points, else raise."""
     if method not in QUADRATURE_RULES:
@@ -486,15 +498,7 @@ class _AlongInputPath(AtLayer, Attributor):
         return self.n_steps
 
     def params(self) -> dict[str, Any]:
-        return self._layer_params(
-            {
-                "n_steps": self.n_steps,
-                "method": self.method,
-                "baseline": json_safe(self.baseline),
-                "baselines": json_safe(self.baselines),
-                "sample_baselines": json_safe(self.sample_baselines),
-            }
-        )
+        return self._layer_params(path_params(self))
 
     def check_inputs(self, inputs: Tensor) -> None:
         check_sample_baselines_fit(self.id, self.sample_baselines, inputs)
